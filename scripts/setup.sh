@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up a machine for cocoon: Debian packages, npm dependencies, the build, and (once the
+# guest builder exists) the guest kernel and rootfs. Safe to run again: each step is skipped
+# when already done. Needs root for apt-get (it uses sudo when not root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# Debian packages: QEMU and virtiofsd, the kernel source and its build tools, the guest's
+# userland (busybox, runc, socat), image tools, and iproute2 for network namespaces.
+PACKAGES=(
+  qemu-system-x86 qemu-utils
+  linux-source-6.1 make gcc flex bison bc libelf-dev libssl-dev xz-utils cpio kmod
+  busybox-static runc socat e2fsprogs erofs-utils util-linux iproute2
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  say "Debian packages: all present"
+fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "cocoon needs Node.js 20 or newer (found $(node --version))" >&2
+  exit 1
+fi
+
+# npm dependencies: reinstall when the lock file is newer than the installed tree.
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --ignore-scripts
+else
+  say "npm dependencies: up to date"
+fi
+
+say "building cocoon"
+npm run --silent build

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: sets up what it needs (scripts/setup.sh), then runs the unit and
+# integration tests (integration tests boot real QEMU VMs under TCG). Ends with one summary
+# line "tests: N passed, N failed, N skipped" and a non-zero status when anything failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+report=$(mktemp /tmp/cocoon-vitest-XXXXXX.json)
+trap 'rm -f "$report"' EXIT
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const skipped = r.numPendingTests + r.numTodoTests;
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+  if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
+' "$report" || status=1
+exit $status

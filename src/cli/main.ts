@@ -1,0 +1,69 @@
+import { Command, CommanderError, Option } from "commander";
+import { createRequire } from "node:module";
+import { ExitCode } from "../errors.js";
+import { registerCheck } from "./commands/check.js";
+import { registerConfig } from "./commands/config.js";
+import { createContext, type CliContext, type GlobalOptions } from "./context.js";
+import { processIo, reportError, type Io } from "./output.js";
+
+const require = createRequire(import.meta.url);
+const { version } = require("../../package.json") as { version: string };
+
+export type Runner = (fn: (ctx: CliContext) => Promise<number>) => Promise<void>;
+
+/** Builds the `cocoon` program. `io` and `exit` are injectable for tests. */
+export function buildProgram(io: Io = processIo, setExit: (code: number) => void = (c) => (process.exitCode = c)): Command {
+  const program = new Command();
+  program
+    .name("cocoon")
+    .description("run workloads inside lightweight virtual machines (QEMU, Firecracker, ACRN)")
+    .version(version, "-v, --version", "print cocoon's version")
+    .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
+    .option("--config <file>", "configuration file (env COCOON_CONFIG; default /etc/cocoon/config.toml)")
+    .addOption(
+      new Option("--log-level <level>", "log level for the log file").choices([
+        "trace",
+        "debug",
+        "info",
+        "warn",
+        "error",
+        "fatal",
+        "silent",
+      ]),
+    )
+    .option("--json", "machine-readable output")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
+    .exitOverride();
+
+  const run: Runner = async (fn) => {
+    const opts = program.opts<GlobalOptions>();
+    let ctx: CliContext | undefined;
+    try {
+      ctx = await createContext(io, opts);
+      setExit(await fn(ctx));
+    } catch (err) {
+      ctx?.logger.error({ err }, "command failed");
+      setExit(reportError(io, err, { json: opts.json, logFile: ctx?.logFile }));
+    }
+  };
+
+  registerCheck(program, run);
+  registerConfig(program, run);
+  return program;
+}
+
+/** Entry point of bin/cocoon.js. */
+export async function main(argv: string[] = process.argv, io: Io = processIo): Promise<void> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed.
+      process.exitCode = err.exitCode === 0 ? 0 : ExitCode.usage;
+      return;
+    }
+    process.exitCode = reportError(io, err);
+  }
+}

@@ -1,0 +1,104 @@
+import type { Logger } from "pino";
+import type { HypervisorConfig } from "./config.js";
+import type { BlockDevice, Device, MemoryDevice } from "./devices.js";
+import type { Capabilities, HypervisorType, VcpuThreadIds } from "./types.js";
+
+/**
+ * How the host reaches the guest agent. QEMU exposes a virtio-serial port as a unix socket
+ * (`unix`); Firecracker exposes hybrid vsock, a unix socket plus a `CONNECT <port>` handshake.
+ */
+export type AgentChannel =
+  | { kind: "unix"; path: string }
+  | { kind: "hvsock"; path: string; port: number };
+
+/** Where a VM keeps its runtime files. The sandbox layer decides; drivers only use them. */
+export interface VmPaths {
+  /** `<state>/vm/<id>/`: sockets, pid files, console log. */
+  vmDir: string;
+  /** `<lib>/firecracker/` style base for jails (must allow exec). */
+  jailerBase: string;
+}
+
+export interface CreateVmOptions {
+  id: string;
+  config: HypervisorConfig;
+  paths: VmPaths;
+  /** Network namespace the VMM runs in, if any. */
+  netnsPath?: string;
+  logger?: Logger;
+}
+
+/**
+ * What a driver persists so that another cocoon process can find and drive the same VM.
+ * `driver` holds driver-specific fields (sockets, UUIDs, jail paths) and is validated by the
+ * driver's own `load`.
+ */
+export interface HypervisorState {
+  type: HypervisorType;
+  /** The VMM's pid (0 when not running) and its start time, to guard against pid reuse. */
+  pid: number;
+  pidStartTime?: number;
+  blockIndexMap: number[];
+  hotpluggedVCPUs: number;
+  hotpluggedMemoryMB: number;
+  virtiofsDaemonPid?: number;
+  driver: Record<string, unknown>;
+}
+
+export interface ResizeMemoryResult {
+  memoryMB: number;
+  device?: MemoryDevice;
+}
+
+export interface ResizeVcpusResult {
+  oldVCPUs: number;
+  newVCPUs: number;
+}
+
+/**
+ * The hypervisor layer. One object drives one VM; drivers exist for QEMU, Firecracker, ACRN
+ * and an in-memory mock. The shape follows Kata's hypervisor interface.
+ */
+export interface Hypervisor {
+  readonly type: HypervisorType;
+
+  /** Builds the VM definition from the config. Nothing runs yet. */
+  createVM(options: CreateVmOptions): Promise<void>;
+  /** Launches the VMM and boots the guest; fails if not up within `timeoutMs`. */
+  startVM(timeoutMs: number): Promise<void>;
+  /** Stops the VM, escalating to SIGKILL; `waitOnly` waits for an exit without asking for one. */
+  stopVM(options?: { waitOnly?: boolean }): Promise<void>;
+  pauseVM(): Promise<void>;
+  resumeVM(): Promise<void>;
+  /** Saves the VM (snapshot/device state) for templating or migration. */
+  saveVM(): Promise<void>;
+
+  /** Cold plug: devices given before start are queued until the VMM can take them. */
+  addDevice(device: Device): Promise<void>;
+  /** Hot plug into a running VM; returns the device with its guest-visible fields set. */
+  hotplugAddDevice(device: Device): Promise<Device>;
+  hotplugRemoveDevice(device: Device): Promise<Device>;
+  resizeMemory(memoryMB: number, memoryBlockSizeMB: number, probe: boolean): Promise<ResizeMemoryResult>;
+  resizeVCPUs(vcpus: number): Promise<ResizeVcpusResult>;
+
+  /** The console: a unix socket path or a log file path the caller can read. */
+  getVMConsole(): Promise<string>;
+  /** How to reach the guest agent. */
+  agentChannel(): AgentChannel;
+  /** Closes control connections (QMP, HTTP) without stopping the VM. */
+  disconnect(): void;
+  capabilities(): Capabilities;
+  hypervisorConfig(): HypervisorConfig;
+  getThreadIDs(): Promise<VcpuThreadIds>;
+  /** Removes every file, socket and mount the driver created. Idempotent. */
+  cleanup(): Promise<void>;
+  /** The VMM pid first, then helper processes (virtiofsd...). */
+  getPids(): number[];
+  /** Throws if the VMM is not alive and answering. */
+  check(): Promise<void>;
+  save(): HypervisorState;
+  load(state: HypervisorState): void;
+}
+
+/** Block devices a driver assigned a guest path to. */
+export type AttachedBlockDevice = BlockDevice & { guestPath: string };

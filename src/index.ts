@@ -1,0 +1,17 @@
+// The public API of cocoon. Everything a library user needs is exported from here.
+export * from "./errors.js";
+export * from "./hypervisor/types.js";
+export * from "./hypervisor/params.js";
+export * from "./hypervisor/config.js";
+export * from "./hypervisor/assets.js";
+export * from "./hypervisor/devices.js";
+export type * from "./hypervisor/hypervisor.js";
+export { MockHypervisor } from "./hypervisor/mock.js";
+export { newHypervisor, registerHypervisor, type DriverContext } from "./hypervisor/registry.js";
+export { loadConfig, describeConfig, type LoadedConfig, type LoadOptions } from "./config/load.js";
+export type { CocoonConfig } from "./config/schema.js";
+export { hypervisorConfigFor, annotationPolicyFor } from "./config/hypervisor.js";
+export { chooseAccelerator, type AccelChoice } from "./host/accel.js";
+export { hostMemoryKb, runningOnVmm } from "./host/proc.js";
+export { RuntimePaths, type RuntimeRoots } from "./store/paths.js";
+export { Store } from "./store/store.js";
