@@ -26,6 +26,13 @@ export interface CreateVmOptions {
   /** Network namespace the VMM runs in, if any. */
   netnsPath?: string;
   logger?: Logger;
+  /**
+   * Called by startVM once the VMM runs, to wait until the guest is usable: the sandbox layer
+   * passes an agent health check here (the hypervisor layer knows nothing of the agent). The
+   * driver races it against the VMM exiting and the boot timeout, and aborts `signal` when it
+   * gives up. Without it, startVM returns once the VMM has booted the guest.
+   */
+  guestReady?: (channel: AgentChannel, signal: AbortSignal) => Promise<void>;
 }
 
 /**
