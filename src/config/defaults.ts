@@ -92,6 +92,7 @@ export function defaultConfig(): CocoonConfig {
         valid_ctlpaths: ["/usr/bin/acrnctl"],
         default_bridges: 1,
         max_vms: 0,
+        platform_info_helper: "",
       },
       mock: {
         ...commonDefaults,

@@ -1,5 +1,6 @@
 import type { AnnotationPolicy } from "../hypervisor/assets.js";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../hypervisor/config.js";
+import { acrnSettingsToParams } from "../hypervisor/acrn/settings.js";
 import { parseKernelCmdline } from "../hypervisor/params.js";
 import type { HypervisorType } from "../hypervisor/types.js";
 import type { CocoonConfig } from "./schema.js";
@@ -62,6 +63,8 @@ export function hypervisorConfigFor(config: CocoonConfig, type: HypervisorType):
     hc.hypervisorCtlPath = a.ctlpath;
     hc.defaultBridges = a.default_bridges;
     hc.sharedFS = "none";
+    // HypervisorConfig has no ACRN fields: the driver reads these back from hypervisorParams.
+    hc.hypervisorParams = acrnSettingsToParams({ maxVms: a.max_vms, platformInfoHelper: a.platform_info_helper });
   } else {
     hc.sharedFS = "none";
   }

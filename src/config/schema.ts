@@ -82,6 +82,8 @@ export const acrnSectionSchema = z.strictObject({
    * cannot issue; 0 means "ask the helper" (see the ACRN driver's docs).
    */
   max_vms: count,
+  /** The helper that does that ioctl; "" means the one built into .cache/acrn/ (docs/acrn.md). */
+  platform_info_helper: z.string(),
 });
 
 export const mockSectionSchema = z.strictObject({ ...commonHypervisorKeys });
