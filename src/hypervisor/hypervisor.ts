@@ -4,12 +4,17 @@ import type { BlockDevice, Device, MemoryDevice } from "./devices.js";
 import type { Capabilities, HypervisorType, VcpuThreadIds } from "./types.js";
 
 /**
- * How the host reaches the guest agent. QEMU exposes a virtio-serial port as a unix socket
- * (`unix`); Firecracker exposes hybrid vsock, a unix socket plus a `CONNECT <port>` handshake.
+ * How the host reaches the guest agent:
+ * - `serial`: virtio-serial ports, each a unix socket that takes one client at a time (QEMU
+ *   chardev sockets); a client locks a free port for the length of its session.
+ * - `hvsock`: Firecracker's hybrid vsock, a unix socket plus a `CONNECT <port>` handshake, any
+ *   number of connections.
+ * - `unix`: a plain unix socket taking any number of connections (tests, in-process agents).
  */
 export type AgentChannel =
-  | { kind: "unix"; path: string }
-  | { kind: "hvsock"; path: string; port: number };
+  | { kind: "serial"; paths: string[] }
+  | { kind: "hvsock"; path: string; port: number }
+  | { kind: "unix"; path: string };
 
 /** Where a VM keeps its runtime files. The sandbox layer decides; drivers only use them. */
 export interface VmPaths {

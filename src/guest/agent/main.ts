@@ -1,0 +1,102 @@
+/**
+ * The cocoon guest agent: started by the guest's init, it serves the agent protocol on every
+ * virtio-serial port named `cocoon.agent*` (QEMU, ACRN) and on a unix socket that a vsock
+ * bridge feeds (Firecracker's hybrid vsock). Each host connection is one session; sessions
+ * share the agent's state (processes, containers), so a later connection can pick up work an
+ * earlier one started.
+ */
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import net from "node:net";
+import type { Duplex } from "node:stream";
+import { Connection } from "../../agent/protocol/connection.js";
+import { dispatcher, type Handlers } from "./dispatch.js";
+import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
+import { watchPowerButton } from "./power.js";
+import { servePort } from "./serial.js";
+
+export const AGENT_SOCKET = "/run/cocoon/agent.sock";
+export const PORT_PREFIX = "cocoon.agent";
+
+function kernelArgs(): Map<string, string> {
+  const args = new Map<string, string>();
+  try {
+    for (const word of readFileSync("/proc/cmdline", "utf8").trim().split(/\s+/)) {
+      const eq = word.indexOf("=");
+      args.set(eq === -1 ? word : word.slice(0, eq), eq === -1 ? "" : word.slice(eq + 1));
+    }
+  } catch {
+    // not in a VM (tests): defaults
+  }
+  return args;
+}
+
+const args = kernelArgs();
+const debug = args.get("cocoon.debug") === "1";
+function log(message: string): void {
+  process.stderr.write(`cocoon-agent: ${message}\n`);
+}
+function debugLog(message: string): void {
+  if (debug) log(message);
+}
+
+export function serveSession(stream: Duplex, handlers: Handlers): Promise<void> {
+  return new Promise((resolve) => {
+    const conn = new Connection(stream, { role: "server", handler: dispatcher(handlers), agentVersion: AGENT_VERSION });
+    conn.on("protocol-error", (err: Error) => log(`protocol error: ${err.message}`));
+    conn.once("close", () => resolve());
+  });
+}
+
+async function agentPorts(): Promise<string[]> {
+  const out: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = await readdir("/sys/class/virtio-ports");
+  } catch {
+    return out;
+  }
+  for (const port of entries) {
+    const name = (await readFile(`/sys/class/virtio-ports/${port}/name`, "utf8").catch(() => "")).trim();
+    if (name.startsWith(PORT_PREFIX)) out.push(`/dev/${port}`);
+  }
+  return out.sort();
+}
+
+/** /dev/vsock exists whenever the kernel has vsock; a transport exists only with a device. */
+async function hasVsockTransport(): Promise<boolean> {
+  const entries = await readdir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport").catch(() => [] as string[]);
+  return existsSync("/dev/vsock") && entries.some((e) => e.startsWith("virtio"));
+}
+
+async function main(): Promise<void> {
+  process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
+  process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
+  const handlers: Handlers = { ...basicHandlers };
+  const onSession = (stream: Duplex): Promise<void> => serveSession(stream, handlers);
+
+  const ports = await agentPorts();
+  for (const port of ports) void servePort(port, onSession, log);
+
+  await mkdir("/run/cocoon", { recursive: true });
+  await rm(AGENT_SOCKET, { force: true });
+  const server = net.createServer((sock) => void onSession(sock));
+  await new Promise<void>((resolve) => server.listen(AGENT_SOCKET, resolve));
+
+  const vsockPort = args.get("cocoon.vsock_port") ?? "1024";
+  const vsock = await hasVsockTransport();
+  if (vsock) {
+    // Node cannot open AF_VSOCK: socat bridges each vsock connection to the unix socket.
+    const bridge = spawn("socat", [`VSOCK-LISTEN:${vsockPort},reuseaddr,fork`, `UNIX-CONNECT:${AGENT_SOCKET}`], {
+      stdio: "ignore",
+    });
+    bridge.on("error", (e) => log(`vsock bridge: ${e.message}`));
+    bridge.on("exit", (code) => log(`vsock bridge exited with ${String(code)}`));
+  }
+  void watchPowerButton(log);
+  log(`ready (version ${AGENT_VERSION}, ${ports.length} serial port(s)${vsock ? `, vsock ${vsockPort}` : ""})`);
+  debugLog(`kernel args: ${[...args.keys()].join(" ")}`);
+}
+
+void main();

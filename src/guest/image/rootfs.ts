@@ -1,0 +1,239 @@
+import { build } from "esbuild";
+import { chmod, copyFile, lstat, mkdir, readFile, realpath, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { HostError, messageOf } from "../../errors.js";
+import { runChecked } from "../../host/process.js";
+import { which } from "../../host/which.js";
+import type { AssetCatalog } from "./catalog.js";
+import { assetKey, checkRequirements, PACKAGE_ROOT, sha256, sha256File, type ProgressSink } from "./common.js";
+import type { BuiltAsset } from "./kernel.js";
+
+/** Bumped whenever the layout or init changes, so cached images are rebuilt. */
+const ROOTFS_BUILDER_VERSION = 1;
+
+/** Where things live inside the guest. */
+export const GUEST_AGENT_PATH = "/usr/lib/cocoon/agent.mjs";
+export const GUEST_AGENT_LAUNCHER = "/usr/bin/cocoon-agent";
+
+/** Guest programs and the Debian packages that provide them on the host. */
+const GUEST_PROGRAMS = [
+  { program: "busybox", debianPackage: "busybox-static", guestPath: "/bin/busybox" },
+  { program: "runc", debianPackage: "runc", guestPath: "/usr/sbin/runc" },
+  { program: "socat", debianPackage: "socat", guestPath: "/usr/bin/socat" },
+] as const;
+
+const INITTAB = `# cocoon guest: busybox init runs rcS, then keeps the agent running.
+::sysinit:/etc/init.d/rcS
+::respawn:${GUEST_AGENT_LAUNCHER}
+::ctrlaltdel:/sbin/poweroff
+::shutdown:/bin/sync
+`;
+
+const RCS = `#!/bin/sh
+# Mounts the API filesystems; the root is a read-only image, so everything writable is tmpfs.
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+grep -q ' /dev ' /proc/mounts || mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts -o gid=5,mode=620,ptmxmode=666
+mount -t tmpfs -o mode=1777 shm /dev/shm
+mount -t tmpfs -o mode=755 run /run
+mount -t tmpfs -o mode=1777 tmp /tmp
+mount -t tmpfs -o mode=755 varlib /var/lib
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+echo "127.0.0.1 localhost" > /run/hosts
+: > /run/resolv.conf
+hostname cocoon
+ip link set lo up 2>/dev/null
+`;
+
+const AGENT_LAUNCHER = `#!/bin/sh
+# Blocking reads of virtio-serial ports hold libuv threadpool threads: give it room.
+export UV_THREADPOOL_SIZE=16
+export HOME=/root
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+exec /usr/bin/node ${GUEST_AGENT_PATH}
+`;
+
+const STATIC_FILES: Record<string, { content: string; mode: number }> = {
+  "/etc/inittab": { content: INITTAB, mode: 0o644 },
+  "/etc/init.d/rcS": { content: RCS, mode: 0o755 },
+  [GUEST_AGENT_LAUNCHER]: { content: AGENT_LAUNCHER, mode: 0o755 },
+  "/etc/passwd": { content: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", mode: 0o644 },
+  "/etc/group": { content: "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", mode: 0o644 },
+  "/etc/os-release": { content: 'NAME="cocoon guest"\nID=cocoon\n', mode: 0o644 },
+};
+const SYMLINKS: Record<string, string> = {
+  "/etc/hosts": "/run/hosts",
+  "/etc/resolv.conf": "/run/resolv.conf",
+  "/etc/mtab": "/proc/self/mounts",
+};
+const DIRS = ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/var/lib", "/var/log", "/mnt", "/sys/fs/cgroup"];
+
+export interface RootfsBuildOptions {
+  catalog: AssetCatalog;
+  onProgress?: ProgressSink;
+  force?: boolean;
+  /** The node binary to put in the guest (default: the one running cocoon). */
+  nodeBinary?: string;
+}
+
+/** Bundles the guest agent into one ES module. */
+export async function bundleAgent(): Promise<string> {
+  const self = fileURLToPath(import.meta.url);
+  const fromSource = self.endsWith(".ts");
+  const entry = path.resolve(path.dirname(self), "../agent", fromSource ? "main.ts" : "main.js");
+  const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
+  const result = await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: "node",
+    target: "node20",
+    format: "esm",
+    write: false,
+    minify: false,
+    legalComments: "none",
+    define: { __COCOON_VERSION__: JSON.stringify(version) },
+    logLevel: "silent",
+  });
+  const out = result.outputFiles[0];
+  if (!out) throw new HostError("ERR_IMAGE_BUILD", "bundling the guest agent produced no output");
+  return out.text;
+}
+
+/** Shared libraries of a dynamically linked program, as `ldd` resolves them. */
+export async function sharedLibraries(binary: string): Promise<string[]> {
+  const { stdout } = await runChecked("ldd", [binary]).catch((err: unknown) => {
+    // `ldd` of a static binary exits 1 with "not a dynamic executable".
+    if (/not a dynamic executable/.test(messageOf(err))) return { stdout: "" };
+    throw err;
+  });
+  const libs: string[] = [];
+  for (const line of stdout.split("\n")) {
+    const m = /=>\s+(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m?.[1]) libs.push(m[1]);
+  }
+  return [...new Set(libs)];
+}
+
+interface Inputs {
+  files: Map<string, string>; // guest path → host path
+  agent: string;
+}
+
+async function collectInputs(nodeBinary: string): Promise<Inputs> {
+  const files = new Map<string, string>();
+  const hostPaths: Record<string, string> = {};
+  for (const p of GUEST_PROGRAMS) {
+    const found = await which(p.program, `${process.env.PATH ?? ""}:/usr/sbin:/sbin`);
+    if (!found) throw new Error(`unreachable: ${p.program} checked`);
+    hostPaths[p.program] = found;
+    files.set(p.guestPath, found);
+  }
+  files.set("/usr/bin/node", nodeBinary);
+  for (const binary of [nodeBinary, hostPaths.runc!, hostPaths.socat!]) {
+    for (const lib of await sharedLibraries(binary)) files.set(lib, lib);
+  }
+  return { files, agent: await bundleAgent() };
+}
+
+export async function rootfsInputs(nodeBinary = process.execPath): Promise<{ inputs: Inputs; description: Record<string, unknown> }> {
+  await checkRequirements("guest rootfs", [
+    ...GUEST_PROGRAMS.map((p) => ({ program: p.program, debianPackage: p.debianPackage })),
+    { program: "mkfs.ext4", debianPackage: "e2fsprogs" },
+    { program: "ldd", debianPackage: "libc-bin" },
+  ]);
+  const inputs = await collectInputs(nodeBinary);
+  const fileHashes: Record<string, string> = {};
+  for (const [guest, host] of [...inputs.files].sort(([a], [b]) => a.localeCompare(b))) {
+    fileHashes[guest] = await sha256File(host);
+  }
+  const description = {
+    builder: ROOTFS_BUILDER_VERSION,
+    files: fileHashes,
+    agent: sha256(inputs.agent),
+    static: sha256(JSON.stringify([STATIC_FILES, SYMLINKS, DIRS])),
+  };
+  return { inputs, description };
+}
+
+async function stage(root: string, inputs: Inputs): Promise<number> {
+  let bytes = 0;
+  const place = async (guestPath: string): Promise<string> => {
+    const dest = path.join(root, guestPath);
+    await mkdir(path.dirname(dest), { recursive: true });
+    return dest;
+  };
+  for (const dir of DIRS) await mkdir(path.join(root, dir), { recursive: true });
+  for (const [guest, host] of inputs.files) {
+    const dest = await place(guest);
+    await copyFile(await realpath(host), dest);
+    const st = await stat(host);
+    await chmod(dest, st.mode & 0o7777);
+    bytes += st.size;
+  }
+  for (const [guest, file] of Object.entries(STATIC_FILES)) {
+    const dest = await place(guest);
+    await writeFile(dest, file.content, { mode: file.mode });
+  }
+  for (const [guest, target] of Object.entries(SYMLINKS)) await symlink(target, await place(guest));
+  const agentDest = await place(GUEST_AGENT_PATH);
+  await writeFile(agentDest, inputs.agent, { mode: 0o644 });
+  bytes += inputs.agent.length;
+  // busybox applets as symlinks at their usual paths (/bin/sh, /sbin/poweroff, ...)
+  const busybox = path.join(root, "bin/busybox");
+  const { stdout } = await runChecked(busybox, ["--list-full"]);
+  for (const applet of stdout.split("\n").filter(Boolean)) {
+    const dest = await place(`/${applet}`);
+    const exists = await lstat(dest).catch(() => undefined);
+    if (!exists) await symlink("/bin/busybox", dest);
+  }
+  await symlink("/bin/busybox", path.join(root, "sbin/init")).catch(() => undefined);
+  return bytes;
+}
+
+export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAsset> {
+  const progress = options.onProgress ?? (() => undefined);
+  const { catalog } = options;
+  progress({ asset: "rootfs", step: "inputs", message: "rootfs: hashing inputs (node, busybox, runc, socat, agent)" });
+  const { inputs, description } = await rootfsInputs(options.nodeBinary ?? process.execPath);
+  const key = assetKey(description);
+  const dir = catalog.assetDir("rootfs", key);
+  if (!options.force && (await catalog.has("rootfs", key))) {
+    progress({ asset: "rootfs", step: "cached", message: `rootfs ${key} is already built` });
+    return { key, dir, built: false };
+  }
+  const started = Date.now();
+  const work = `${dir}.partial`;
+  await rm(work, { recursive: true, force: true });
+  const root = path.join(work, "root");
+  try {
+    progress({ asset: "rootfs", step: "stage", message: `rootfs ${key}: staging files` });
+    const bytes = await stage(root, inputs);
+    // Room for metadata and the small files; the image is read-only, so no slack is needed beyond that.
+    const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
+    const image = path.join(work, "rootfs.ext4");
+    progress({ asset: "rootfs", step: "mkfs", message: `rootfs ${key}: mkfs.ext4 (${sizeMiB} MiB)` });
+    await runChecked("mkfs.ext4", ["-q", "-F", "-L", "cocoon-root", "-O", "^has_journal", "-m", "0", "-E", "root_owner=0:0", "-d", root, image, `${sizeMiB}M`], {
+      timeoutMs: 300_000,
+    });
+    await rm(root, { recursive: true, force: true });
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(path.dirname(dir), { recursive: true });
+    await rename(work, dir);
+  } catch (err) {
+    await rm(work, { recursive: true, force: true });
+    throw err instanceof HostError ? new HostError("ERR_IMAGE_BUILD", `building the rootfs failed: ${err.message}`, { cause: err }) : err;
+  }
+  const file = path.join(dir, "rootfs.ext4");
+  const files = { "rootfs.ext4": { size: (await stat(file)).size, sha256: await sha256File(file) } };
+  const buildSeconds = Math.round((Date.now() - started) / 1000);
+  await catalog.writeManifest({ kind: "rootfs", key, createdAt: new Date().toISOString(), inputs: description, files, buildSeconds });
+  progress({ asset: "rootfs", step: "done", message: `rootfs ${key} built in ${buildSeconds}s` });
+  return { key, dir, built: true };
+}
