@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up a machine for cocoon: Debian packages, npm dependencies, the build, and (once the
-# guest builder exists) the guest kernel and rootfs. Safe to run again: each step is skipped
+# Sets up a machine for cocoon: Debian packages, npm dependencies, the build, and the guest
+# kernel and rootfs. Safe to run again: each step is skipped
 # when already done. Needs root for apt-get (it uses sudo when not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,3 +46,8 @@ fi
 
 say "building cocoon"
 npm run --silent build
+
+# Guest kernel and rootfs: cached by content under the assets directory, so this is a
+# no-op in seconds once built (the first kernel build takes about 8 minutes on 2 cores).
+say "building guest assets (kernel, rootfs)"
+node bin/cocoon.js image build

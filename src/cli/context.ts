@@ -1,5 +1,6 @@
 import path from "node:path";
 import { loadConfig, type LoadedConfig } from "../config/load.js";
+import { guestAssetChecks } from "../guest/image/status.js";
 import { fileLogger, silentLogger, type Logger, type LogLevel } from "../log.js";
 import { RuntimePaths } from "../store/paths.js";
 import { Store } from "../store/store.js";
@@ -46,5 +47,6 @@ export async function createContext(io: Io, opts: GlobalOptions): Promise<CliCon
     store: new Store(paths),
     logger: logger.child({ cmd: process.argv.slice(2, 3).join(" ") }),
     logFile,
+    extraChecks: () => guestAssetChecks(paths.assetsDir),
   };
 }

@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
+import { registerImage } from "./commands/image.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
 
@@ -50,6 +51,7 @@ export function buildProgram(io: Io = processIo, setExit: (code: number) => void
 
   registerCheck(program, run);
   registerConfig(program, run);
+  registerImage(program, run);
   return program;
 }
 

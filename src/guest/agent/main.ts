@@ -73,6 +73,8 @@ async function hasVsockTransport(): Promise<boolean> {
 async function main(): Promise<void> {
   process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
+  // Before any session: once the host sees the agent it may ask for a graceful powerdown.
+  await watchPowerButton(log);
   const handlers: Handlers = { ...basicHandlers };
   const onSession = (stream: Duplex): Promise<void> => serveSession(stream, handlers);
 
@@ -94,7 +96,6 @@ async function main(): Promise<void> {
     bridge.on("error", (e) => log(`vsock bridge: ${e.message}`));
     bridge.on("exit", (code) => log(`vsock bridge exited with ${String(code)}`));
   }
-  void watchPowerButton(log);
   log(`ready (version ${AGENT_VERSION}, ${ports.length} serial port(s)${vsock ? `, vsock ${vsockPort}` : ""})`);
   debugLog(`kernel args: ${[...args.keys()].join(" ")}`);
 }

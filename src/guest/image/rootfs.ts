@@ -1,7 +1,6 @@
 import { build } from "esbuild";
 import { chmod, copyFile, lstat, mkdir, readFile, realpath, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { HostError, messageOf } from "../../errors.js";
 import { runChecked } from "../../host/process.js";
 import { which } from "../../host/which.js";
@@ -83,11 +82,13 @@ export interface RootfsBuildOptions {
   nodeBinary?: string;
 }
 
-/** Bundles the guest agent into one ES module. */
+/**
+ * Bundles the guest agent into one ES module. Always from the TypeScript sources (shipped in
+ * the package), so the bundle, and with it the rootfs key, is the same whether cocoon runs
+ * from dist/ or from src/.
+ */
 export async function bundleAgent(): Promise<string> {
-  const self = fileURLToPath(import.meta.url);
-  const fromSource = self.endsWith(".ts");
-  const entry = path.resolve(path.dirname(self), "../agent", fromSource ? "main.ts" : "main.js");
+  const entry = path.join(PACKAGE_ROOT, "src/guest/agent/main.ts");
   const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
   const result = await build({
     entryPoints: [entry],

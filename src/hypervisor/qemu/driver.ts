@@ -306,35 +306,44 @@ export class QemuHypervisor implements Hypervisor {
           details: { console: consoleTail },
         });
       }
-      const stderr = lastLines(await readTail(this.file("qemu.log")), 6);
-      throw new HypervisorError("ERR_VMM_START", `QEMU ${describeExit(outcome.status)} during boot${stderr ? `: ${stderr}` : ""}`, {
-        details: { code: outcome.status.code, signal: outcome.status.signal, stderr, console: consoleTail },
-      });
+      throw await this.exitError(outcome.status, consoleTail);
     }
     if (outcome.kind === "timeout") {
       throw this.timeoutError(deadline, consoleTail);
     }
     // boot failed: QEMU may have died at the same time, which explains the failure better
     const exited = await proc.waitFor(200);
-    if (exited) {
-      const stderr = lastLines(await readTail(this.file("qemu.log")), 6);
-      throw new HypervisorError("ERR_VMM_START", `QEMU ${describeExit(exited)} during boot${stderr ? `: ${stderr}` : ""}`, {
-        cause: outcome.err,
-        details: { stderr, console: consoleTail },
-      });
-    }
+    if (exited) throw await this.exitError(exited, consoleTail, outcome.err);
     if (isCocoonError(outcome.err) && (outcome.err.code === "ERR_AGENT_TIMEOUT" || outcome.err.code === "ERR_VMM_TIMEOUT")) {
       throw this.timeoutError(deadline, consoleTail, outcome.err);
     }
     throw outcome.err;
   }
 
+  /** QEMU exited before the guest was up: its stderr says why. */
+  private async exitError(status: ExitStatus, consoleTail: string, cause?: unknown): Promise<HypervisorError> {
+    const stderr = lastLines(await readTail(this.file("qemu.log")), 6);
+    const hint = this.pvmHint();
+    return new HypervisorError("ERR_VMM_START", `QEMU ${describeExit(status)} during boot${stderr ? `: ${stderr}` : ""}`, {
+      cause,
+      details: { code: status.code, signal: status.signal, stderr, console: consoleTail },
+      ...(hint ? { hint } : {}),
+    });
+  }
+
+  /** On a PVM host with KVM forced, a normal guest kernel cannot boot: say so and what to do. */
+  private pvmHint(): string | undefined {
+    const accel = this.accel;
+    if (accel?.accelerator === "kvm" && accel.pvmHost) {
+      return `${accel.warning ?? "this host's KVM is PVM"}; set accelerator = "tcg" (or "auto") in [hypervisor.qemu]`;
+    }
+    return undefined;
+  }
+
   private timeoutError(deadline: number, consoleTail: string, cause?: unknown): HypervisorError {
     const accel = this.accel;
-    let hint = "look at the console log (cocoon logs) or raise the agent's dial_timeout";
-    if (accel?.accelerator === "kvm" && accel.pvmHost) {
-      hint = `${accel.warning ?? "this host's KVM is PVM"}; set accelerator = "tcg" (or "auto") in [hypervisor.qemu]`;
-    } else if (!consoleTail) {
+    let hint = this.pvmHint() ?? "look at the console log (cocoon logs) or raise the agent's dial_timeout";
+    if (!this.pvmHint() && !consoleTail) {
       hint = "the guest printed nothing on its console: check the kernel and the accelerator";
     }
     return new HypervisorError("ERR_VMM_TIMEOUT", `the VM did not come up in time: no answer from the guest agent (boot deadline passed ${new Date(deadline).toISOString()})`, {
