@@ -4,7 +4,7 @@ import { acrnFixture, type AcrnFixture } from "../../../test/fakes/acrn/fixture.
 import { ACRN_UUIDS } from "../../vmm/acrn/uuids.js";
 import type { HypervisorConfig } from "../config.js";
 import { newHypervisor } from "../registry.js";
-import "../drivers.js";
+import "./register.js";
 import { AcrnHypervisor } from "./acrn.js";
 import { AcrnUuidPool } from "./uuid-pool.js";
 
