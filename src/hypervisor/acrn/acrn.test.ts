@@ -184,8 +184,8 @@ describe("ACRN driver without a VMM", () => {
       code: "ERR_INVALID_ARGUMENT",
     });
     const argv = d.commandLine();
-    expect(argv).toContain("14,virtio-net,tap0,mac=02:00:00:00:00:01");
-    expect(argv).toContain(`15,virtio-console,socket:debug=${fx.paths.vmDir("s1")}/debug.sock`);
+    expect(argv).toContain("17,virtio-net,tap0,mac=02:00:00:00:00:01");
+    expect(argv).toContain(`18,virtio-console,socket:debug=${fx.paths.vmDir("s1")}/debug.sock`);
     await d.cleanup();
   });
 
@@ -201,7 +201,14 @@ describe("ACRN driver without a VMM", () => {
   it("gives the console and agent sockets in the VM directory", async () => {
     const d = await created();
     expect(await d.getVMConsole()).toBe(`${fx.paths.vmDir("s1")}/console.sock`);
-    expect(d.agentChannel()).toEqual({ kind: "unix", path: `${fx.paths.vmDir("s1")}/agent.sock` });
+    const vmDir = fx.paths.vmDir("s1");
+    expect(d.agentChannel()).toEqual({
+      kind: "serial",
+      paths: [0, 1, 2, 3].map((i) => `${vmDir}/agent.${i}.sock`),
+    });
+    const argv = d.commandLine();
+    for (const i of [0, 1, 2, 3])
+      expect(argv).toContain(`${13 + i},virtio-console,socket:cocoon.agent.${i}=${vmDir}/agent.${i}.sock`);
     expect(d.getPids()).toEqual([]);
     await expect(d.check()).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
     expect(await d.getThreadIDs()).toEqual({ vcpus: new Map() });

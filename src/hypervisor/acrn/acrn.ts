@@ -52,10 +52,15 @@ export const ACRN_STOP_TIMEOUT_MS = 15_000;
 
 /** Files the driver keeps in the VM directory. */
 export const ACRN_CONSOLE_SOCKET = "console.sock";
-export const ACRN_AGENT_SOCKET = "agent.sock";
+/**
+ * Agent ports. acrn-dm's socket backend accepts one client per port for the life of the VM
+ * (it closes the listening socket after the first accept), so the VM gets several: each host
+ * session uses up one. The agent channel is `serial`, whose dialer skips ports that refuse.
+ */
+export const ACRN_AGENT_PORTS = 4;
 export const ACRN_LOG_FILE = "acrn-dm.log";
-/** The virtio-console port name the guest agent looks for (/sys/class/virtio-ports/<port>/name). */
-export const ACRN_AGENT_PORT_NAME = "agent.channel.0";
+/** Port names the guest agent looks for in /sys/class/virtio-ports/<port>/name (its PORT_PREFIX). */
+export const ACRN_AGENT_PORT_PREFIX = "cocoon.agent.";
 /** The guest console's port name on acrn-dm's side. */
 const CONSOLE_PORT_NAME = "console0";
 
@@ -142,8 +147,8 @@ export class AcrnHypervisor implements Hypervisor {
   private get consoleSocket(): string {
     return path.join(this.vmDir, ACRN_CONSOLE_SOCKET);
   }
-  private get agentSocket(): string {
-    return path.join(this.vmDir, ACRN_AGENT_SOCKET);
+  private get agentSockets(): string[] {
+    return Array.from({ length: ACRN_AGENT_PORTS }, (_, i) => path.join(this.vmDir, `agent.${i}.sock`));
   }
   private get logFile(): string {
     return path.join(this.vmDir, ACRN_LOG_FILE);
@@ -299,7 +304,7 @@ export class AcrnHypervisor implements Hypervisor {
     });
   }
 
-  /** The device list in PCI order: bridge, LPC, console, image, placeholders, agent, cold plugs. */
+  /** The device list in PCI order: bridge, LPC, console, image, placeholders, agent ports, cold plugs. */
   private devices(config: HypervisorConfig): AcrnDevice[] {
     const placeholders: AcrnDevice[] = this.pool
       .indexes()
@@ -310,7 +315,12 @@ export class AcrnHypervisor implements Hypervisor {
       { kind: "console-port", name: CONSOLE_PORT_NAME, socketPath: this.consoleSocket, console: true },
       { kind: "virtio-blk", index: 0, file: assetPath(config, "image"), readOnly: true },
       ...placeholders,
-      { kind: "console-port", name: ACRN_AGENT_PORT_NAME, socketPath: this.agentSocket, console: false },
+      ...this.agentSockets.map((socketPath, i): AcrnDevice => ({
+        kind: "console-port",
+        name: `${ACRN_AGENT_PORT_PREFIX}${i}`,
+        socketPath,
+        console: false,
+      })),
       ...this.coldPlugged,
     ];
   }
@@ -396,7 +406,8 @@ export class AcrnHypervisor implements Hypervisor {
 
   private async waitForSockets(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
-      if ((await isSocket(this.consoleSocket)) && (await isSocket(this.agentSocket))) return;
+      const sockets = [this.consoleSocket, ...this.agentSockets];
+      if ((await Promise.all(sockets.map(isSocket))).every(Boolean)) return;
       await sleep(this.pollMs, undefined, { signal }).catch(() => undefined);
     }
   }
@@ -693,6 +704,7 @@ export class AcrnHypervisor implements Hypervisor {
 
   // ---- queries -----------------------------------------------------------------------------
 
+  /** The console's unix socket. acrn-dm serves it to one client for the life of the VM. */
   async getVMConsole(): Promise<string> {
     this.require("get the console", "created", "running", "stopped");
     return this.consoleSocket;
@@ -700,7 +712,7 @@ export class AcrnHypervisor implements Hypervisor {
 
   agentChannel(): AgentChannel {
     this.require("get the agent channel", "created", "running", "stopped");
-    return { kind: "unix", path: this.agentSocket };
+    return { kind: "serial", paths: this.agentSockets };
   }
 
   /** acrn-dm has no control connection cocoon keeps open. */
@@ -748,7 +760,7 @@ export class AcrnHypervisor implements Hypervisor {
   // ---- cleanup -----------------------------------------------------------------------------
 
   private async removeSockets(): Promise<void> {
-    for (const p of [this.consoleSocket, this.agentSocket, ...this.serialSockets])
+    for (const p of [this.consoleSocket, ...this.agentSockets, ...this.serialSockets])
       await rm(p, { force: true });
   }
 

@@ -21,7 +21,7 @@ function sandboxDevices(extra: AcrnDevice[] = []): AcrnDevice[] {
       index: i + 1,
       file: "nodisk",
     })),
-    { kind: "console-port", name: "agent.channel.0", socketPath: `${VM_DIR}/agent.sock`, console: false },
+    { kind: "console-port", name: "cocoon.agent.0", socketPath: `${VM_DIR}/agent.sock`, console: false },
     ...extra,
   ];
 }
@@ -65,7 +65,7 @@ describe("acrn-dm argv", () => {
       "-s", "10,virtio-blk,nodisk",
       "-s", "11,virtio-blk,nodisk",
       "-s", "12,virtio-blk,nodisk",
-      "-s", "13,virtio-console,socket:agent.channel.0=/run/cocoon/vm/abc/agent.sock",
+      "-s", "13,virtio-console,socket:cocoon.agent.0=/run/cocoon/vm/abc/agent.sock",
       "-s", "14,virtio-net,tap0_kata,mac=02:aa:bb:cc:dd:01",
       "-k", "/var/lib/cocoon/assets/vmlinuz",
       "-B", "console=hvc0 panic=1 maxcpus=1",

@@ -46,11 +46,11 @@ async function readRecord(name: string): Promise<FakeVmRecord | undefined> {
   }
 }
 
-/** The agent check a sandbox would pass: one round trip on the agent port (the fake echoes). */
-async function echoRoundTrip(channel: AgentChannel, signal?: AbortSignal): Promise<string> {
-  if (channel.kind !== "unix") throw new Error(`unexpected channel ${channel.kind}`);
+/** The agent check a sandbox would pass: one round trip on an agent port (the fake echoes). */
+async function echoRoundTrip(channel: AgentChannel, signal?: AbortSignal, port = 0): Promise<string> {
+  if (channel.kind !== "serial") throw new Error(`unexpected channel ${channel.kind}`);
   return new Promise((resolve, reject) => {
-    const sock = net.connect(channel.path);
+    const sock = net.connect(channel.paths[port]!);
     signal?.addEventListener("abort", () => sock.destroy(new Error("aborted")));
     sock.once("error", reject);
     sock.once("connect", () => sock.write("ping\n"));
@@ -111,6 +111,9 @@ describe("ACRN driver against the fake acrn-dm and acrnctl", () => {
     });
     await d.startVM(20_000);
     expect(readyAnswer).toBe("ping\n"); // guestReady ran against the live agent port
+    // Each agent port serves one session for the life of the VM; the next session takes the next port.
+    await expect(echoRoundTrip(d.agentChannel())).rejects.toMatchObject({ code: "ECONNREFUSED" });
+    expect(await echoRoundTrip(d.agentChannel(), undefined, 1)).toBe("ping\n");
 
     // The fake ran exactly the command line the driver built, and accepted it.
     const runs = await fx.invocations("acrn-dm");

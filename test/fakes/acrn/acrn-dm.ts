@@ -1,7 +1,8 @@
 // A fake ACRN device model (acrn-dm) for contract tests. It parses its command line the way
 // acrn-dm 1.x does (getopt_long with the same options; `-s` slots, `-l` LPC, the VM name as
 // the only positional argument), refuses what acrn-dm refuses and what this fake does not
-// emulate, then behaves like a running VM: it listens on its virtio-console unix sockets,
+// emulate, then behaves like a running VM: it listens on its virtio-console unix sockets (one
+// client per port, ever, as acrn-dm does; a non-console port echoes like a stand-in agent),
 // answers acrnctl on a monitor socket, and stays up until SIGINT (or SIGHUP), then exits 0.
 // Like acrn-dm, it leaves its console socket files behind when it exits.
 //
@@ -11,7 +12,16 @@
 //   FAKE_ACRN_DM_NO_SOCKET=1         never create the console sockets (a hung device model)
 //   FAKE_ACRN_DM_SOCKET_DELAY_MS=<n> create the sockets n ms after starting
 //   FAKE_ACRN_DM_CRASH_AFTER_MS=<n>  exit 1 n ms after the VM is up (a crashed VM)
-import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import {
@@ -368,8 +378,12 @@ const servers: net.Server[] = [];
 function listen(port: ConsolePort): void {
   rmSync(port.path, { force: true }); // acrn-dm unlinks a stale socket before bind()
   const server = net.createServer((conn) => {
-    // acrn-dm takes one client per port; a later one is dropped.
-    server.maxConnections = 1;
+    // acrn-dm serves one client per port, ever: it closes the listening socket after the first
+    // accept, and the socket file it leaves refuses later clients (ECONNREFUSED). Closing the
+    // listener here removes the file, so a plain file takes its place: connect(2) to a path
+    // that is not a socket fails the same way.
+    server.close();
+    writeFileSync(port.path, "");
     if (port.console) conn.write(`fake acrn-dm console of ${name}\n`);
     else conn.pipe(conn); // a stand-in guest agent: echoes what it receives
     conn.on("error", () => undefined);
