@@ -209,7 +209,7 @@ export function buildAcrnDmArgv(spec: AcrnDmSpec): AcrnDmLaunch {
   const argv: string[] = ["-U", spec.uuid];
   if (spec.acpi) argv.push("-A");
   argv.push("-m", `${spec.memoryMB}M`);
-  // One vCPU is acrn-dm's default, and ACRN v1.5 and later dropped -c (the scenario decides
+  // One vCPU is acrn-dm's default, and later ACRN releases dropped -c (the scenario decides
   // the CPUs), so the flag is only passed when more than one is asked for.
   if (spec.vcpus > 1) argv.push("-c", String(spec.vcpus));
   const blockSlots = new Map<number, number>();
