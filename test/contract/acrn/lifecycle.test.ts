@@ -276,6 +276,20 @@ describe("ACRN driver against the fake acrn-dm and acrnctl", () => {
     expect(existsSync(fx.paths.vmDir("dead"))).toBe(false);
   }, 30_000);
 
+  it("waits for an exit without asking for one (waitOnly)", async () => {
+    const d = await startVm("wait", {}, fx.driver({ stopTimeoutMs: 300 }));
+    const [pid] = d.getPids();
+    await expect(d.stopVM({ waitOnly: true })).rejects.toMatchObject({ code: "ERR_VMM_TIMEOUT" });
+    expect(await isProcessAlive(pid!)).toBe(true); // it was not signalled
+    expect(await busyUuids()).toHaveLength(1);
+    process.kill(pid!, "SIGINT"); // the VM powers off by itself
+    await d.stopVM({ waitOnly: true });
+    expect(await isProcessAlive(pid!)).toBe(false);
+    expect(await busyUuids()).toEqual([]);
+    await d.cleanup();
+    await expectNoLeaks("wait");
+  }, 30_000);
+
   it("waits for the console socket rather than a fixed time", async () => {
     const d = fx.driver({ env: { ...fx.env, FAKE_ACRN_DM_SOCKET_DELAY_MS: "700" } });
     track(d);
