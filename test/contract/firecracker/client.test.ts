@@ -1,0 +1,180 @@
+/**
+ * The API client against Firecracker (the strict fake of each version, or a real binary):
+ * version learning, refusals of what the running version lacks, both error shapes, the
+ * Deprecation header, and Firecracker's own refusals answered as the real one answers.
+ */
+import net from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { FirecrackerClient, apiErrorFrom, type DeprecationNotice } from "../../../src/vmm/firecracker/client.js";
+import { FirecrackerApiError, FirecrackerRequestError, FirecrackerVersionError } from "../../../src/vmm/firecracker/errors.js";
+import { MicroVM } from "../../../src/vmm/firecracker/microvm.js";
+import { atLeast } from "../../../src/vmm/firecracker/version.js";
+import { VERSIONS, guestKernel, guestRootfs, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+
+/** One raw HTTP exchange on the socket, to see the status line as Firecracker writes it. */
+function rawExchange(socketPath: string, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(socketPath);
+    let data = "";
+    sock.on("data", (c: Buffer) => {
+      data += c.toString("latin1");
+      const head = data.indexOf("\r\n\r\n");
+      if (head === -1) return;
+      const len = Number(/content-length: (\d+)/i.exec(data.slice(0, head))?.[1] ?? 0);
+      if (data.length >= head + 4 + len) {
+        sock.destroy();
+        resolve(data);
+      }
+    });
+    sock.on("error", reject);
+    sock.on("connect", () => sock.write(request));
+  });
+}
+
+describe.each(VERSIONS)("Firecracker client against %s", (label) => {
+  let t: Target;
+  let dir: string;
+  let vm: MicroVM;
+  let client: FirecrackerClient;
+  const notices: DeprecationNotice[] = [];
+
+  beforeAll(async () => {
+    t = await target(label);
+    dir = await shortTmp();
+    vm = await MicroVM.create({ id: "client-1", firecrackerPath: t.firecracker, resourceDir: dir });
+    vm.kernelFile = await guestKernel(dir);
+    await vm.spawn({ jailed: false, log: false, metrics: false });
+    client = await FirecrackerClient.connect({ socketPath: vm.apiSocketPath, onDeprecation: (n) => notices.push(n) });
+  });
+
+  afterAll(async () => {
+    await client?.close();
+    await vm?.cleanup();
+    expect(await leaks(dir)).toEqual({ processes: [], mounts: [] });
+    await removeTmp(dir);
+  });
+
+  it("learns the running version with GET /version first", async () => {
+    expect(`${client.version.major}.${client.version.minor}.${client.version.patch}`).toBe(t.version);
+    const info = (await client.describeInstance()).body;
+    expect(info).toMatchObject({ id: "client-1", state: "Not started", app_name: "Firecracker" });
+  });
+
+  it("round-trips the machine configuration", async () => {
+    await client.putMachineConfig({ vcpu_count: 2, mem_size_mib: 256 });
+    expect((await client.getMachineConfig()).body).toMatchObject({ vcpu_count: 2, mem_size_mib: 256, smt: false });
+  });
+
+  it("refuses a field newer than the running version, naming the version that added it", async () => {
+    const send = () => client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, huge_pages: "None" });
+    if (atLeast(client.version, "1.7.0")) {
+      await send();
+    } else {
+      const err = await send().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FirecrackerVersionError);
+      expect((err as Error).message).toMatch(/MachineConfiguration\.huge_pages was added in Firecracker 1\.7\.0/);
+      expect((err as FirecrackerVersionError).code).toBe("ERR_NOT_SUPPORTED");
+    }
+  });
+
+  it("refuses a field the running version removed", async () => {
+    const err = await client
+      .createSnapshot({ snapshot_path: "/s", mem_file_path: "/m", version: "1.0.0" })
+      .catch((e: unknown) => e);
+    if (atLeast(client.version, "1.6.0")) {
+      expect(err).toBeInstanceOf(FirecrackerVersionError);
+      expect((err as Error).message).toMatch(/SnapshotCreateParams\.version was removed in Firecracker 1\.6\.0/);
+    } else {
+      // v1.0 knows the field: Firecracker itself refuses the call before boot.
+      expect(err).toBeInstanceOf(FirecrackerApiError);
+      expect((err as FirecrackerApiError).faultMessage).toBe("The requested operation is not supported before starting the microVM.");
+    }
+  });
+
+  it("refuses an endpoint newer than the running version", async () => {
+    const put = () => client.putEntropy({});
+    if (atLeast(client.version, "1.4.0")) await put();
+    else await expect(put()).rejects.toThrow(/the endpoint PUT \/entropy was added in Firecracker 1\.4\.0/);
+  });
+
+  it("turns fault_message answers into typed errors with status and message", async () => {
+    const err = await client.patchDrive({ drive_id: "drive_0", path_on_host: "/x" }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FirecrackerApiError);
+    const e = err as FirecrackerApiError;
+    expect(e.status).toBe(400);
+    expect(e.bodyKey).toBe("fault_message");
+    expect(e.faultMessage).toBe("The requested operation is not supported before starting the microVM.");
+    expect(e.code).toBe("ERR_VMM_API");
+  });
+
+  it("turns micro-http's {error} answers into typed errors too (payload too large)", async () => {
+    const big = { blob: "x".repeat(60_000) };
+    const err = await client.putMmds(big).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FirecrackerApiError);
+    const e = err as FirecrackerApiError;
+    expect(e.status).toBe(400);
+    expect(e.bodyKey).toBe("error");
+    expect(e.faultMessage).toMatch(/^Request payload with size \d+ is larger than the limit of 51200 allowed by server\./);
+    // micro-http drops the connection after that error; the client reconnects.
+    expect((await client.describeInstance()).status).toBe(200);
+  });
+
+  it("surfaces the Deprecation header (vsock_id)", async () => {
+    const res = await client.putVsock({ guest_cid: 3, uds_path: path.join(vm.chroot, "v.sock"), vsock_id: "root" });
+    expect(res.deprecated).toBe(true);
+    expect(notices.at(-1)).toEqual({ method: "PUT", path: "/vsock", fields: ["Vsock.vsock_id"] });
+  });
+
+  it("is answered with serde's message for an unknown field (raw request)", async () => {
+    const res = await client.raw("PUT", "/machine-config", '{"vcpu_count":1,"mem_size_mib":128,"bogus":1}');
+    expect(res.status).toBe(400);
+    const fields = atLeast(client.version, "1.7.0") ? "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`, `huge_pages`" : "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`";
+    expect(apiErrorFrom("PUT", "/machine-config", res).faultMessage).toBe(
+      `An error occurred when deserializing the json body of a request: unknown field \`bogus\`, expected one of ${fields} at line 1 column 42.`,
+    );
+    await expect(client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, bogus: 1 } as never)).rejects.toBeInstanceOf(FirecrackerRequestError);
+  });
+
+  it("answers the removed BlockDeviceRescan action and unknown routes like Firecracker", async () => {
+    const rescan = await client.raw("PUT", "/actions", '{"action_type":"BlockDeviceRescan","payload":"drive_0"}');
+    expect(apiErrorFrom("PUT", "/actions", rescan).faultMessage).toBe(
+      "An error occurred when deserializing the json body of a request: unknown variant `BlockDeviceRescan`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel` at line 1 column 34.",
+    );
+    const route = await client.raw("GET", "/nonexistent");
+    expect(JSON.parse(route.text)).toEqual({ fault_message: "Invalid request method and/or path: GET nonexistent." });
+    const notJson = await client.raw("PUT", "/actions", "not json");
+    expect(JSON.parse(notJson.text)).toEqual({
+      fault_message: "An error occurred when deserializing the json body of a request: expected ident at line 1 column 2.",
+    });
+  });
+
+  it("checks path ids: refused locally, and by Firecracker when sent raw", async () => {
+    await expect(client.call("PUT /drives/{drive_id}", { drive_id: "x" }, { drive_id: "y", path_on_host: "/p", is_root_device: false, is_read_only: true })).rejects.toThrow(
+      /differs from the path/,
+    );
+    await expect(client.putDrive({ drive_id: "bad-id", path_on_host: "/p", is_root_device: false, is_read_only: true })).rejects.toThrow(/letters, digits and underscores/);
+    const res = await client.raw("PUT", "/drives/x", { drive_id: "y", path_on_host: "/p", is_root_device: false, is_read_only: true });
+    expect(JSON.parse(res.text)).toEqual({ fault_message: "The id from the path does not match the id from the body!" });
+  });
+
+  it("writes status lines without a reason phrase and Firecracker's headers", async () => {
+    const ok = await rawExchange(vm.apiSocketPath, "GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
+    expect(ok.split("\r\n")[0]).toBe("HTTP/1.1 200 ");
+    expect(ok).toMatch(/\r\nServer: Firecracker API\r\n/);
+    const noContent = await rawExchange(vm.apiSocketPath, 'PUT /mmds HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+    expect(noContent.split("\r\n")[0]).toBe("HTTP/1.1 204 ");
+    expect(noContent).not.toMatch(/Content-Type/);
+  });
+
+  it("exports the VM configuration, nulls and kebab-case keys included", async () => {
+    const rootfs = await guestRootfs(dir);
+    await client.putBootSource({ kernel_image_path: vm.kernelFile });
+    await client.putDrive({ drive_id: "rootfs", path_on_host: rootfs, is_root_device: false, is_read_only: true });
+    const cfg = (await client.getVmConfig()).body as Record<string, unknown>;
+    expect(cfg["boot-source"]).toMatchObject({ kernel_image_path: vm.kernelFile });
+    expect(cfg.drives).toEqual([expect.objectContaining({ drive_id: "rootfs", path_on_host: rootfs, is_read_only: true })]);
+    expect(cfg["machine-config"]).toMatchObject({ vcpu_count: expect.any(Number), mem_size_mib: expect.any(Number), smt: false });
+    expect(Object.keys(cfg)).toEqual(expect.arrayContaining(["balloon", "drives", "boot-source", "logger", "machine-config", "metrics", "mmds-config", "network-interfaces", "vsock"]));
+  });
+});

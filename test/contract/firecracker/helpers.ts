@@ -1,0 +1,115 @@
+/**
+ * What the Firecracker contract tests run against: the strict fakes (test/fakes/firecracker),
+ * once per claimed version (1.0.0 and 1.16.1), or real binaries when COCOON_FC_BIN (and
+ * COCOON_JAILER_BIN for jailed tests) point at them; the suite then runs once, for the version
+ * the binary reports. Tests that need fake-only behaviour (exact texts the fake chooses, the
+ * fake guest's vsock echo, the guest-side MMDS endpoint) are skipped against real binaries.
+ * COCOON_FC_KERNEL and COCOON_FC_ROOTFS give a real guest kernel and rootfs (InstanceStart on a
+ * real Firecracker loads the kernel); the fakes only need an ELF header.
+ */
+import { readdir, readFile, mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
+import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
+import { formatVersion } from "../../../src/vmm/firecracker/version.js";
+import { fakeBinaries } from "../../fakes/firecracker/build.js";
+
+export const REAL = Boolean(process.env.COCOON_FC_BIN);
+
+export interface Target {
+  /** "1.0.0", "1.16.1" (fakes) or the real binary's version. */
+  version: string;
+  firecracker: string;
+  /** Undefined with a real Firecracker and no COCOON_JAILER_BIN. */
+  jailer: string | undefined;
+  real: boolean;
+}
+
+export const FAKE_VERSIONS = ["1.0.0", "1.16.1"];
+
+/** The versions to run a describe block for (known before any await, for describe.each). */
+export const VERSIONS: string[] = REAL ? ["real"] : FAKE_VERSIONS;
+
+export async function target(version: string): Promise<Target> {
+  if (REAL) {
+    const fc = process.env.COCOON_FC_BIN!;
+    const v = await binaryVersion(fc, "Firecracker");
+    return { version: formatVersion(v), firecracker: fc, jailer: process.env.COCOON_JAILER_BIN || undefined, real: true };
+  }
+  const b = await fakeBinaries(version);
+  return { version, firecracker: b.firecracker, jailer: b.jailer, real: false };
+}
+
+/** A short temp directory (unix socket paths must stay under 108 bytes). */
+export async function shortTmp(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), "cfc-"));
+}
+
+/** A guest kernel: COCOON_FC_KERNEL, else a file with an ELF header (all the fake checks). */
+export async function guestKernel(dir: string): Promise<string> {
+  if (process.env.COCOON_FC_KERNEL) return process.env.COCOON_FC_KERNEL;
+  const file = path.join(dir, "vmlinux");
+  const elf = Buffer.alloc(64);
+  elf.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
+  await writeFile(file, elf);
+  return file;
+}
+
+/** A root filesystem image: COCOON_FC_ROOTFS, else a sparse 1 MiB file. */
+export async function guestRootfs(dir: string, name = "rootfs.ext4"): Promise<string> {
+  if (process.env.COCOON_FC_ROOTFS && name === "rootfs.ext4") return process.env.COCOON_FC_ROOTFS;
+  const file = path.join(dir, name);
+  await writeFile(file, "");
+  await truncate(file, 1024 * 1024);
+  return file;
+}
+
+/** Live (non-zombie) processes whose command line mentions `needle`. */
+export async function processesMentioning(needle: string): Promise<{ pid: number; cmdline: string }[]> {
+  const out: { pid: number; cmdline: string }[] = [];
+  for (const entry of await readdir("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const cmdline = (await readFile(`/proc/${entry}/cmdline`, "utf8")).replace(/\0/g, " ");
+      if (!cmdline.includes(needle)) continue;
+      const stat = await readFile(`/proc/${entry}/stat`, "utf8");
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      if (state !== "Z" && state !== "X") out.push({ pid: Number(entry), cmdline });
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** What a test leaves behind under `dir`: processes, mounts. */
+export async function leaks(dir: string): Promise<{ processes: string[]; mounts: string[] }> {
+  return {
+    processes: (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`),
+    mounts: (await mountsUnder(dir)).map((m) => m.target),
+  };
+}
+
+export async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Kills whatever still mentions `dir` and unmounts what is mounted below it (a failed test must
+ * not leak, and rm must never delete through a bind mount), then removes it.
+ */
+export async function removeTmp(dir: string): Promise<void> {
+  for (const p of await processesMentioning(dir)) {
+    try {
+      process.kill(p.pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+  await unmountAllUnder(dir, { lazy: true });
+  await rm(dir, { recursive: true, force: true });
+}
