@@ -46,6 +46,8 @@ fi
 
 say "building cocoon"
 npm run --silent build
+# ACRN's platform-info helper (an ioctl Node cannot issue); only used on ACRN hosts.
+bash src/vmm/acrn/build-platform-info.sh
 
 # Guest kernel and rootfs: cached by content under the assets directory, so this is a
 # no-op in seconds once built (the first kernel build takes about 8 minutes on 2 cores).

@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/helpers/tmp.js";
-import { hostMemoryKb, isProcessAlive, parseMemTotalKb, parseProcStat, parseRunningOnVmm, readProcStat, runningOnVmm } from "./proc.js";
+import { hostMemoryKb, isProcessAlive, parseMemTotalKb, parseProcStat, parseRunningOnVmm, parseTscKhz, readProcStat, runningOnVmm } from "./proc.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -47,6 +47,14 @@ describe("cpuinfo", () => {
     expect(() => parseRunningOnVmm("processor : 0\nmodel name : x\n", "c")).toThrow(
       expect.objectContaining({ code: "ERR_HOST_PROBE", message: 'no "flags" line in c' }),
     );
+  });
+});
+
+describe("TSC frequency", () => {
+  it("reads cpu MHz when the TSC is constant", () => {
+    expect(parseTscKhz("processor : 0\ncpu MHz\t\t: 2596.146\nflags\t\t: fpu constant_tsc tsc\n")).toBe(2596146);
+    expect(parseTscKhz("cpu MHz : 2596.146\nflags : fpu tsc\n")).toBeUndefined();
+    expect(parseTscKhz("flags : constant_tsc\n")).toBeUndefined();
   });
 });
 

@@ -109,3 +109,26 @@ export async function isProcessAlive(pid: number, startTime?: number, procRoot?:
   if (!st || st.state === "Z" || st.state === "X") return false;
   return startTime === undefined || st.startTime === startTime;
 }
+
+/**
+ * The host's TSC frequency in kHz, from the first "cpu MHz" line of cpuinfo, when the TSC
+ * ticks at a constant rate (flag constant_tsc). Under TCG a guest reads the host TSC, and a
+ * guest kernel that cannot calibrate it (no HPET or PM timer on microvm, PIT calibration
+ * racing a busy host) hangs in its delay loop: passing this as tsc_early_khz avoids that.
+ */
+export function parseTscKhz(cpuinfo: string): number | undefined {
+  const flags = /^flags\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.split(/\s+/) ?? [];
+  if (!flags.includes("constant_tsc")) return undefined;
+  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
+  if (!mhz) return undefined;
+  const khz = Math.round(Number(mhz) * 1000);
+  return Number.isFinite(khz) && khz > 0 ? khz : undefined;
+}
+
+export async function hostTscKhz(cpuinfoPath = DEFAULT_PROC_PATHS.cpuinfo): Promise<number | undefined> {
+  try {
+    return parseTscKhz(await readFile(cpuinfoPath, "utf8"));
+  } catch {
+    return undefined;
+  }
+}

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { ConfigError, HypervisorError, isCocoonError } from "../../errors.js";
 import { chooseAccelerator, type AccelChoice } from "../../host/accel.js";
-import { isProcessAlive } from "../../host/proc.js";
+import { hostTscKhz, isProcessAlive } from "../../host/proc.js";
 import { describeExit, ManagedProcess, pidStartTime, terminatePid, type EscalationStep, type ExitStatus } from "../../host/process.js";
 import { silentLogger } from "../../log.js";
 import { withLock } from "../../store/lock.js";
@@ -152,7 +152,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /** The structured VM description for QEMU. */
-  async buildSpec(accel: "kvm" | "tcg"): Promise<QemuVmSpec> {
+  async buildSpec(accel: "kvm" | "tcg", tscKhz?: number): Promise<QemuVmSpec> {
     const config = this.requireConfig();
     const machine = this.machine;
     const image = assetPath(config, "image");
@@ -175,7 +175,14 @@ export class QemuHypervisor implements Hypervisor {
         });
       }
     }
-    const params = mergeParams(baseKernelParams(machine, config.debug), image ? [] : [{ key: "rdinit", value: "/sbin/init" }], config.kernelParams);
+    const params = mergeParams(
+      baseKernelParams(machine, config.debug),
+      image ? [] : [{ key: "rdinit", value: "/sbin/init" }],
+      // Under TCG the guest reads the host TSC; telling it the rate skips a calibration that
+      // hangs the boot about one time in eight on a busy host (see hostTscKhz).
+      accel === "tcg" && tscKhz ? [{ key: "tsc_early_khz", value: String(tscKhz) }] : [],
+      config.kernelParams,
+    );
     if (!image) params.splice(params.findIndex((p) => p.key === "root"), 1);
     return {
       name: `sandbox-${this.id}`,
@@ -233,7 +240,7 @@ export class QemuHypervisor implements Hypervisor {
       if (p) await verifyAsset(config.customAssets[type] ?? { type, path: p });
     }
     this.accel = await chooseAccelerator(config.accelerator);
-    const spec = await this.buildSpec(this.accel.accelerator);
+    const spec = await this.buildSpec(this.accel.accelerator, await hostTscKhz());
     this.state!.accelerator = this.accel.accelerator;
     await rm(this.vmDir, { recursive: true, force: true });
     await mkdir(this.vmDir, { recursive: true, mode: 0o700 });
