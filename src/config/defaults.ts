@@ -81,6 +81,7 @@ export function defaultConfig(): CocoonConfig {
         jailer_uid: 0,
         jailer_gid: 0,
         jailer_cgroup_version: 2,
+        jail_resources: "auto",
       },
       acrn: {
         ...commonDefaults,

@@ -1,6 +1,7 @@
 import type { AnnotationPolicy } from "../hypervisor/assets.js";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../hypervisor/config.js";
 import { acrnSettingsToParams } from "../hypervisor/acrn/settings.js";
+import { firecrackerSettingsToParams } from "../hypervisor/firecracker/settings.js";
 import { parseKernelCmdline } from "../hypervisor/params.js";
 import type { HypervisorType } from "../hypervisor/types.js";
 import type { CocoonConfig } from "./schema.js";
@@ -58,6 +59,13 @@ export function hypervisorConfigFor(config: CocoonConfig, type: HypervisorType):
     hc.jailerPath = f.jailer_path;
     hc.sharedFS = "none";
     hc.useVSock = true;
+    // HypervisorConfig has no jailer fields: the driver reads these back from hypervisorParams.
+    hc.hypervisorParams = firecrackerSettingsToParams({
+      jailerUid: f.jailer_uid,
+      jailerGid: f.jailer_gid,
+      jailerCgroupVersion: f.jailer_cgroup_version,
+      jailResources: f.jail_resources,
+    });
   } else if (type === "acrn") {
     const a = config.hypervisor.acrn;
     hc.hypervisorCtlPath = a.ctlpath;

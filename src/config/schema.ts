@@ -70,6 +70,8 @@ export const firecrackerSectionSchema = z.strictObject({
   jailer_gid: count,
   /** cgroup version the jailer uses (1 or 2). */
   jailer_cgroup_version: z.union([z.literal(1), z.literal(2)]),
+  /** How files enter the jail: hard link where possible, else bind mount (auto), or always bind/link/copy. */
+  jail_resources: z.enum(["auto", "bind", "link", "copy"]),
 });
 
 export const acrnSectionSchema = z.strictObject({

@@ -4,6 +4,6 @@
 import { QemuHypervisor } from "./qemu/driver.js";
 import { registerHypervisor } from "./registry.js";
 registerHypervisor("qemu", () => new QemuHypervisor());
-// firecracker: (lands with the Firecracker backend)
+import "./firecracker/register.js";
 import "./acrn/register.js";
 export {};
