@@ -1,0 +1,13 @@
+/** `npm run bench`: every benchmark suite, results printed and written as JSON to bench/results/. */
+import { runBootBench } from "./boot.js";
+import { printComparison, writeResults, type Comparison } from "./lib.js";
+
+const suites: [string, () => Promise<Comparison[]>][] = [["boot", runBootBench]];
+const all: Comparison[] = [];
+for (const [name, run] of suites) {
+  console.log(`== ${name}`);
+  const results = await run();
+  results.forEach(printComparison);
+  all.push(...results);
+}
+console.log(`\nwrote ${await writeResults("all", all)}`);
