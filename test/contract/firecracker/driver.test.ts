@@ -89,7 +89,7 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.startVM(20_000);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
     try {
-      const cfg = (await client.getVmConfig()).body as Record<string, unknown> & {
+      const cfg = (await client.getVmConfig()).body as unknown as Record<string, unknown> & {
         drives: { drive_id: string; is_read_only: boolean; is_root_device: boolean; path_on_host: string }[];
         "boot-source": { boot_args: string };
       };
@@ -132,7 +132,7 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect(second).toMatchObject({ index: 5, guestPath: "/dev/vdg" });
     expect(d.save().blockIndexMap).toEqual([0, 5]);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
-    const drive0 = async () => ((await client.getVmConfig()).body as { drives: { drive_id: string; path_on_host: string }[] }).drives.find((x) => x.drive_id === "drive_0")!;
+    const drive0 = async () => ((await client.getVmConfig()).body as unknown as { drives: { drive_id: string; path_on_host: string }[] }).drives.find((x) => x.drive_id === "drive_0")!;
     try {
       expect((await drive0()).path_on_host).toMatch(/hotplug\/drive_0$/);
       await d.hotplugRemoveDevice({ type: "block", id: "hot", path: disk });
@@ -215,7 +215,7 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.startVM(20_000);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
     try {
-      const cfg = (await client.getVmConfig()).body as { drives: { drive_id: string }[]; "boot-source": { boot_args: string; initrd_path: string | null } };
+      const cfg = (await client.getVmConfig()).body as unknown as { drives: { drive_id: string }[]; "boot-source": { boot_args: string; initrd_path: string | null } };
       expect(cfg.drives[0]!.drive_id).toBe("drive_0");
       expect(cfg["boot-source"].initrd_path).toBeTruthy();
       expect(cfg["boot-source"].boot_args).not.toMatch(/root=/);
