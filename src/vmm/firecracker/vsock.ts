@@ -35,44 +35,42 @@ export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 
   }
   return new Promise((resolve, reject) => {
     const socket = net.connect(udsPath);
-    let buf = "";
+    let buf = Buffer.alloc(0);
     let settled = false;
     const fail = (why: string, cause?: unknown) => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
       socket.destroy();
       reject(new HypervisorError("ERR_AGENT_DISCONNECTED", `hybrid vsock ${udsPath} port ${port}: ${why}`, { cause, details: { udsPath, port } }));
     };
     const timer = setTimeout(() => fail(`no "OK" within ${timeoutMs} ms`), timeoutMs);
-    const onData = (chunk: Buffer) => {
-      buf += chunk.toString("latin1");
-      const nl = buf.indexOf("\n");
-      if (nl === -1) {
-        if (buf.length > 64) fail(`unexpected answer ${JSON.stringify(buf.slice(0, 64))}`);
-        return;
+    // Paused-mode reads ('readable'): bytes after the OK line stay in the stream for the caller.
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      while (!settled && (chunk = socket.read() as Buffer | null) !== null) {
+        buf = Buffer.concat([buf, chunk]);
+        const nl = buf.indexOf(10);
+        if (nl === -1) {
+          if (buf.length > 64) fail(`unexpected answer ${JSON.stringify(buf.toString("latin1").slice(0, 64))}`);
+          continue;
+        }
+        const line = buf.subarray(0, nl).toString("latin1");
+        const m = OK_RE.exec(line);
+        if (!m) return fail(`unexpected answer ${JSON.stringify(line)}`);
+        settled = true;
+        clearTimeout(timer);
+        socket.off("readable", onReadable);
+        socket.off("close", onClose);
+        socket.off("error", onError);
+        const rest = buf.subarray(nl + 1);
+        if (rest.length) socket.unshift(rest);
+        resolve({ socket, hostPort: Number(m[1]) });
       }
-      const line = buf.slice(0, nl);
-      const m = OK_RE.exec(line);
-      if (!m) return fail(`unexpected answer ${JSON.stringify(line)}`);
-      settled = true;
-      clearTimeout(timer);
-      socket.off("data", onData);
-      socket.off("close", onClose);
-      socket.off("error", onError);
-      const rest = Buffer.from(buf.slice(nl + 1), "latin1");
-      // Bytes the guest sent right after OK belong to the stream: hand them back.
-      if (rest.length) socket.unshift(rest);
-      resolve({ socket, hostPort: Number(m[1]) });
     };
-    const onClose = () => {
-      clearTimeout(timer);
-      fail("closed by Firecracker (nothing listens on that port in the guest, or the VM is not running)");
-    };
-    const onError = (err: Error) => {
-      clearTimeout(timer);
-      fail(messageOf(err), err);
-    };
-    socket.on("data", onData);
+    const onClose = () => fail("closed by Firecracker (nothing listens on that port in the guest, or the VM is not running)");
+    const onError = (err: Error) => fail(messageOf(err), err);
+    socket.on("readable", onReadable);
     socket.once("close", onClose);
     socket.once("error", onError);
     socket.once("connect", () => socket.write(`CONNECT ${port}\n`));
