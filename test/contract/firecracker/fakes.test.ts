@@ -13,7 +13,8 @@ import { ManagedProcess, runCommand } from "../../../src/host/process.js";
 import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
 import { waitForApi } from "../../../src/vmm/firecracker/launch.js";
 import { atLeast, parseVersion } from "../../../src/vmm/firecracker/version.js";
-import { VERSIONS, exists, guestKernel, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+import { fakeBinaries } from "../../fakes/firecracker/build.js";
+import { REAL, VERSIONS, exists, guestKernel, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
 
 describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
   let t: Target;
@@ -188,5 +189,29 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     expect(eleventh).toMatch(/^HTTP\/1\.1 503 \r\n/);
     expect(eleventh).toMatch(/\{"error":"Too many open connections"\}$/);
     for (const c of conns) c.destroy();
+  });
+});
+
+describe.skipIf(REAL)("fake Firecracker claiming a version between the two specs (1.7.0)", () => {
+  it("accepts what 1.7 added and refuses what came later, like the SDK's derived model", async () => {
+    const b = await fakeBinaries("1.7.0");
+    const dir = await shortTmp();
+    const sock = path.join(dir, "a.sock");
+    // Before 1.14 the metrics file must exist.
+    await writeFile(path.join(dir, "m.json"), "");
+    const p = await ManagedProcess.spawn(b.firecracker, ["--api-sock", sock, "--metrics-path", path.join(dir, "m.json")]);
+    try {
+      await waitForApi(sock, { timeoutMs: 10_000, spawned: p, pid: p.pid });
+      const client = await FirecrackerClient.connect({ socketPath: sock });
+      expect(client.version.raw).toBe("1.7.0");
+      await client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, huge_pages: "None" });
+      await expect(client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "tap0", mtu: 1500 })).rejects.toThrow(/NetworkInterface\.mtu was added in Firecracker 1\.16\.0/);
+      const raw = await client.raw("PUT", "/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: "tap0", mtu: 1500 });
+      expect(JSON.parse(raw.text).fault_message).toMatch(/unknown field `mtu`/);
+      await client.close();
+    } finally {
+      await p.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
+      await removeTmp(dir);
+    }
   });
 });
