@@ -74,6 +74,17 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     expect(again.stderr).toMatch(/Failed to create \/dev\/net\/tun via mknod inside the jail: File exists \(os error 17\)/);
   });
 
+  it("jailer: refuses an existing pid file (1.7+ writes one on every run)", async (ctx) => {
+    if (!t.jailer || !atLeast(v(), "1.7.0")) return ctx.skip();
+    const dir = await tmp();
+    const root = path.join(dir, "jails", "firecracker", "j6", "root");
+    await mkdir(root, { recursive: true });
+    await writeFile(path.join(root, "firecracker.pid"), "1");
+    const res = await runCommand(t.jailer, [...jailerArgs(dir, "j6"), "--", "--api-sock", "/api.socket"], { timeoutMs: 10_000 });
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/firecracker\.pid: File exists \(os error 17\)/);
+  });
+
   it("jailer: builds the real layout, sets limits, clears the environment but FAKE_FC_*, keeps the pid", async (ctx) => {
     if (!t.jailer || t.real) return ctx.skip();
     const dir = await tmp();
