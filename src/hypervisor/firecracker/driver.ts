@@ -251,6 +251,10 @@ export class FirecrackerHypervisor implements Hypervisor {
       if (asset) await verifyAsset(asset);
     }
     await jail.prepare({ socketPath: st.socketPath });
+    // A fresh Firecracker has none of a previous run's hotplugged drives or vsock.
+    st.slots = [];
+    st.vsock = null;
+    delete st.snapshot;
     await mkdir(st.vmDir, { recursive: true, mode: 0o750 });
     // Firecracker 1.0–1.13 needs the log file to exist; it is read for error messages.
     await jail.create(LOG_FILE);
@@ -606,6 +610,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     this.pidStart = state.pidStartTime;
     this.proc = undefined;
     this.client = undefined;
+    // A version string that does not parse is a corrupt state: refuse it now, not mid-call.
     if (st.firecrackerVersion) parseVersion(st.firecrackerVersion);
   }
 

@@ -98,6 +98,9 @@ export class Jail {
       }
       await this.cleanup();
     }
+    // The directories above the root stay traversable (the jailer's create_dir_all); the root
+    // itself is 0700 and the jailer gives it to the jail's uid.
+    await mkdir(this.layout.jailDir, { recursive: true, mode: 0o755 });
     await mkdir(this.layout.root, { recursive: true, mode: 0o700 });
   }
 
@@ -105,7 +108,7 @@ export class Jail {
    * Puts `source` into the jail at `jailPath` and returns the path Firecracker must be given.
    * "auto" hard-links when source and jail share a filesystem, else bind-mounts.
    */
-  async put(source: string, jailPath: string, options: { readOnly?: boolean; strategy?: JailStrategy } = {}): Promise<string> {
+  async put(source: string, jailPath: string, options: { readOnly?: boolean; strategy?: JailStrategy; chown?: boolean } = {}): Promise<string> {
     if (!source) throw new ConfigError("ERR_ASSET_INVALID", `no source file for ${jailPath}`);
     let real: string;
     try {
@@ -147,6 +150,9 @@ export class Jail {
       }
       method = "bind";
     }
+    // Files the caller owns (FIFOs, metadata) can be handed to the jail's uid; a link shares
+    // the inode, so this changes the source's owner too, which is why it is opt-in.
+    if (options.chown && method !== "bind") await chown(dest, this.options.uid, this.options.gid);
     const key = path.resolve("/", jailPath);
     this.placed.set(key, { jailPath: key, hostPath: dest, source: real, method, readOnly });
     return this.fcPath(key);

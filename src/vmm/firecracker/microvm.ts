@@ -244,7 +244,7 @@ export class MicroVM {
       await rm(fifo, { force: true });
       await makeFifo(fifo);
       this.logReader = await LineReader.open(fifo);
-      fcArgs.push("--log-path", await this.jail.put(fifo, "/log_fifo"), "--level", s.logLevel ?? "Debug");
+      fcArgs.push("--log-path", await this.jail.put(fifo, "/log_fifo", { chown: true }), "--level", s.logLevel ?? "Debug");
       if (s.showLevel ?? true) fcArgs.push("--show-level");
       if (s.showLogOrigin) fcArgs.push("--show-log-origin");
     }
@@ -254,7 +254,7 @@ export class MicroVM {
       await rm(fifo, { force: true });
       await makeFifo(fifo);
       this.metricsReader = await LineReader.open(fifo);
-      const inJail = await this.jail.put(fifo, "/metrics_fifo");
+      const inJail = await this.jail.put(fifo, "/metrics_fifo", { chown: true });
       if (atLeast(this.fcVersion, "1.2.0")) fcArgs.push("--metrics-path", inJail);
       else metricsViaApi = inJail;
     }

@@ -4,7 +4,7 @@
  * drive patching, snapshots and restore, vsock, logger/metrics FIFOs, MMDS, balloon, pinning,
  * kill (also in a new pid namespace) and a cleanup that leaves nothing behind.
  */
-import { mkdir, readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readFile, readdir, stat, writeFile } from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -319,6 +319,19 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     } finally {
       await deleteNetns(ns);
     }
+  });
+
+  it("runs Firecracker as the jailer's uid/gid", async (ctx) => {
+    if (jailedOnly() || process.getuid?.() !== 0) return ctx.skip();
+    const { vm, dir } = await newVm({ jailer: { uid: 1234, gid: 1234 } });
+    // The fake cannot chroot: the uid must be able to reach the jail through the test directory.
+    await chmod(dir, 0o755);
+    await vm.spawn();
+    expect(await readFile(`/proc/${vm.firecrackerPid}/status`, "utf8")).toMatch(/^Uid:\s+1234\s/m);
+    expect((await stat(vm.chroot)).uid).toBe(1234);
+    await vm.basicConfig({ addRootDevice: false });
+    await vm.start();
+    expect((await vm.flushMetrics()).utc_timestamp_ms).toBeGreaterThan(0);
   });
 
   it("cleans up everything, twice", async () => {
