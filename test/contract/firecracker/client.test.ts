@@ -51,7 +51,7 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
   afterAll(async () => {
     await client?.close();
     await vm?.cleanup();
-    expect(await leaks(dir)).toEqual({ processes: [], mounts: [] });
+    expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
     await removeTmp(dir);
   });
 

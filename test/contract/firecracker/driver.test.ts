@@ -37,9 +37,20 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   });
 
   afterEach(async () => {
-    for (const d of drivers.splice(0)) await d.cleanup().catch(() => undefined);
+    for (const d of drivers.splice(0)) {
+      await d.cleanup();
+      // The jail and the VM directory are gone.
+      const created = (() => {
+        try {
+          return d.paths;
+        } catch {
+          return undefined;
+        }
+      })();
+      if (created) expect(await exists(created.jailDir)).toBe(false);
+    }
     for (const dir of dirs.splice(0)) {
-      expect(await leaks(dir)).toEqual({ processes: [], mounts: [] });
+      expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
       await removeTmp(dir);
     }
   });

@@ -28,9 +28,14 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   });
 
   afterEach(async () => {
-    for (const vm of vms.splice(0)) await vm.cleanup();
+    for (const vm of vms.splice(0)) {
+      await vm.cleanup();
+      // The resource directory and the jail (when one was made) are gone.
+      expect(await exists(vm.path)).toBe(false);
+      if (vm.firecrackerPid !== undefined) expect(await exists(path.dirname(vm.chroot))).toBe(false);
+    }
     for (const dir of dirs.splice(0)) {
-      expect(await leaks(dir)).toEqual({ processes: [], mounts: [] });
+      expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
       await removeTmp(dir);
     }
   });
@@ -344,7 +349,7 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     await vm.cleanup();
     expect(await exists(path.dirname(chroot))).toBe(false);
     expect(await exists(vm.path)).toBe(false);
-    expect(await leaks(dir)).toEqual({ processes: [], mounts: [] });
+    expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
     const left = await readdir(dir);
     expect(left.filter((f) => f === "res")).toEqual(["res"]); // the parent dirs are the test's own
   });

@@ -83,11 +83,32 @@ export async function processesMentioning(needle: string): Promise<{ pid: number
   return out;
 }
 
-/** What a test leaves behind under `dir`: processes, mounts. */
-export async function leaks(dir: string): Promise<{ processes: string[]; mounts: string[] }> {
+/** Unix sockets below `dir` (API, vsock and listener sockets a cleanup must have removed). */
+export async function socketsUnder(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string): Promise<void> => {
+    let entries;
+    try {
+      entries = await readdir(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(d, e.name);
+      if (e.isSocket()) out.push(p);
+      else if (e.isDirectory()) await walk(p);
+    }
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+/** What a test leaves behind under `dir`: processes, mounts, sockets. */
+export async function leaks(dir: string): Promise<{ processes: string[]; mounts: string[]; sockets: string[] }> {
   return {
     processes: (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`),
     mounts: (await mountsUnder(dir)).map((m) => m.target),
+    sockets: await socketsUnder(dir),
   };
 }
 
