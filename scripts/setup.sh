@@ -11,7 +11,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # userland (busybox, runc, socat), image tools, and iproute2 for network namespaces.
 PACKAGES=(
   qemu-system-x86 qemu-utils
-  linux-source-6.1 make gcc flex bison bc libelf-dev libssl-dev xz-utils cpio kmod
+  linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils cpio kmod
   busybox-static runc socat e2fsprogs erofs-utils util-linux iproute2
 )
 

@@ -62,6 +62,8 @@ export const ERROR_CATALOG = {
   ERR_AGENT_PROTOCOL: { summary: "the agent channel carried an invalid frame or message", exitCode: ExitCode.agent },
   ERR_AGENT_DISCONNECTED: { summary: "the agent channel closed", exitCode: ExitCode.agent },
   ERR_AGENT_REMOTE: { summary: "the guest agent reported an error", exitCode: ExitCode.agent },
+  ERR_EXEC_NOT_FOUND: { summary: "the program to run does not exist in the guest or container", exitCode: ExitCode.commandNotFound },
+  ERR_EXEC_NOT_EXECUTABLE: { summary: "the program to run exists but cannot be executed", exitCode: ExitCode.cannotExecute },
   ERR_PROCESS: { summary: "spawning, signalling or waiting for a host process failed", exitCode: ExitCode.host },
   ERR_IMAGE_BUILD: { summary: "building a guest asset (kernel, rootfs) failed", exitCode: ExitCode.host },
   ERR_CANCELLED: { summary: "the operation was cancelled", exitCode: ExitCode.internal },

@@ -4,6 +4,7 @@ import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
 import { registerImage } from "./commands/image.js";
+import { registerSandboxCommands } from "./commands/sandbox.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
 
@@ -33,12 +34,19 @@ export function buildProgram(io: Io = processIo, setExit: (code: number) => void
       ]),
     )
     .option("--json", "machine-readable output")
+    .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
     .exitOverride();
 
+  // Global options are accepted before or after the subcommand (`cocoon ps --json`): each
+  // subcommand gets them too, and the action sees them merged.
+  let actionOpts: GlobalOptions = {};
+  program.hook("preAction", (_root, action) => {
+    actionOpts = action.optsWithGlobals<GlobalOptions>();
+  });
   const run: Runner = async (fn) => {
-    const opts = program.opts<GlobalOptions>();
+    const opts = actionOpts;
     let ctx: CliContext | undefined;
     try {
       ctx = await createContext(io, opts);
@@ -52,7 +60,23 @@ export function buildProgram(io: Io = processIo, setExit: (code: number) => void
   registerCheck(program, run);
   registerConfig(program, run);
   registerImage(program, run);
+  registerSandboxCommands(program, run);
+  addGlobalOptions(program);
   return program;
+}
+
+function addGlobalOptions(parent: Command): void {
+  for (const cmd of parent.commands) {
+    if (cmd.commands.length) {
+      addGlobalOptions(cmd);
+      continue;
+    }
+    cmd
+      .option("--json", "machine-readable output")
+      .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
+      .option("--config <file>", "configuration file (env COCOON_CONFIG)")
+      .addOption(new Option("--log-level <level>", "log level for the log file").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]));
+  }
 }
 
 /** Entry point of bin/cocoon.js. */

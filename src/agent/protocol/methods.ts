@@ -2,11 +2,14 @@ import { z } from "zod";
 
 /**
  * The agent's methods: name → params and result schemas. Both sides validate with these, so
- * a malformed request is refused by the agent and a malformed answer by the host. Mirrors the
- * Kata agent RPCs the runtime needs (see docs/agent-protocol.md).
+ * a malformed request is refused by the agent and a malformed answer by the host. They mirror
+ * the Kata agent RPCs the runtime needs (docs/agent-protocol.md has the mapping).
  */
 
 const empty = z.object({}).strict();
+const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, "ids are 1-128 letters, digits, '_', '.' or '-'");
+const streamId = z.number().int().positive();
+const signalName = z.string().regex(/^SIG[A-Z0-9]+$/, "a signal name such as SIGTERM");
 
 export const blockDeviceSchema = z.object({
   /** Kernel name, e.g. "vda" or "sdb". */
@@ -19,33 +22,203 @@ export const blockDeviceSchema = z.object({
 });
 export type GuestBlockDevice = z.infer<typeof blockDeviceSchema>;
 
+/** Something the agent mounts: a shared directory or a block device. */
+export const storageSchema = z.object({
+  /** virtio-fs and 9p: `source` is the mount tag; scsi: the SCSI address; blk: the device path. */
+  driver: z.enum(["virtio-fs", "9p", "scsi", "blk", "tmpfs"]),
+  source: z.string(),
+  fstype: z.string(),
+  options: z.array(z.string()).default([]),
+  mountPoint: z.string().startsWith("/run/cocoon/"),
+  readOnly: z.boolean().default(false),
+});
+export type Storage = z.input<typeof storageSchema>;
+
+/** Where a process's standard streams go: stream ids on the requesting session. */
+export const stdioSchema = z.object({
+  stdin: streamId.optional(),
+  stdout: streamId.optional(),
+  stderr: streamId.optional(),
+});
+
+export const processSpecSchema = z.object({
+  args: z.array(z.string()).min(1, "a process needs at least a program name"),
+  env: z.array(z.string().regex(/^[^=]+=/, "environment entries are KEY=VALUE")).default([]),
+  cwd: z.string().startsWith("/").default("/"),
+  terminal: z.boolean().default(false),
+  /** Initial window size when `terminal`. */
+  rows: z.number().int().positive().max(65535).default(24),
+  cols: z.number().int().positive().max(65535).default(80),
+  user: z.object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }).default({ uid: 0, gid: 0 }),
+});
+export type ProcessSpec = z.input<typeof processSpecSchema>;
+
+export const exitSchema = z.object({
+  exitCode: z.number().int(),
+  /** Set when a signal ended the process (exitCode is then 128 + its number). */
+  signal: z.string().optional(),
+});
+export type ProcessExit = z.infer<typeof exitSchema>;
+
+export const processInfoSchema = z.object({
+  execId: z.string(),
+  containerId: z.string().optional(),
+  pid: z.number(),
+  args: z.array(z.string()),
+  terminal: z.boolean(),
+  state: z.enum(["running", "exited"]),
+  exit: exitSchema.optional(),
+  startedAt: z.string(),
+});
+export type GuestProcessInfo = z.infer<typeof processInfoSchema>;
+
+export const containerInfoSchema = z.object({
+  containerId: z.string(),
+  state: z.enum(["created", "running", "paused", "stopped"]),
+  pid: z.number().optional(),
+  hostname: z.string(),
+  rootfs: z.string(),
+});
+export type GuestContainerInfo = z.infer<typeof containerInfoSchema>;
+
 export const METHODS = {
   /** Liveness. */
-  "health.check": {
-    params: empty,
-    result: z.object({ status: z.enum(["SERVING", "NOT_SERVING"]) }),
-  },
+  "health.check": { params: empty, result: z.object({ status: z.enum(["SERVING", "NOT_SERVING"]) }) },
   /** Agent, protocol, kernel and Node versions. */
   "agent.version": {
     params: empty,
     result: z.object({ agentVersion: z.string(), protocol: z.number(), kernel: z.string(), node: z.string() }),
+  },
+  /** What the guest offers (Kata's GetGuestDetails). */
+  "guest.details": {
+    params: empty,
+    result: z.object({
+      agentVersion: z.string(),
+      kernel: z.string(),
+      cpus: z.number(),
+      memoryBytes: z.number(),
+      memBlockSizeBytes: z.number(),
+      storageDrivers: z.array(z.string()),
+      supportsSeccomp: z.boolean(),
+      hostname: z.string(),
+    }),
   },
   /** The guest's clocks: monotonic stops while the VM is paused. */
   "guest.clock": {
     params: empty,
     result: z.object({ monotonicNs: z.string(), realtimeMs: z.number(), uptimeSeconds: z.number() }),
   },
+  /** Sets the guest's wall clock (after a resume or a restore). */
+  "guest.setTime": { params: z.object({ unixMs: z.number().int().positive() }).strict(), result: z.object({ realtimeMs: z.number() }) },
+  /** Mixes host randomness into the guest pool (after cloning a VM). */
+  "guest.reseedRandom": { params: z.object({ data: z.string().base64() }).strict(), result: z.object({ bytes: z.number() }) },
   /** Block devices the guest kernel sees (for hotplug checks). */
-  "storage.listBlockDevices": {
-    params: empty,
-    result: z.object({ devices: z.array(blockDeviceSchema) }),
+  "storage.listBlockDevices": { params: empty, result: z.object({ devices: z.array(blockDeviceSchema) }) },
+  /** Initialises the sandbox this agent serves (Kata's CreateSandbox). */
+  "sandbox.create": {
+    params: z
+      .object({
+        sandboxId: id,
+        hostname: z.string().min(1).max(64),
+        dns: z.array(z.string()).default([]),
+        dnsSearch: z.array(z.string()).default([]),
+        storages: z.array(storageSchema).default([]),
+      })
+      .strict(),
+    result: z.object({ mounted: z.array(z.string()) }),
+  },
+  /** Stops every process and container, unmounts storages (Kata's DestroySandbox). */
+  "sandbox.destroy": { params: empty, result: z.object({ killed: z.number() }) },
+  /** Lays out an OCI bundle for a container on a mounted rootfs; nothing runs yet. */
+  "container.create": {
+    params: z
+      .object({
+        containerId: id,
+        /** The storage holding the container's root, mounted if not yet. */
+        rootfs: storageSchema,
+        /** The rootfs inside the storage (e.g. "rootfs" for a bundle layout), "" for its top. */
+        rootfsSubpath: z.string().default(""),
+        hostname: z.string().min(1).max(64),
+        process: processSpecSchema,
+        /** Copy-on-write over the rootfs (writes stay in the guest); false writes through. */
+        overlay: z.boolean().default(true),
+        readonlyRootfs: z.boolean().default(false),
+      })
+      .strict(),
+    result: containerInfoSchema,
+  },
+  /** Starts the container's init process with the given stdio. */
+  "container.start": {
+    params: z.object({ containerId: id, stdio: stdioSchema.default({}) }).strict(),
+    result: z.object({ pid: z.number() }),
+  },
+  /** Kills what is left of a container and removes it. */
+  "container.remove": { params: z.object({ containerId: id, timeoutSeconds: z.number().nonnegative().default(10) }).strict(), result: empty },
+  "container.pause": { params: z.object({ containerId: id }).strict(), result: empty },
+  "container.resume": { params: z.object({ containerId: id }).strict(), result: empty },
+  "container.list": { params: empty, result: z.object({ containers: z.array(containerInfoSchema) }) },
+  /** cgroup statistics of a container. */
+  "container.stats": {
+    params: z.object({ containerId: id }).strict(),
+    result: z.object({
+      cpuUsageUsec: z.number(),
+      memoryBytes: z.number(),
+      memoryLimitBytes: z.number().optional(),
+      pids: z.number(),
+    }),
+  },
+  /** Starts a process: in a container when `containerId` is set, else directly in the guest. */
+  "process.start": {
+    params: z.object({ execId: id, containerId: id.optional(), process: processSpecSchema, stdio: stdioSchema.default({}) }).strict(),
+    result: z.object({ pid: z.number() }),
+  },
+  /** Binds a running process's stdio to streams of this session (a later cocoon process). */
+  "process.attach": { params: z.object({ execId: id, stdio: stdioSchema }).strict(), result: empty },
+  /** Blocks until the process exits (Kata's WaitProcess). */
+  "process.wait": { params: z.object({ execId: id }).strict(), result: exitSchema },
+  /** Signals one process, or with `all` every process of a container. */
+  "process.signal": {
+    params: z.object({ execId: id.optional(), containerId: id.optional(), signal: signalName, all: z.boolean().default(false) }).strict(),
+    result: empty,
+  },
+  "process.resize": {
+    params: z.object({ execId: id, rows: z.number().int().positive().max(65535), cols: z.number().int().positive().max(65535) }).strict(),
+    result: empty,
+  },
+  "process.closeStdin": { params: z.object({ execId: id }).strict(), result: empty },
+  "process.list": { params: empty, result: z.object({ processes: z.array(processInfoSchema) }) },
+  /** Writes a file from a stream (Kata's CopyFile); into a container's root when `containerId`. */
+  "file.write": {
+    params: z
+      .object({
+        path: z.string().startsWith("/"),
+        containerId: id.optional(),
+        stream: streamId,
+        mode: z.number().int().min(0).max(0o7777).default(0o644),
+        uid: z.number().int().nonnegative().default(0),
+        gid: z.number().int().nonnegative().default(0),
+      })
+      .strict(),
+    result: z.object({ bytes: z.number() }),
+  },
+  /** Sends a file's content on a stream. */
+  "file.read": {
+    params: z.object({ path: z.string().startsWith("/"), containerId: id.optional(), stream: streamId }).strict(),
+    result: z.object({ bytes: z.number(), mode: z.number() }),
   },
 } as const;
 
 export type MethodName = keyof typeof METHODS;
 export type ParamsOf<M extends MethodName> = z.input<(typeof METHODS)[M]["params"]>;
+export type ParsedParamsOf<M extends MethodName> = z.output<(typeof METHODS)[M]["params"]>;
 export type ResultOf<M extends MethodName> = z.output<(typeof METHODS)[M]["result"]>;
 
 export function isMethodName(name: string): name is MethodName {
   return Object.prototype.hasOwnProperty.call(METHODS, name);
 }
+
+/** Events the agent pushes to a session. */
+export const EVENTS = {
+  /** A process ended (sent to every session). */
+  "process.exited": z.object({ execId: z.string(), containerId: z.string().optional(), exit: exitSchema }),
+} as const;

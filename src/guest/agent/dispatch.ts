@@ -1,8 +1,8 @@
 import type { RequestContext, RequestHandler } from "../../agent/protocol/connection.js";
-import { isMethodName, METHODS, type MethodName, type ParamsOf, type ResultOf } from "../../agent/protocol/methods.js";
+import { isMethodName, METHODS, type MethodName, type ParsedParamsOf, type ResultOf } from "../../agent/protocol/methods.js";
 import { AgentOpError } from "./errors.js";
 
-export type Handler<M extends MethodName> = (params: ParamsOf<M>, ctx: RequestContext) => Promise<ResultOf<M>>;
+export type Handler<M extends MethodName> = (params: ParsedParamsOf<M>, ctx: RequestContext) => Promise<ResultOf<M>>;
 export type Handlers = { [M in MethodName]?: Handler<M> };
 
 /**
@@ -24,7 +24,7 @@ export function dispatcher(handlers: Handlers): RequestHandler {
         `invalid params for ${method}: ${issue?.path.join(".") || "<root>"}: ${issue?.message ?? "invalid"}`,
       );
     }
-    const result = await handler(parsed.data as ParamsOf<typeof method>, ctx);
+    const result = await handler(parsed.data as ParsedParamsOf<typeof method>, ctx);
     const checked = spec.result.safeParse(result);
     if (!checked.success) throw new AgentOpError("INTERNAL", `the agent produced an invalid ${method} result`);
     return checked.data;

@@ -12,7 +12,8 @@ import net from "node:net";
 import type { Duplex } from "node:stream";
 import { Connection } from "../../agent/protocol/connection.js";
 import { dispatcher, type Handlers } from "./dispatch.js";
-import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
+import { AgentState } from "./agent.js";
+import { AGENT_VERSION } from "./ops/basic.js";
 import { watchPowerButton } from "./power.js";
 import { servePort } from "./serial.js";
 
@@ -41,9 +42,10 @@ function debugLog(message: string): void {
   if (debug) log(message);
 }
 
-export function serveSession(stream: Duplex, handlers: Handlers): Promise<void> {
+export function serveSession(stream: Duplex, state: AgentState, handlers: Handlers): Promise<void> {
   return new Promise((resolve) => {
     const conn = new Connection(stream, { role: "server", handler: dispatcher(handlers), agentVersion: AGENT_VERSION });
+    state.addSession(conn);
     conn.on("protocol-error", (err: Error) => log(`protocol error: ${err.message}`));
     conn.once("close", () => resolve());
   });
@@ -75,8 +77,9 @@ async function main(): Promise<void> {
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
   // Before any session: once the host sees the agent it may ask for a graceful powerdown.
   await watchPowerButton(log);
-  const handlers: Handlers = { ...basicHandlers };
-  const onSession = (stream: Duplex): Promise<void> => serveSession(stream, handlers);
+  const state = new AgentState();
+  const handlers = state.handlers();
+  const onSession = (stream: Duplex): Promise<void> => serveSession(stream, state, handlers);
 
   const ports = await agentPorts();
   for (const port of ports) void servePort(port, onSession, log);

@@ -9,11 +9,13 @@ import { assetKey, checkRequirements, PACKAGE_ROOT, sha256, sha256File, type Pro
 import type { BuiltAsset } from "./kernel.js";
 
 /** Bumped whenever the layout or init changes, so cached images are rebuilt. */
-const ROOTFS_BUILDER_VERSION = 1;
+const ROOTFS_BUILDER_VERSION = 2;
 
 /** Where things live inside the guest. */
 export const GUEST_AGENT_PATH = "/usr/lib/cocoon/agent.mjs";
 export const GUEST_AGENT_LAUNCHER = "/usr/bin/cocoon-agent";
+export const GUEST_PTY_HELPER = "/usr/bin/cocoon-pty";
+const PTY_SOURCE = path.join(PACKAGE_ROOT, "src/guest/pty/cocoon-pty.c");
 
 /** Guest programs and the Debian packages that provide them on the host. */
 const GUEST_PROGRAMS = [
@@ -125,6 +127,8 @@ export async function sharedLibraries(binary: string): Promise<string[]> {
 interface Inputs {
   files: Map<string, string>; // guest path → host path
   agent: string;
+  /** The C compiler that builds cocoon-pty, for the cache key. */
+  compiler: string;
 }
 
 async function collectInputs(nodeBinary: string): Promise<Inputs> {
@@ -140,7 +144,8 @@ async function collectInputs(nodeBinary: string): Promise<Inputs> {
   for (const binary of [nodeBinary, hostPaths.runc!, hostPaths.socat!]) {
     for (const lib of await sharedLibraries(binary)) files.set(lib, lib);
   }
-  return { files, agent: await bundleAgent() };
+  const cc = await runChecked("gcc", ["--version"]);
+  return { files, agent: await bundleAgent(), compiler: cc.stdout.split("\n")[0] ?? "" };
 }
 
 export async function rootfsInputs(nodeBinary = process.execPath): Promise<{ inputs: Inputs; description: Record<string, unknown> }> {
@@ -148,6 +153,8 @@ export async function rootfsInputs(nodeBinary = process.execPath): Promise<{ inp
     ...GUEST_PROGRAMS.map((p) => ({ program: p.program, debianPackage: p.debianPackage })),
     { program: "mkfs.ext4", debianPackage: "e2fsprogs" },
     { program: "ldd", debianPackage: "libc-bin" },
+    { program: "gcc", debianPackage: "gcc" },
+    { program: "/usr/lib/x86_64-linux-gnu/libc.a", debianPackage: "libc6-dev" },
   ]);
   const inputs = await collectInputs(nodeBinary);
   const fileHashes: Record<string, string> = {};
@@ -158,6 +165,8 @@ export async function rootfsInputs(nodeBinary = process.execPath): Promise<{ inp
     builder: ROOTFS_BUILDER_VERSION,
     files: fileHashes,
     agent: sha256(inputs.agent),
+    pty: sha256(await readFile(PTY_SOURCE)),
+    compiler: inputs.compiler,
     static: sha256(JSON.stringify([STATIC_FILES, SYMLINKS, DIRS])),
   };
   return { inputs, description };
@@ -183,6 +192,8 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
     await writeFile(dest, file.content, { mode: file.mode });
   }
   for (const [guest, target] of Object.entries(SYMLINKS)) await symlink(target, await place(guest));
+  // cocoon-pty: Node cannot allocate a pseudo-terminal, so a small static C helper does.
+  await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_PTY_HELPER), PTY_SOURCE], { timeoutMs: 120_000 });
   const agentDest = await place(GUEST_AGENT_PATH);
   await writeFile(agentDest, inputs.agent, { mode: 0o644 });
   bytes += inputs.agent.length;

@@ -1,5 +1,5 @@
 import { openSync, closeSync } from "node:fs";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
@@ -35,8 +35,10 @@ const UNIX_PATH_MAX = 107;
 const MAX_SCSI_LUN = 255;
 
 const blockSlotSchema = z.object({ id: z.string(), lun: z.number(), path: z.string(), readOnly: z.boolean() });
+const daemonSchema = z.object({ pid: z.number(), startTime: z.number().optional(), tag: z.string() });
 const driverStateSchema = z.object({
   vmDir: z.string(),
+  virtiofsd: z.array(daemonSchema).default([]),
   machine: z.enum(["microvm", "q35", "pc"]),
   accelerator: z.enum(["kvm", "tcg"]).optional(),
   block: z.array(blockSlotSchema),
@@ -45,6 +47,13 @@ const driverStateSchema = z.object({
 type DriverState = z.infer<typeof driverStateSchema>;
 
 /** Kernel parameters cocoon always gives a QEMU guest; configured ones override by key. */
+async function fileExists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}
+
 function baseKernelParams(machine: QemuMachineType, debug: boolean): Param[] {
   const params: Param[] = [
     { key: "console", value: "ttyS0" },
@@ -82,6 +91,8 @@ export class QemuHypervisor implements Hypervisor {
   private pending: Device[] = [];
   private state: DriverState | undefined;
   private qmp: QmpClient | undefined;
+  /** virtiofsd processes this driver instance started. */
+  private daemons: ManagedProcess[] = [];
 
   private get machine(): QemuMachineType {
     return (this.config?.hypervisorMachineType || "microvm") as QemuMachineType;
@@ -101,6 +112,9 @@ export class QemuHypervisor implements Hypervisor {
   }
   private agentSocket(i: number): string {
     return this.file(`agent.${i}.sock`);
+  }
+  private virtiofsSocket(tag: string): string {
+    return this.file(`vfs-${tag}.sock`);
   }
 
   async createVM(options: CreateVmOptions): Promise<void> {
@@ -128,7 +142,7 @@ export class QemuHypervisor implements Hypervisor {
         { hint: "use a shorter state root (--root) or sandbox id" },
       );
     }
-    this.state = { vmDir: this.vmDir, machine, block: [], paused: false };
+    this.state = { vmDir: this.vmDir, machine, block: [], paused: false, virtiofsd: [] };
   }
 
   private requireConfig(): HypervisorConfig {
@@ -147,6 +161,9 @@ export class QemuHypervisor implements Hypervisor {
     }
     if (!["block", "fs", "serial", "vhost-user"].includes(device.type)) {
       throw new HypervisorError("ERR_NOT_SUPPORTED", `the QEMU driver cannot cold-plug ${device.type} devices yet`);
+    }
+    if (device.type === "fs" && !/^[A-Za-z0-9_.-]{1,31}$/.test(device.tag)) {
+      throw new HypervisorError("ERR_INVALID_ARGUMENT", `invalid mount tag "${device.tag}": 1-31 letters, digits, '_', '.' or '-'`);
     }
     this.pending.push(device);
   }
@@ -193,7 +210,8 @@ export class QemuHypervisor implements Hypervisor {
         sizeMiB: config.memorySize,
         slots: config.memSlots,
         maxMiB: config.memorySize + config.memOffset,
-        shared: config.sharedFS === "virtio-fs" || this.pending.some((d) => d.type === "vhost-user"),
+        // vhost-user devices (virtio-fs) map guest RAM: it must be a shared memfd.
+        shared: this.pending.some((d) => (d.type === "fs" && d.fsType === "virtio-fs") || d.type === "vhost-user"),
         prealloc: config.memPrealloc,
         hugePages: config.hugePages,
       },
@@ -207,9 +225,11 @@ export class QemuHypervisor implements Hypervisor {
       shares9p: this.pending.flatMap((d) =>
         d.type === "fs" && d.fsType === "virtio-9p" ? [{ id: `fs-${d.tag}`, path: d.hostPath, tag: d.tag, readOnly: d.readOnly ?? false }] : [],
       ),
-      virtiofs: this.pending.flatMap((d) =>
-        d.type === "vhost-user" && d.kind === "fs" ? [{ id: `vfs-${d.id}`, socketPath: d.socketPath, tag: d.tag ?? d.id, queueSize: 1024 }] : [],
-      ),
+      virtiofs: this.pending.flatMap((d) => {
+        if (d.type === "vhost-user" && d.kind === "fs") return [{ id: `vfs-${d.id}`, socketPath: d.socketPath, tag: d.tag ?? d.id, queueSize: 1024 }];
+        if (d.type === "fs" && d.fsType === "virtio-fs") return [{ id: `vfs-${d.tag}`, socketPath: this.virtiofsSocket(d.tag), tag: d.tag, queueSize: 1024 }];
+        return [];
+      }),
       ...(config.entropySource ? { rng: { source: config.entropySource } } : {}),
       pcieRootPorts: machine === "q35" ? Math.max(1, config.defaultBridges) : 0,
       extraArgs: config.hypervisorParams.flatMap((p) => (p.value ? [p.key, p.value] : [p.key])),
@@ -244,6 +264,12 @@ export class QemuHypervisor implements Hypervisor {
     this.state!.accelerator = this.accel.accelerator;
     await rm(this.vmDir, { recursive: true, force: true });
     await mkdir(this.vmDir, { recursive: true, mode: 0o700 });
+    try {
+      await this.startVirtiofsDaemons(Math.max(1, deadline - Date.now()));
+    } catch (err) {
+      await this.cleanup();
+      throw err;
+    }
     const args = buildQemuArgs(spec);
     this.logger.info({ args, accel: this.accel }, "starting QEMU");
     const logFd = openSync(this.file("qemu.log"), "a");
@@ -268,6 +294,39 @@ export class QemuHypervisor implements Hypervisor {
       throw err;
     } finally {
       watch.stop();
+    }
+  }
+
+  /**
+   * One virtiofsd per shared directory, started before QEMU (QEMU connects to its socket at
+   * startup). Each exits by itself when QEMU goes away; stop and cleanup make sure of it.
+   */
+  private async startVirtiofsDaemons(timeoutMs: number): Promise<void> {
+    const config = this.requireConfig();
+    const shares = this.pending.filter((d): d is Extract<Device, { type: "fs" }> => d.type === "fs" && d.fsType === "virtio-fs");
+    if (shares.length === 0) return;
+    await verifyAsset({ type: "hypervisor", path: config.virtioFSDaemon });
+    for (const share of shares) {
+      const socket = this.virtiofsSocket(share.tag);
+      const args = [`--socket-path=${socket}`, "-o", `source=${share.hostPath}`, "-o", `cache=${config.virtioFSCache || "auto"}`, "-f"];
+      if (share.readOnly) args.push("-o", "modcaps=-sys_admin");
+      const logFd = openSync(this.file(`virtiofsd-${share.tag}.log`), "a");
+      let daemon: ManagedProcess;
+      try {
+        daemon = await ManagedProcess.spawn(config.virtioFSDaemon, args, { detached: true, stdout: logFd, stderr: logFd });
+      } finally {
+        closeSync(logFd);
+      }
+      this.daemons.push(daemon);
+      this.state!.virtiofsd.push({ pid: daemon.pid, tag: share.tag, ...(await pidStartTime(daemon.pid).then((t) => (t === undefined ? {} : { startTime: t }))) });
+      const deadline = Date.now() + Math.min(timeoutMs, 10_000);
+      while (!(await fileExists(socket))) {
+        if (!daemon.running || Date.now() >= deadline) {
+          const log = lastLines(await readTail(this.file(`virtiofsd-${share.tag}.log`)), 4);
+          throw new HypervisorError("ERR_VMM_START", `virtiofsd for ${share.hostPath} ${daemon.running ? "did not create its socket in time" : describeExit(daemon.exitStatus!)}${log ? `: ${log}` : ""}`);
+        }
+        await sleep(10);
+      }
     }
   }
 
@@ -419,6 +478,7 @@ export class QemuHypervisor implements Hypervisor {
     this.disconnect();
     this.pid = 0;
     this.process = undefined;
+    await this.stopDaemons();
     if (this.state) this.state.paused = false;
   }
 
@@ -556,11 +616,23 @@ export class QemuHypervisor implements Hypervisor {
     }
     this.pid = 0;
     this.process = undefined;
+    await this.stopDaemons();
     if (this.vmDir) await rm(this.vmDir, { recursive: true, force: true });
   }
 
+  /** virtiofsd normally exits with QEMU; anything still there is terminated. */
+  private async stopDaemons(): Promise<void> {
+    for (const d of this.daemons.splice(0)) if (d.running) await d.terminate([{ signal: "SIGTERM", timeoutMs: 2_000 }]);
+    for (const d of this.state?.virtiofsd ?? []) {
+      if (await isProcessAlive(d.pid, d.startTime)) {
+        await terminatePid(d.pid, { ...(d.startTime !== undefined ? { startTime: d.startTime } : {}), steps: [{ signal: "SIGTERM", timeoutMs: 2_000 }] });
+      }
+    }
+    if (this.state) this.state.virtiofsd = [];
+  }
+
   getPids(): number[] {
-    return this.pid > 0 ? [this.pid] : [];
+    return this.pid > 0 ? [this.pid, ...(this.state?.virtiofsd ?? []).map((d) => d.pid)] : [];
   }
 
   /** The QEMU exit status, when this process started it and it has exited. */
@@ -584,6 +656,7 @@ export class QemuHypervisor implements Hypervisor {
       blockIndexMap: (this.state?.block ?? []).map((b) => b.lun),
       hotpluggedVCPUs: 0,
       hotpluggedMemoryMB: 0,
+      ...(this.state?.virtiofsd[0] ? { virtiofsDaemonPid: this.state.virtiofsd[0].pid } : {}),
       driver: { ...(this.state ?? {}) },
     };
   }

@@ -1,0 +1,644 @@
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { chmod, rename, rm, stat } from "node:fs/promises";
+import { EventEmitter } from "node:events";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "pino";
+import { AgentClient, waitForAgent } from "../agent/client.js";
+import type { ProcessExit, Storage } from "../agent/protocol/methods.js";
+import { SandboxError, isCocoonError, messageOf } from "../errors.js";
+import { validateHypervisorConfig, type HypervisorConfig } from "../hypervisor/config.js";
+import type { Hypervisor, HypervisorState } from "../hypervisor/hypervisor.js";
+import { newHypervisor } from "../hypervisor/registry.js";
+import type { RuntimePaths } from "../store/paths.js";
+import type { Store } from "../store/store.js";
+import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } from "./config.js";
+import { ProcessHandle } from "./process.js";
+import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
+import { checkTransition, SANDBOX_DOC, type ContainerState, type SandboxDoc, type SandboxState } from "./state.js";
+
+/** What a sandbox needs from its surroundings. */
+export interface SandboxContext {
+  paths: RuntimePaths;
+  store: Store;
+  logger: Logger;
+}
+
+export interface AttachOptions {
+  stdin?: boolean;
+  /** Window size for a terminal. */
+  rows?: number;
+  cols?: number;
+}
+
+export interface ExecOptions extends AttachOptions {
+  process: ProcessConfig;
+  /** Run in this container (default: the sandbox's first container, else in the guest). */
+  containerId?: string;
+  /** Run directly in the guest even when the sandbox has containers. */
+  inGuest?: boolean;
+  execId?: string;
+}
+
+export interface ContainerStatus {
+  id: string;
+  state: ContainerState["state"];
+  pid?: number;
+  exit?: ProcessExit;
+}
+
+export interface SandboxStatus {
+  id: string;
+  state: SandboxState;
+  hypervisor: string;
+  createdAt: string;
+  pids: number[];
+  containers: ContainerStatus[];
+  guestProcess?: { state: "created" | "running" | "exited"; exit?: ProcessExit };
+  annotations: Record<string, string>;
+  hostname: string;
+}
+
+export const MAIN_EXEC_ID = "main";
+
+function newExecId(): string {
+  return `exec-${randomBytes(6).toString("hex")}`;
+}
+
+/**
+ * A sandbox: one VM with its agent, and the containers or process running in it. Created by
+ * one cocoon process and usable by any later one: every state change is persisted (under
+ * the sandbox lock) before it is reported.
+ */
+export class Sandbox extends EventEmitter {
+  private client: AgentClient | undefined;
+
+  private constructor(
+    private readonly ctx: SandboxContext,
+    private doc: SandboxDoc,
+    private readonly hypervisor: Hypervisor,
+  ) {
+    super();
+  }
+
+  get id(): string {
+    return this.doc.config.id;
+  }
+
+  get state(): SandboxState {
+    return this.doc.state;
+  }
+
+  get config(): SandboxDoc["config"] {
+    return this.doc.config;
+  }
+
+  private get logger(): Logger {
+    return this.ctx.logger;
+  }
+
+  private hypervisorConfig(): HypervisorConfig {
+    return this.doc.config.hypervisorConfig as unknown as HypervisorConfig;
+  }
+
+  private get workDir(): string {
+    return this.ctx.paths.sharedDir(this.id);
+  }
+
+  private async persist(): Promise<void> {
+    await this.ctx.store.writeSandbox(this.id, "sandbox", SANDBOX_DOC, this.doc);
+  }
+
+  /** Re-reads the persisted state: another cocoon process may have changed it. */
+  private async refresh(): Promise<void> {
+    const stored = await this.ctx.store.readSandbox(this.id, "sandbox", SANDBOX_DOC);
+    if (!stored) throw this.ctx.store.notFound(this.id);
+    this.doc = stored.data;
+    if (this.doc.hypervisorState && (this.doc.state === "running" || this.doc.state === "paused" || this.doc.state === "ready")) {
+      this.hypervisor.load(this.doc.hypervisorState as unknown as HypervisorState);
+    }
+  }
+
+  /** Runs a state change under the sandbox lock, on fresh state. */
+  private locked<T>(purpose: string, fn: () => Promise<T>): Promise<T> {
+    return this.ctx.store.withSandboxLock(this.id, async () => {
+      await this.refresh();
+      return fn();
+    }, { purpose, timeoutMs: 120_000 });
+  }
+
+  /**
+   * Creates a sandbox and boots its VM: the rootfs of each container is prepared (a bad path
+   * fails before anything starts), the VM boots, the agent answers, the containers are
+   * created. The sandbox is then `ready`. On any failure nothing is left behind.
+   */
+  static async create(ctx: SandboxContext, config: ParsedSandboxConfig): Promise<Sandbox> {
+    const id = config.id;
+    return ctx.store.withSandboxLock(
+      id,
+      async () => {
+        if (await ctx.store.sandboxExists(id)) {
+          throw new SandboxError("ERR_ALREADY_EXISTS", `a sandbox named "${id}" already exists`, { details: { sandbox: id } });
+        }
+        const hvConfig = validateHypervisorConfig(config.hypervisorConfig);
+        const hypervisor = newHypervisor(config.hypervisorType, { logger: ctx.logger, store: ctx.store });
+        const doc: SandboxDoc = {
+          config: { ...config, hypervisorConfig: hvConfig as unknown as Record<string, unknown> },
+          state: "ready",
+          createdAt: new Date().toISOString(),
+          containers: [],
+        };
+        const sandbox = new Sandbox(ctx, doc, hypervisor);
+        try {
+          await sandbox.boot(hvConfig);
+        } catch (err) {
+          await sandbox.discard();
+          throw err;
+        }
+        return sandbox;
+      },
+      { purpose: "create", timeoutMs: 5_000 },
+    );
+  }
+
+  private async boot(hvConfig: HypervisorConfig): Promise<void> {
+    const agentCfg = this.doc.config.agentConfig;
+    // Prepare rootfs first: a missing directory is refused before a VM exists.
+    const sharing = this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
+    const prepared: { id: string; rootfs: PreparedRootfs }[] = [];
+    for (const c of this.doc.config.containers) {
+      const rootfs = await prepareRootfs(c.id, c.rootfs, { workDir: this.workDir, sharing });
+      prepared.push({ id: c.id, rootfs });
+      this.doc.containers.push({
+        config: c,
+        state: "created",
+        rootfs: { kind: rootfs.kind, hostPath: rootfs.hostPath, owned: rootfs.owned, ...(rootfs.kind === "block" ? { blockId: rootfs.device.id } : {}) },
+      });
+    }
+    // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
+    await this.persist();
+    await this.hypervisor.createVM({
+      id: this.id,
+      config: hvConfig,
+      paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
+      logger: this.logger,
+      guestReady: async (channel, signal) => void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
+    });
+    for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
+    await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+
+    const agent = await this.agent();
+    await agent.call("sandbox.create", {
+      sandboxId: this.id,
+      hostname: this.hostname(),
+      dns: this.doc.config.dns,
+      storages: [],
+    });
+    for (const p of prepared) {
+      let storage: Storage;
+      if (p.rootfs.kind === "block") {
+        const attached = await this.hypervisor.hotplugAddDevice(p.rootfs.device);
+        if (attached.type !== "block" || !attached.guestPath) {
+          throw new SandboxError("ERR_INTERNAL", `the ${this.hypervisor.type} driver did not say where the rootfs disk is in the guest`);
+        }
+        storage = blockStorage(attached.guestPath, p.rootfs.storage);
+      } else {
+        storage = p.rootfs.storage;
+      }
+      const c = this.doc.config.containers.find((x) => x.id === p.id)!;
+      const proc = processConfigSchema.parse(c.process);
+      await agent.call("container.create", {
+        containerId: c.id,
+        rootfs: storage,
+        hostname: c.hostname ?? this.hostname(),
+        process: { ...proc, ...(proc.rows ? { rows: proc.rows } : {}), ...(proc.cols ? { cols: proc.cols } : {}) },
+        readonlyRootfs: c.readonlyRootfs,
+      });
+    }
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+  }
+
+  private hostname(): string {
+    return this.doc.config.hostname ?? this.id.slice(0, 63);
+  }
+
+  /** Undoes a failed create: VM, files, state. Errors here must not hide the original one. */
+  private async discard(): Promise<void> {
+    await this.closeAgent();
+    await this.hypervisor.stopVM().catch(() => undefined);
+    await this.hypervisor.cleanup().catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
+    await this.removeFiles();
+  }
+
+  private async removeFiles(): Promise<void> {
+    for (const c of this.doc.containers) for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
+    await rm(this.workDir, { recursive: true, force: true });
+    await this.ctx.store.removeSandbox(this.id);
+  }
+
+  /** Loads a sandbox another cocoon process created. */
+  static async load(ctx: SandboxContext, id: string): Promise<Sandbox> {
+    if (!id) throw new SandboxError("ERR_INVALID_ARGUMENT", "the sandbox id is empty");
+    const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC);
+    if (!stored) throw ctx.store.notFound(id);
+    const doc = stored.data;
+    const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], { logger: ctx.logger, store: ctx.store });
+    await hypervisor.createVM({
+      id,
+      config: doc.config.hypervisorConfig as unknown as HypervisorConfig,
+      paths: { vmDir: ctx.paths.vmDir(id), jailerBase: ctx.paths.jailerBase },
+      logger: ctx.logger,
+    });
+    if (doc.hypervisorState) hypervisor.load(doc.hypervisorState as unknown as HypervisorState);
+    return new Sandbox(ctx, doc, hypervisor);
+  }
+
+  /** This process's session with the agent, opened on first use. */
+  async agent(): Promise<AgentClient> {
+    if (this.client && !this.client.closed) return this.client;
+    const client = await AgentClient.connect(this.hypervisor.agentChannel(), {
+      timeoutMs: 15_000,
+      requestTimeoutMs: this.doc.config.agentConfig.requestTimeoutMs,
+    });
+    client.onClose(() => {
+      if (this.client === client) this.client = undefined;
+      this.emit("agent-closed");
+    });
+    this.client = client;
+    return client;
+  }
+
+  private async closeAgent(): Promise<void> {
+    const c = this.client;
+    this.client = undefined;
+    await c?.close();
+  }
+
+  private requireRunning(what: string): void {
+    if (this.doc.state !== "running") {
+      throw new SandboxError("ERR_INVALID_STATE", `cannot ${what}: sandbox ${this.id} is not running (it is ${this.doc.state})`, {
+        details: { state: this.doc.state },
+      });
+    }
+  }
+
+  /** Opens the stdio streams of a process on our session. */
+  private async streams(agent: AgentClient, opts: AttachOptions): Promise<{ ids: { stdin?: number; stdout: number; stderr: number }; handles: { stdin?: ReturnType<AgentClient["openStream"]>; stdout: ReturnType<AgentClient["openStream"]>; stderr: ReturnType<AgentClient["openStream"]> } }> {
+    const stdout = agent.openStream();
+    const stderr = agent.openStream();
+    const stdin = opts.stdin ? agent.openStream() : undefined;
+    return {
+      ids: { stdout: stdout.id, stderr: stderr.id, ...(stdin ? { stdin: stdin.id } : {}) },
+      handles: { stdout, stderr, ...(stdin ? { stdin } : {}) },
+    };
+  }
+
+  /**
+   * Starts the sandbox's main process (its containers, or the guest process). With `attach`,
+   * returns a handle on the main process's stdio; otherwise its output waits in the agent.
+   */
+  async start(options: { attach?: AttachOptions } = {}): Promise<ProcessHandle | undefined> {
+    return this.locked("start", async () => {
+      checkTransition(this.id, this.doc.state, "running");
+      const agent = await this.agent();
+      let handle: ProcessHandle | undefined;
+      for (const [i, c] of this.doc.containers.entries()) {
+        const attach = i === 0 ? options.attach : undefined;
+        const s = attach ? await this.streams(agent, attach) : undefined;
+        const { pid } = await agent.call("container.start", { containerId: c.config.id, stdio: s?.ids ?? {} });
+        c.state = "running";
+        if (s) handle = new ProcessHandle(agent, c.config.id, c.config.id, pid, s.handles);
+      }
+      const gp = this.doc.config.guestProcess;
+      if (gp) {
+        const proc = processConfigSchema.parse(gp);
+        const attach = options.attach;
+        const s = attach ? await this.streams(agent, attach) : undefined;
+        const { pid } = await agent.call("process.start", {
+          execId: MAIN_EXEC_ID,
+          process: { ...proc, rows: attach?.rows ?? proc.rows ?? 24, cols: attach?.cols ?? proc.cols ?? 80 },
+          stdio: s?.ids ?? {},
+        });
+        if (s) handle = new ProcessHandle(agent, MAIN_EXEC_ID, undefined, pid, s.handles);
+      }
+      this.doc.state = "running";
+      await this.persist();
+      return handle;
+    });
+  }
+
+  /** Runs another process in the sandbox (Kata's ExecProcess / EnterContainer). */
+  async exec(options: ExecOptions): Promise<ProcessHandle> {
+    await this.refresh();
+    this.requireRunning("exec a process");
+    const proc = processConfigSchema.parse(options.process);
+    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
+    if (containerId) this.findContainer(containerId);
+    const agent = await this.agent();
+    const s = await this.streams(agent, options);
+    const execId = options.execId ?? newExecId();
+    const { pid } = await agent.call("process.start", {
+      execId,
+      ...(containerId ? { containerId } : {}),
+      process: { ...proc, rows: options.rows ?? proc.rows ?? 24, cols: options.cols ?? proc.cols ?? 80 },
+      stdio: s.ids,
+    });
+    return new ProcessHandle(agent, execId, containerId, pid, s.handles);
+  }
+
+  /** Re-attaches to a running process's stdio (from another cocoon process). */
+  async attach(execId: string, options: AttachOptions = {}): Promise<ProcessHandle> {
+    await this.refresh();
+    this.requireRunning("attach to a process");
+    const agent = await this.agent();
+    const s = await this.streams(agent, options);
+    await agent.call("process.attach", { execId, stdio: s.ids });
+    const info = (await agent.call("process.list", {})).processes.find((p) => p.execId === execId);
+    return new ProcessHandle(agent, execId, info?.containerId, info?.pid ?? 0, s.handles);
+  }
+
+  /** Waits for a process (the main one by default) to exit. */
+  async wait(execId?: string): Promise<ProcessExit> {
+    await this.refresh();
+    this.requireRunning("wait for a process");
+    const id = execId ?? this.mainExecId();
+    return (await this.agent()).call("process.wait", { execId: id }, { timeoutMs: 0 });
+  }
+
+  async signal(signal: string, options: { execId?: string; containerId?: string; all?: boolean } = {}): Promise<void> {
+    await this.refresh();
+    this.requireRunning("signal a process");
+    const agent = await this.agent();
+    if (options.all) {
+      const cid = options.containerId ?? this.doc.containers[0]?.config.id;
+      if (!cid) throw new SandboxError("ERR_INVALID_ARGUMENT", "signalling every process needs a container");
+      await agent.call("process.signal", { containerId: cid, signal, all: true });
+    } else {
+      await agent.call("process.signal", { execId: options.execId ?? this.mainExecId(), signal });
+    }
+  }
+
+  async resizeTerminal(execId: string, rows: number, cols: number): Promise<void> {
+    await this.refresh();
+    this.requireRunning("resize a terminal");
+    await (await this.agent()).call("process.resize", { execId, rows, cols });
+  }
+
+  /** The exec id of the main process: the first container's init, or the guest process. */
+  mainExecId(): string {
+    return this.doc.containers[0]?.config.id ?? MAIN_EXEC_ID;
+  }
+
+  findContainer(containerId: string): ContainerState {
+    if (!containerId) throw new SandboxError("ERR_INVALID_ARGUMENT", "the container id is empty");
+    const c = this.doc.containers.find((x) => x.config.id === containerId);
+    if (!c) throw new SandboxError("ERR_NOT_FOUND", `sandbox ${this.id} has no container "${containerId}"`, { details: { containerId } });
+    return c;
+  }
+
+  getAllContainers(): ContainerState[] {
+    return [...this.doc.containers];
+  }
+
+  /** Removes a container: kills what runs in it, detaches its rootfs, deletes its files. */
+  async removeContainer(containerId: string): Promise<void> {
+    await this.locked("remove container", async () => {
+      const c = this.findContainer(containerId);
+      if (this.doc.state === "running" || this.doc.state === "ready") {
+        await (await this.agent()).call("container.remove", { containerId, timeoutSeconds: 10 });
+        if (c.rootfs.blockId) {
+          await this.hypervisor.hotplugRemoveDevice({ type: "block", id: c.rootfs.blockId, path: c.rootfs.hostPath });
+        }
+      }
+      for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
+      this.doc.containers = this.doc.containers.filter((x) => x !== c);
+      this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+      await this.persist();
+    });
+  }
+
+  async pause(): Promise<void> {
+    await this.locked("pause", async () => {
+      checkTransition(this.id, this.doc.state, "paused");
+      await this.hypervisor.pauseVM();
+      this.doc.state = "paused";
+      this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+      await this.persist();
+    });
+  }
+
+  async resume(): Promise<void> {
+    await this.locked("resume", async () => {
+      checkTransition(this.id, this.doc.state, "running");
+      if (this.doc.state !== "paused") throw new SandboxError("ERR_INVALID_STATE", `sandbox ${this.id} is not paused`);
+      await this.hypervisor.resumeVM();
+      this.doc.state = "running";
+      this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+      await this.persist();
+    });
+  }
+
+  /** Stops everything in the sandbox and the VM. The sandbox stays listed until deleted. */
+  async stop(): Promise<void> {
+    await this.locked("stop", async () => {
+      checkTransition(this.id, this.doc.state, "stopped");
+      await this.shutdownVm();
+      this.doc.state = "stopped";
+      await this.persist();
+    });
+  }
+
+  private async shutdownVm(): Promise<void> {
+    if (this.doc.state === "running" || this.doc.state === "ready") {
+      // Best effort: a dead or hung agent must not keep the VM alive.
+      try {
+        const agent = await this.agent();
+        const remember = await agent.call("process.list", {}, { timeoutMs: 5_000 }).catch(() => undefined);
+        for (const c of this.doc.containers) {
+          const p = remember?.processes.find((x) => x.execId === c.config.id);
+          c.state = "stopped";
+          if (p?.exit) c.exit = p.exit;
+        }
+        const main = remember?.processes.find((x) => x.execId === MAIN_EXEC_ID);
+        if (main?.exit) this.doc.guestProcessExit = main.exit;
+        await agent.call("sandbox.destroy", {}, { timeoutMs: 15_000 });
+      } catch (err) {
+        this.logger.warn({ err }, "the agent did not tear the sandbox down; stopping the VM anyway");
+      }
+    }
+    await this.closeAgent();
+    await this.hypervisor.stopVM();
+    await this.hypervisor.cleanup();
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    for (const c of this.doc.containers) c.state = "stopped";
+  }
+
+  /**
+   * Deletes the sandbox: only from ready, paused or stopped (or any state with `force`).
+   * Stops the VM if it still runs, then removes containers' files, the VM directory, the
+   * shared files and the persisted state.
+   */
+  async delete(options: { force?: boolean } = {}): Promise<void> {
+    await this.locked("delete", async () => {
+      if (this.doc.state === "running" && !options.force) {
+        throw new SandboxError("ERR_INVALID_STATE", `sandbox ${this.id} is running: stop it first (or use --force)`, {
+          details: { state: this.doc.state },
+        });
+      }
+      if (this.doc.state !== "stopped") {
+        if (this.doc.state === "paused") await this.hypervisor.resumeVM().catch(() => undefined);
+        await this.shutdownVm().catch(async (err: unknown) => {
+          this.logger.warn({ err }, "stopping the VM during delete failed; cleaning up anyway");
+          await this.hypervisor.cleanup();
+        });
+      } else {
+        await this.hypervisor.cleanup();
+      }
+      await this.removeFiles();
+    });
+    this.emit("deleted");
+  }
+
+  /** Status with every container's; asks the agent when the sandbox runs. */
+  async status(): Promise<SandboxStatus> {
+    await this.refresh();
+    let live: { execId: string; state: string; pid: number; exit?: ProcessExit }[] | undefined;
+    if (this.doc.state === "running" || this.doc.state === "ready") {
+      live = await this.agent()
+        .then((a) => a.call("process.list", {}, { timeoutMs: 5_000 }))
+        .then((r) => r.processes)
+        .catch(() => undefined);
+    }
+    const containers = this.doc.containers.map((c): ContainerStatus => {
+      const p = live?.find((x) => x.execId === c.config.id);
+      const state = p ? (p.state === "running" ? (this.doc.state === "paused" ? "paused" : "running") : "stopped") : c.state;
+      return { id: c.config.id, state, ...(p?.pid ? { pid: p.pid } : {}), ...(p?.exit ?? c.exit ? { exit: p?.exit ?? c.exit } : {}) };
+    });
+    const main = live?.find((x) => x.execId === MAIN_EXEC_ID);
+    const guestProcess = this.doc.config.guestProcess
+      ? main
+        ? { state: main.state === "running" ? ("running" as const) : ("exited" as const), ...(main.exit ? { exit: main.exit } : {}) }
+        : this.doc.guestProcessExit
+          ? { state: "exited" as const, exit: this.doc.guestProcessExit }
+          : { state: "created" as const }
+      : undefined;
+    return {
+      id: this.id,
+      state: this.doc.state,
+      hypervisor: this.doc.config.hypervisorType,
+      createdAt: this.doc.createdAt,
+      pids: this.hypervisor.getPids(),
+      containers,
+      ...(guestProcess ? { guestProcess } : {}),
+      annotations: { ...this.doc.config.annotations },
+      hostname: this.hostname(),
+    };
+  }
+
+  /** Processes the agent knows of (running and recently exited). */
+  async processes(): Promise<{ execId: string; containerId?: string; pid: number; args: string[]; state: string; exit?: ProcessExit }[]> {
+    await this.refresh();
+    this.requireRunning("list processes");
+    return (await (await this.agent()).call("process.list", {})).processes;
+  }
+
+  getAnnotations(): Record<string, string> {
+    return { ...this.doc.config.annotations };
+  }
+
+  /** Sets annotations (read-modify-write under the sandbox lock: safe across processes). */
+  async setAnnotations(values: Record<string, string>): Promise<void> {
+    await this.locked("annotations", async () => {
+      this.doc.config.annotations = { ...this.doc.config.annotations, ...values };
+      await this.persist();
+    });
+  }
+
+  /** Copies a host file into the sandbox (a container's root, or the guest's). */
+  async copyIn(hostPath: string, guestPath: string, options: { containerId?: string; inGuest?: boolean } = {}): Promise<number> {
+    await this.refresh();
+    this.requireRunning("copy files");
+    const st = await stat(hostPath).catch(() => undefined);
+    if (!st?.isFile()) throw new SandboxError("ERR_INVALID_ARGUMENT", `${hostPath} is not a regular file on the host`);
+    const agent = await this.agent();
+    const stream = agent.openStream();
+    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
+    const done = agent.call("file.write", { path: guestPath, stream: stream.id, mode: st.mode & 0o7777, ...(containerId ? { containerId } : {}) }, { timeoutMs: 0 });
+    done.catch(() => undefined);
+    for await (const chunk of createReadStream(hostPath)) await stream.write(chunk as Buffer);
+    stream.end();
+    return (await done).bytes;
+  }
+
+  /** Copies a file out of the sandbox to the host. */
+  async copyOut(guestPath: string, hostPath: string, options: { containerId?: string; inGuest?: boolean } = {}): Promise<number> {
+    await this.refresh();
+    this.requireRunning("copy files");
+    const agent = await this.agent();
+    const stream = agent.openStream();
+    stream.end();
+    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
+    const result = agent.call("file.read", { path: guestPath, stream: stream.id, ...(containerId ? { containerId } : {}) }, { timeoutMs: 0 });
+    const tmp = `${hostPath}.cocoon-${process.pid}`;
+    try {
+      await Promise.all([pipeline(stream.readable, createWriteStream(tmp)), result]);
+      const { mode } = await result;
+      await chmod(tmp, mode);
+      await rename(tmp, hostPath);
+      return (await result).bytes;
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** The console log (the guest's serial output). */
+  consoleLogPath(): string {
+    return path.join(this.ctx.paths.vmDir(this.id), "console.log");
+  }
+
+  /**
+   * Watches the sandbox: emits "dead" with a reason when the VM exits or the agent stops
+   * answering. Returns a function that stops watching.
+   */
+  monitor(options: { intervalMs?: number; onDead: (reason: string) => void }): () => void {
+    let stopped = false;
+    const interval = options.intervalMs ?? 2_000;
+    const check = async (): Promise<void> => {
+      if (stopped) return;
+      try {
+        await this.hypervisor.check();
+        await (await this.agent()).call("health.check", {}, { timeoutMs: 10_000 });
+      } catch (err) {
+        if (stopped) return;
+        stopped = true;
+        const reason = isCocoonError(err) ? `${err.code}: ${err.message}` : messageOf(err);
+        this.emit("dead", reason);
+        options.onDead(reason);
+        return;
+      }
+      timer = setTimeout(() => void check(), interval);
+    };
+    let timer = setTimeout(() => void check(), interval);
+    const onClosed = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => void check(), 0);
+    };
+    this.on("agent-closed", onClosed);
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+      this.off("agent-closed", onClosed);
+    };
+  }
+
+  /** Lets go of this process's connections; the sandbox keeps running. */
+  async release(): Promise<void> {
+    await this.closeAgent();
+    this.hypervisor.disconnect();
+  }
+}
