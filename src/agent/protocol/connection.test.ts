@@ -171,6 +171,30 @@ describe("agent connection", () => {
     await expect(client.request("again")).rejects.toMatchObject({ code: expect.stringMatching(/ERR_AGENT_/) });
   });
 
+  it("restarts the session when a new HELLO arrives on a serial-like stream", async () => {
+    const sessions: Connection[] = [];
+    const serve = (): void => {
+      const conn = new Connection(pair.b, { role: "server", handler: async (m) => ({ m, session: sessions.length }), restartOnHello: true });
+      sessions.push(conn);
+      conn.once("restart", (pending: Buffer) => {
+        serve();
+        pair.b.emit("data", pending);
+      });
+    };
+    serve();
+    // first host: handshake, one request, then it vanishes without the stream closing
+    const first = new Connection(pair.a, { role: "client" });
+    await first.hello("one");
+    expect(await first.request("x")).toEqual({ m: "x", session: 1 });
+    pair.a.removeAllListeners("data");
+    // second host on the same stream: its HELLO starts a new session
+    const second = new Connection(pair.a, { role: "client" });
+    await second.hello("two");
+    expect(await second.request("y")).toEqual({ m: "y", session: 2 });
+    expect(sessions[0]!.closed).toBe(true);
+    expect(sessions[0]!.restarted).toBe(true);
+  });
+
   it("refuses a peer that overruns its flow-control window", async () => {
     const server = new Connection(pair.b, { role: "server", handler: async () => ({}), window: 1024 });
     const errors: Error[] = [];

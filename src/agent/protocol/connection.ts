@@ -61,6 +61,13 @@ export interface ConnectionOptions {
   handler?: RequestHandler;
   /** Server side: what HELLO_ACK says. */
   agentVersion?: string;
+  /**
+   * Server side, on a transport that cannot always tell when the peer changed (a virtio-serial
+   * port whose host reconnects before the guest notices): a HELLO after the handshake means a
+   * new host. The session then ends with a "restart" event carrying the bytes that belong to
+   * the new one, and stops reading the socket so a new Connection can take it over.
+   */
+  restartOnHello?: boolean;
 }
 
 export interface RequestOptions {
@@ -207,6 +214,8 @@ export class Connection extends EventEmitter {
   private helloWaiter?: { resolve: (a: HelloAck) => void; reject: (e: Error) => void };
   private closeError: Error | undefined;
   private isClosed = false;
+  /** The session ended because a new HELLO replaced it (restartOnHello). */
+  restarted = false;
 
   constructor(
     private readonly socket: Duplex,
@@ -217,12 +226,25 @@ export class Connection extends EventEmitter {
     this.window = options.window ?? DEFAULT_WINDOW;
     this.nextStreamId = options.role === "client" ? 1 : 2;
     this.helloDone = false;
-    socket.on("data", (chunk: Buffer) => this.onChunk(chunk));
-    socket.on("end", () => this.shutdown(this.truncationError() ?? new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed")));
-    socket.on("close", () => this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed")));
-    socket.on("error", (err) =>
-      this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", `the agent channel failed: ${err.message}`, { cause: err })),
-    );
+    socket.on("data", this.onData);
+    socket.on("end", this.onEnd);
+    socket.on("close", this.onSocketClose);
+    socket.on("error", this.onError);
+  }
+
+  private readonly onData = (chunk: Buffer): void => this.onChunk(chunk);
+  private readonly onEnd = (): void =>
+    this.shutdown(this.truncationError() ?? new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"));
+  private readonly onSocketClose = (): void => this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"));
+  private readonly onError = (err: Error): void =>
+    this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", `the agent channel failed: ${err.message}`, { cause: err }));
+
+  /** Stops listening to the socket (it is handed to a new session). */
+  private detach(): void {
+    this.socket.off("data", this.onData);
+    this.socket.off("end", this.onEnd);
+    this.socket.off("close", this.onSocketClose);
+    this.socket.off("error", this.onError);
   }
 
   get closed(): boolean {
@@ -366,7 +388,21 @@ export class Connection extends EventEmitter {
   private onChunk(chunk: Buffer): void {
     if (this.isClosed) return;
     try {
-      for (const frame of this.decoder.push(chunk)) this.onFrame(frame);
+      const frames = this.decoder.push(chunk);
+      for (const [i, frame] of frames.entries()) {
+        if (this.options.restartOnHello && this.helloDone && frame.type === FrameType.HELLO) {
+          // A new host: everything from this HELLO on is the next session's.
+          const rest = frames.slice(i).map((f) => encodeFrame(f.type, f.id, f.payload));
+          rest.push(this.decoder.takePending());
+          this.detach();
+          // "restart" first: listeners of "close" can tell a replaced session from an ended one.
+          this.restarted = true;
+          this.emit("restart", Buffer.concat(rest));
+          this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", "a new session replaced this one"));
+          return;
+        }
+        this.onFrame(frame);
+      }
     } catch (err) {
       if (err instanceof ProtocolViolation) {
         this.fail(err);

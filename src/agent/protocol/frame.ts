@@ -74,6 +74,14 @@ export class FrameDecoder {
     return this.buffered;
   }
 
+  /** Hands over (and forgets) the bytes of an incomplete frame. */
+  takePending(): Buffer {
+    const out = Buffer.concat(this.chunks);
+    this.chunks = [];
+    this.buffered = 0;
+    return out;
+  }
+
   push(chunk: Buffer): Frame[] {
     if (chunk.length) {
       this.chunks.push(chunk);

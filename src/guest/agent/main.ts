@@ -42,12 +42,26 @@ function debugLog(message: string): void {
   if (debug) log(message);
 }
 
-export function serveSession(stream: Duplex, state: AgentState, handlers: Handlers): Promise<void> {
+/**
+ * Serves sessions on one stream until it ends. On a serial port a new host can arrive without
+ * the old one's disconnect being seen: its HELLO restarts the session on the same stream.
+ */
+export function serveSession(stream: Duplex, state: AgentState, handlers: Handlers, restartOnHello = false): Promise<void> {
   return new Promise((resolve) => {
-    const conn = new Connection(stream, { role: "server", handler: dispatcher(handlers), agentVersion: AGENT_VERSION });
-    state.addSession(conn);
-    conn.on("protocol-error", (err: Error) => log(`protocol error: ${err.message}`));
-    conn.once("close", () => resolve());
+    const start = (): void => {
+      const conn = new Connection(stream, { role: "server", handler: dispatcher(handlers), agentVersion: AGENT_VERSION, restartOnHello });
+      state.addSession(conn);
+      conn.on("protocol-error", (err: Error) => log(`protocol error: ${err.message}`));
+      conn.once("restart", (pending: Buffer) => {
+        debugLog("a new host session replaced the previous one");
+        start();
+        stream.emit("data", pending);
+      });
+      conn.once("close", () => {
+        if (!conn.restarted) resolve();
+      });
+    };
+    start();
   });
 }
 
@@ -82,7 +96,7 @@ async function main(): Promise<void> {
   const onSession = (stream: Duplex): Promise<void> => serveSession(stream, state, handlers);
 
   const ports = await agentPorts();
-  for (const port of ports) void servePort(port, onSession, log);
+  for (const port of ports) void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);
 
   await mkdir("/run/cocoon", { recursive: true });
   await rm(AGENT_SOCKET, { force: true });
