@@ -14,6 +14,7 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/integration/global-setup.ts"],
           // Real VMs under TCG on 2 cores: boots take seconds and must not run all at once.
           testTimeout: 300_000,
           hookTimeout: 300_000,

@@ -10,3 +10,6 @@ if (!existsSync(fileURLToPath(entry))) {
 }
 const { main } = await import(entry.href);
 await main(process.argv);
+// A command is done when main returns: do not wait for sockets a library user might keep.
+// (stdout and stderr are synchronous for files, pipes and terminals on Linux: nothing is lost.)
+process.exit(process.exitCode ?? 0);

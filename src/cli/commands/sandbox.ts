@@ -73,7 +73,9 @@ async function rootfsSource(p: string): Promise<ContainerConfig["rootfs"]> {
   throw new SandboxError("ERR_INVALID_ARGUMENT", `the rootfs ${abs} is neither a directory nor a tarball`);
 }
 
-function processFrom(cmd: string[], o: WorkloadOptions, ctxEnv: NodeJS.ProcessEnv): ProcessConfig {
+function processFrom(rawCmd: string[], o: WorkloadOptions, ctxEnv: NodeJS.ProcessEnv): ProcessConfig {
+  // After a positional argument commander passes the rest through untouched, `--` included.
+  const cmd = rawCmd[0] === "--" ? rawCmd.slice(1) : rawCmd;
   if (cmd.length === 0) throw new ConfigError("ERR_INVALID_ARGUMENT", "no command given: put it after --, e.g. cocoon run -- sh -c 'echo hi'");
   return {
     args: cmd,
@@ -202,19 +204,20 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
     .action((id: string, o: { attach?: boolean; interactive?: boolean }) =>
       run(async (ctx) => {
         const sandbox = await load(ctx, id);
-        if (!o.attach) {
-          await sandbox.start();
-          await sandbox.release();
-          return 0;
-        }
         try {
+          if (!o.attach) {
+            await sandbox.start();
+            return 0;
+          }
           const handle = await sandbox.start({ attach: { stdin: o.interactive ?? false, ...windowSize(process) } });
           const tty = Boolean((sandbox.config.containers[0]?.process ?? sandbox.config.guestProcess)?.terminal);
           const exit = await attachToTerminal(sandbox, handle!, { interactive: o.interactive ?? false, tty });
-          await sandbox.release();
           return exit.exitCode;
         } catch (err) {
+          if (!o.attach) throw err;
           return workloadFailure(ctx, err);
+        } finally {
+          await sandbox.release();
         }
       }),
     );
@@ -234,8 +237,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
     .option("--container <id>", "the container to run in (default: the first)")
     .action((id: string, cmd: string[], o: WorkloadOptions & { guest?: boolean; container?: string }) =>
       run(async (ctx) => {
+        let sandbox: Sandbox | undefined;
         try {
-          const sandbox = await load(ctx, id);
+          sandbox = await load(ctx, id);
           const handle = await sandbox.exec({
             process: processFrom(cmd, o, process.env),
             stdin: o.interactive ?? false,
@@ -244,10 +248,11 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
             ...(o.container ? { containerId: o.container } : {}),
           });
           const exit = await attachToTerminal(sandbox, handle, { interactive: o.interactive ?? false, tty: o.tty ?? false });
-          await sandbox.release();
           return exit.exitCode;
         } catch (err) {
           return workloadFailure(ctx, err);
+        } finally {
+          await sandbox?.release();
         }
       }),
     );

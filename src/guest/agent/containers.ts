@@ -125,11 +125,13 @@ export class ContainerTable {
     });
     proc.bind(conn, stdio);
     c.state = "running";
-    c.pid = proc.pid;
     void proc.done.then(() => {
       if (this.containers.get(id) === c) c.state = "stopped";
     });
-    return proc.pid;
+    // Answer once runc has created the container (its pid file exists), so an exec that comes
+    // right after finds it; an init that dies at once is reported by wait, as any exit.
+    c.pid = await Promise.race([proc.targetPid(), proc.done.then(() => proc.pid)]);
+    return c.pid;
   }
 
   /** An extra process in a running container (`runc exec` with a process.json). */
