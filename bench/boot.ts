@@ -36,7 +36,7 @@ async function cocoonBoot(root: string, i: number): Promise<number> {
 }
 
 /** Bare QEMU: the same machine flags, kernel, rootfs and one agent port, no cocoon code. */
-async function bareBoot(root: string, i: number): Promise<number> {
+export async function bareBoot(root: string, i: number): Promise<number> {
   const a = await guestAssets();
   const accel = (await chooseAccelerator("auto")).accelerator;
   const sock = path.join(root, `bare${i}.sock`);

@@ -1,8 +1,12 @@
 /** `npm run bench`: every benchmark suite, results printed and written as JSON to bench/results/. */
 import { runBootBench } from "./boot.js";
+import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
 
-const suites: [string, () => Promise<Comparison[]>][] = [["boot", runBootBench]];
+const suites: [string, () => Promise<Comparison[]>][] = [
+  ["boot", runBootBench],
+  ["workload", runWorkloadBench],
+];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {
   console.log(`== ${name}`);

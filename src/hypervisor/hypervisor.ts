@@ -78,8 +78,12 @@ export interface Hypervisor {
   createVM(options: CreateVmOptions): Promise<void>;
   /** Launches the VMM and boots the guest; fails if not up within `timeoutMs`. */
   startVM(timeoutMs: number): Promise<void>;
-  /** Stops the VM, escalating to SIGKILL; `waitOnly` waits for an exit without asking for one. */
-  stopVM(options?: { waitOnly?: boolean }): Promise<void>;
+  /**
+   * Stops the VM, escalating to SIGKILL; `waitOnly` waits for an exit without asking for one.
+   * `graceful: false` skips asking the guest to power off (its agent already tore everything
+   * down, so there is nothing left to shut down cleanly).
+   */
+  stopVM(options?: { waitOnly?: boolean; graceful?: boolean }): Promise<void>;
   pauseVM(): Promise<void>;
   resumeVM(): Promise<void>;
   /** Saves the VM (snapshot/device state) for templating or migration. */

@@ -59,7 +59,10 @@ export class ProcessHandle {
     await this.client.call("process.closeStdin", { execId: this.execId });
   }
 
-  /** Waits for the exit and for every byte of output. */
+  /**
+   * Waits for the exit and for every byte of output. A stream nobody is reading is drained
+   * (its bytes discarded): an unread stream would otherwise hold the process up forever.
+   */
   async done(): Promise<ProcessExit> {
     const drained = (r: Readable): Promise<void> =>
       new Promise((resolve) => {
@@ -67,6 +70,7 @@ export class ProcessHandle {
         r.once("end", resolve);
         r.once("close", resolve);
         r.once("error", () => resolve());
+        if (r.readableFlowing !== true) r.resume();
       });
     const [exit] = await Promise.all([this.wait(), drained(this.stdout), drained(this.stderr)]);
     return exit;

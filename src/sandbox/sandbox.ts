@@ -453,6 +453,7 @@ export class Sandbox extends EventEmitter {
   }
 
   private async shutdownVm(): Promise<void> {
+    let tornDown = false;
     if (this.doc.state === "running" || this.doc.state === "ready") {
       // Best effort: a dead or hung agent must not keep the VM alive.
       try {
@@ -466,12 +467,15 @@ export class Sandbox extends EventEmitter {
         const main = remember?.processes.find((x) => x.execId === MAIN_EXEC_ID);
         if (main?.exit) this.doc.guestProcessExit = main.exit;
         await agent.call("sandbox.destroy", {}, { timeoutMs: 15_000 });
+        tornDown = true;
       } catch (err) {
         this.logger.warn({ err }, "the agent did not tear the sandbox down; stopping the VM anyway");
       }
     }
     await this.closeAgent();
-    await this.hypervisor.stopVM();
+    // Once the agent has killed everything and unmounted, the guest has nothing left to
+    // flush (its root is read-only): skip the ACPI powerdown and quit the VM at once.
+    await this.hypervisor.stopVM({ graceful: !tornDown });
     await this.hypervisor.cleanup();
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     for (const c of this.doc.containers) c.state = "stopped";

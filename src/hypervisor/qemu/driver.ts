@@ -458,7 +458,7 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.isRunning()) throw new HypervisorError("ERR_INVALID_STATE", "the QEMU VM is not running");
   }
 
-  async stopVM(options: { waitOnly?: boolean } = {}): Promise<void> {
+  async stopVM(options: { waitOnly?: boolean; graceful?: boolean } = {}): Promise<void> {
     this.requireConfig();
     if (!this.isRunning()) return;
     const pid = this.pid;
@@ -468,7 +468,9 @@ export class QemuHypervisor implements Hypervisor {
     } else {
       const steps: EscalationStep[] = [];
       const paused = this.state?.paused ?? false;
-      if (!paused) steps.push({ name: "powerdown", action: () => this.qmpFireAndForget("system_powerdown"), timeoutMs: 15_000 });
+      if (!paused && options.graceful !== false) {
+        steps.push({ name: "powerdown", action: () => this.qmpFireAndForget("system_powerdown"), timeoutMs: 15_000 });
+      }
       steps.push({ name: "quit", action: () => this.qmpFireAndForget("quit"), timeoutMs: 5_000 });
       steps.push({ name: "SIGTERM", signal: "SIGTERM", timeoutMs: 5_000 });
       steps.push({ name: "SIGKILL", signal: "SIGKILL", timeoutMs: 5_000 });
