@@ -43,15 +43,39 @@ export async function bareBoot(root: string, i: number): Promise<number> {
   // tsc_early_khz as cocoon passes it: without it, one TCG boot in ~8 hangs calibrating the TSC.
   const tsc = accel === "tcg" ? ` tsc_early_khz=${await hostTscKhz()}` : "";
   const args = [
-    "-machine", "microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on", "-accel", accel, "-cpu", accel === "kvm" ? "host" : "max",
-    "-m", "512M", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-    "-kernel", a.kernel, "-append", `console=ttyS0 root=/dev/vda rootfstype=ext4 ro panic=1 pci=off quiet${tsc}`,
-    "-drive", `if=none,id=rootfs,file=${a.rootfs},format=raw,readonly=on`, "-device", "virtio-blk-device,drive=rootfs",
-    "-device", "virtio-serial-device", "-chardev", `socket,id=a0,path=${sock},server=on,wait=off`,
-    "-device", "virtserialport,chardev=a0,name=cocoon.agent.0",
+    "-machine",
+    "microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on",
+    "-accel",
+    accel,
+    "-cpu",
+    accel === "kvm" ? "host" : "max",
+    "-m",
+    "512M",
+    "-nodefaults",
+    "-no-user-config",
+    "-nographic",
+    "-no-reboot",
+    "-kernel",
+    a.kernel,
+    "-append",
+    `console=ttyS0 root=/dev/vda rootfstype=ext4 ro panic=1 pci=off quiet${tsc}`,
+    "-drive",
+    `if=none,id=rootfs,file=${a.rootfs},format=raw,readonly=on`,
+    "-device",
+    "virtio-blk-device,drive=rootfs",
+    "-device",
+    "virtio-serial-device",
+    "-chardev",
+    `socket,id=a0,path=${sock},server=on,wait=off`,
+    "-device",
+    "virtserialport,chardev=a0,name=cocoon.agent.0",
     // Without an RNG the guest's node blocks on getrandom() until the CRNG is seeded.
-    "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=rng0",
-    "-serial", "null",
+    "-object",
+    "rng-random,id=rng0,filename=/dev/urandom",
+    "-device",
+    "virtio-rng-device,rng=rng0",
+    "-serial",
+    "null",
   ];
   const t0 = performance.now();
   const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
@@ -90,7 +114,9 @@ export async function runBootBench(): Promise<Comparison[]> {
     for (let i = 1; i <= ROUNDS; i++) {
       cocoon.push(await cocoonBoot(root, i));
       bare.push(await bareBoot(root, i));
-      process.stderr.write(`  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms\n`);
+      process.stderr.write(
+        `  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms\n`,
+      );
     }
   } finally {
     await rm(root, { recursive: true, force: true });

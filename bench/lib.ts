@@ -38,7 +38,13 @@ export interface Comparison {
   note?: string;
 }
 
-export function compare(name: string, unit: string, subject: [string, number[]], baseline: [string, number[]], note?: string): Comparison {
+export function compare(
+  name: string,
+  unit: string,
+  subject: [string, number[]],
+  baseline: [string, number[]],
+  note?: string,
+): Comparison {
   const s = stats(subject[1]);
   const b = stats(baseline[1]);
   return {
@@ -60,13 +66,22 @@ export function printComparison(c: Comparison): void {
 }
 
 /** Writes results as JSON: a timestamped file and latest.json. */
-export async function writeResults(suite: string, results: Comparison[], extra: Record<string, unknown> = {}): Promise<string> {
+export async function writeResults(
+  suite: string,
+  results: Comparison[],
+  extra: Record<string, unknown> = {},
+): Promise<string> {
   const dir = path.resolve(import.meta.dirname, "results");
   await mkdir(dir, { recursive: true });
   const doc = {
     suite,
     date: new Date().toISOString(),
-    host: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memoryGiB: round(os.totalmem() / 2 ** 30, 1), node: process.version },
+    host: {
+      cpus: os.cpus().length,
+      model: os.cpus()[0]?.model,
+      memoryGiB: round(os.totalmem() / 2 ** 30, 1),
+      node: process.version,
+    },
     ...extra,
     results,
   };

@@ -36,7 +36,12 @@ async function execLatency(root: string): Promise<Comparison> {
       await agent.call("health.check", {});
       pings.push(performance.now() - t);
     }
-    return compare("exec round trip (`true`)", "ms", ["sandbox.exec + wait", execs], ["agent health.check round trip", pings]);
+    return compare(
+      "exec round trip (`true`)",
+      "ms",
+      ["sandbox.exec + wait", execs],
+      ["agent health.check round trip", pings],
+    );
   } finally {
     await sb.delete({ force: true });
   }
@@ -47,7 +52,11 @@ async function throughput(root: string): Promise<Comparison> {
   const sb = await runtime.createSandbox({ memoryMB: 512, process: { args: ["sleep", "3600"] } });
   try {
     await sb.start();
-    await (await sb.exec({ process: { args: ["dd", "if=/dev/urandom", "of=/tmp/blob", "bs=1M", `count=${THROUGHPUT_MB}`] } })).done();
+    await (
+      await sb.exec({
+        process: { args: ["dd", "if=/dev/urandom", "of=/tmp/blob", "bs=1M", `count=${THROUGHPUT_MB}`] },
+      })
+    ).done();
     const host: number[] = [];
     const guest: number[] = [];
     for (let i = 0; i < ROUNDS; i++) {
@@ -57,10 +66,12 @@ async function throughput(root: string): Promise<Comparison> {
       p.stdout.on("data", (c: Buffer) => (bytes += c.length));
       await p.done();
       const secs = (performance.now() - t) / 1000;
-      if (bytes !== THROUGHPUT_MB * 2 ** 20) throw new Error(`read ${bytes} bytes, expected ${THROUGHPUT_MB} MiB`);
+      if (bytes !== THROUGHPUT_MB * 2 ** 20)
+        throw new Error(`read ${bytes} bytes, expected ${THROUGHPUT_MB} MiB`);
       host.push(THROUGHPUT_MB / secs);
       // busybox has no sub-second clock: time 4 passes with /proc/uptime (10 ms resolution).
-      const script = "a=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do cat /tmp/blob > /dev/null; done; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b";
+      const script =
+        "a=$(cut -d' ' -f1 /proc/uptime); for i in 1 2 3 4; do cat /tmp/blob > /dev/null; done; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b";
       const timed = await (await sb.exec({ process: { args: ["sh", "-c", script] } })).output();
       const [a, b] = timed.stdout.toString().trim().split(" ").map(Number);
       if (!a || !b || b <= a) throw new Error(`unexpected guest timing: ${timed.stdout.toString()}`);
@@ -81,11 +92,17 @@ async function throughput(root: string): Promise<Comparison> {
 function cliRunTrue(root: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
-    const child = spawn(process.execPath, [path.resolve(import.meta.dirname, "../bin/cocoon.js"), "run", "--rm", "--memory", "512", "--", "true"], {
-      env: { ...process.env, COCOON_ROOT: root, COCOON_ASSETS: ASSETS_DIR },
-      stdio: "ignore",
-    });
-    child.once("exit", (code) => (code === 0 ? resolve(performance.now() - t) : reject(new Error(`cocoon run exited ${code}`))));
+    const child = spawn(
+      process.execPath,
+      [path.resolve(import.meta.dirname, "../bin/cocoon.js"), "run", "--rm", "--memory", "512", "--", "true"],
+      {
+        env: { ...process.env, COCOON_ROOT: root, COCOON_ASSETS: ASSETS_DIR },
+        stdio: "ignore",
+      },
+    );
+    child.once("exit", (code) =>
+      code === 0 ? resolve(performance.now() - t) : reject(new Error(`cocoon run exited ${code}`)),
+    );
   });
 }
 
@@ -97,7 +114,13 @@ async function runEndToEnd(root: string): Promise<Comparison> {
     cli.push(await cliRunTrue(root));
     bare.push(await bareBoot(root, 100 + i));
   }
-  return compare("`cocoon run --rm -- true` end to end", "ms", ["cocoon CLI process, wall time", cli], ["bare QEMU boot to agent answer", bare], "the CLI also starts Node, stops the VM and deletes the sandbox");
+  return compare(
+    "`cocoon run --rm -- true` end to end",
+    "ms",
+    ["cocoon CLI process, wall time", cli],
+    ["bare QEMU boot to agent answer", bare],
+    "the CLI also starts Node, stops the VM and deletes the sandbox",
+  );
 }
 
 export async function runWorkloadBench(): Promise<Comparison[]> {

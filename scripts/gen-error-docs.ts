@@ -11,7 +11,7 @@ export function renderErrorDocs(): string {
     "",
     "Every error cocoon reports carries a permanent code. The CLI prints one line,",
     "`cocoon: <message> [<CODE>]`, sometimes followed by a `hint:` line, and exits with the",
-    "status below (`--json` prints `{\"error\": {code, message, hint, details}}` on stderr",
+    'status below (`--json` prints `{"error": {code, message, hint, details}}` on stderr',
     "instead). Codes never change meaning; new ones may be added.",
     "",
     "`cocoon run` and `cocoon exec` exit with the command's own status. When the command did",
@@ -22,7 +22,8 @@ export function renderErrorDocs(): string {
     "| code | exit status | meaning |",
     "|---|---|---|",
   ];
-  for (const [code, info] of Object.entries(ERROR_CATALOG)) lines.push(`| \`${code}\` | ${info.exitCode} | ${info.summary} |`);
+  for (const [code, info] of Object.entries(ERROR_CATALOG))
+    lines.push(`| \`${code}\` | ${info.exitCode} | ${info.summary} |`);
   return lines.join("\n") + "\n";
 }
 

@@ -30,7 +30,8 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "..");
 const args = process.argv.slice(2);
 const refArg = args.indexOf("--reference");
-const referenceDir = refArg >= 0 ? path.resolve(args[refArg + 1] ?? "") : path.resolve(repoRoot, "../shared/reference");
+const referenceDir =
+  refArg >= 0 ? path.resolve(args[refArg + 1] ?? "") : path.resolve(repoRoot, "../shared/reference");
 const checkOnly = args.includes("--check");
 const outDir = path.join(repoRoot, "src/gen/firecracker");
 
@@ -135,7 +136,10 @@ const KNOWN: Record<string, { since?: string; removed?: string; note: string }> 
 /** Deprecations (the request still succeeds, with a `Deprecation: true` header) [§1, §6, §7, §8]. */
 const DEPRECATED: Record<string, { since: string; note: string }> = {
   "Vsock.vsock_id": { since: "1.0.0", note: "deprecated since v1.0.0" },
-  "MachineConfiguration.cpu_template": { since: "1.5.0", note: "static CPU templates, replaced by PUT /cpu-config" },
+  "MachineConfiguration.cpu_template": {
+    since: "1.5.0",
+    note: "static CPU templates, replaced by PUT /cpu-config",
+  },
   "SnapshotCreateParams.version": { since: "1.5.0", note: "removed in 1.6" },
   "SnapshotLoadParams.mem_file_path": { since: "1.1.0", note: "use mem_backend" },
   "SnapshotLoadParams.enable_diff_snapshots": { since: "1.13.0", note: "use track_dirty_pages" },
@@ -151,7 +155,10 @@ const STRICT_TABLE_KEYS: Record<string, string[]> = {
   "`socket` on drives": ["Drive.socket"],
   "`module` on logger": ["Logger.module"],
   "`free_page_*`": ["Balloon.free_page_hinting", "Balloon.free_page_reporting"],
-  "`vsock_override`, `clock_realtime`": ["SnapshotLoadParams.vsock_override", "SnapshotLoadParams.clock_realtime"],
+  "`vsock_override`, `clock_realtime`": [
+    "SnapshotLoadParams.vsock_override",
+    "SnapshotLoadParams.clock_realtime",
+  ],
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -231,7 +238,9 @@ function collectDocs(def: unknown, name: string, docs: Record<string, string>): 
 }
 
 function refName(ref: unknown): string | undefined {
-  return typeof ref === "string" && ref.startsWith("#/definitions/") ? ref.slice("#/definitions/".length) : undefined;
+  return typeof ref === "string" && ref.startsWith("#/definitions/")
+    ? ref.slice("#/definitions/".length)
+    : undefined;
 }
 
 async function loadSpec(spec: (typeof SPECS)[number]): Promise<ParsedSpec> {
@@ -240,7 +249,8 @@ async function loadSpec(spec: (typeof SPECS)[number]): Promise<ParsedSpec> {
   if (!isObject(doc) || !isObject(doc.paths) || !isObject(doc.definitions) || !isObject(doc.info)) {
     throw new Error(`${spec.file}: not a swagger document`);
   }
-  if (doc.info.version !== spec.version) throw new Error(`${spec.file}: info.version is ${String(doc.info.version)}`);
+  if (doc.info.version !== spec.version)
+    throw new Error(`${spec.file}: info.version is ${String(doc.info.version)}`);
   const definitions: Record<string, Schema> = {};
   const docs: Record<string, string> = {};
   for (const [name, def] of Object.entries(doc.definitions)) {
@@ -269,7 +279,9 @@ async function loadSpec(spec: (typeof SPECS)[number]): Promise<ParsedSpec> {
         if (!Number.isInteger(code) || code < 200 || code > 299 || !isObject(resp)) continue;
         if (isObject(resp.schema)) {
           const ref = refName(resp.schema.$ref);
-          success = ref ? { status: code, ref } : { status: code, schema: normalizeSchema(resp.schema, `${p} response`) };
+          success = ref
+            ? { status: code, ref }
+            : { status: code, schema: normalizeSchema(resp.schema, `${p} response`) };
         } else if (!success) {
           success = { status: code };
         }
@@ -353,7 +365,17 @@ interface History {
   required: Record<string, { since?: string; removed?: string }>;
   endpoints: Record<
     string,
-    { since: string; removed?: string; inSwagger: boolean; preBoot: boolean; postBoot: boolean | string; body?: string; bodyRequired?: boolean; response?: string; pathParams: string[] }
+    {
+      since: string;
+      removed?: string;
+      inSwagger: boolean;
+      preBoot: boolean;
+      postBoot: boolean | string;
+      body?: string;
+      bodyRequired?: boolean;
+      response?: string;
+      pathParams: string[];
+    }
   >;
   merged: Record<string, Schema>;
   mergedOrder: string[];
@@ -361,7 +383,10 @@ interface History {
 
 function known(key: string): { since?: string; removed?: string } {
   const k = KNOWN[key];
-  if (!k) throw new Error(`the specs differ on "${key}" but KNOWN has no version for it: add it (see firecracker-api.md)`);
+  if (!k)
+    throw new Error(
+      `the specs differ on "${key}" but KNOWN has no version for it: add it (see firecracker-api.md)`,
+    );
   return { ...(k.since ? { since: k.since } : {}), ...(k.removed ? { removed: k.removed } : {}) };
 }
 
@@ -400,7 +425,15 @@ function mergeSchemas(a: Schema | undefined, b: Schema | undefined): Schema {
 }
 
 function buildHistory(oldest: ParsedSpec, newest: ParsedSpec, table: EndpointRow[]): History {
-  const h: History = { definitions: {}, fields: {}, enumValues: {}, required: {}, endpoints: {}, merged: {}, mergedOrder: [] };
+  const h: History = {
+    definitions: {},
+    fields: {},
+    enumValues: {},
+    required: {},
+    endpoints: {},
+    merged: {},
+    mergedOrder: [],
+  };
   const names = [...Object.keys(oldest.definitions)];
   for (const n of Object.keys(newest.definitions)) if (!names.includes(n)) names.push(n);
   for (const name of names) {
@@ -411,8 +444,12 @@ function buildHistory(oldest: ParsedSpec, newest: ParsedSpec, table: EndpointRow
     h.merged[name] = mergeSchemas(a, b);
     h.mergedOrder.push(name);
     const dateEnum = (label: string, ea: Json[] | undefined, eb: Json[] | undefined) => {
-      for (const v of eb ?? []) if (!(ea ?? []).includes(v) && a) h.enumValues[`${label}=${String(v)}`] = known(`${label}=${String(v)}`);
-      for (const v of ea ?? []) if (!(eb ?? []).includes(v) && b) h.enumValues[`${label}=${String(v)}`] = known(`${label}=${String(v)}`);
+      for (const v of eb ?? [])
+        if (!(ea ?? []).includes(v) && a)
+          h.enumValues[`${label}=${String(v)}`] = known(`${label}=${String(v)}`);
+      for (const v of ea ?? [])
+        if (!(eb ?? []).includes(v) && b)
+          h.enumValues[`${label}=${String(v)}`] = known(`${label}=${String(v)}`);
     };
     dateEnum(name, enumOf(a), enumOf(b));
     const pa = (a && isObject(a.properties) ? a.properties : {}) as Record<string, Schema>;
@@ -435,19 +472,23 @@ function buildHistory(oldest: ParsedSpec, newest: ParsedSpec, table: EndpointRow
     }
     // Required everywhere it exists: recorded in the merged schema (required) already.
   }
-  for (const key of Object.keys(DEPRECATED)) if (!h.fields[key]) throw new Error(`DEPRECATED names unknown field ${key}`);
+  for (const key of Object.keys(DEPRECATED))
+    if (!h.fields[key]) throw new Error(`DEPRECATED names unknown field ${key}`);
 
   // Endpoints: the swagger operations of both specs plus the routes the table lists that the
   // swagger does not (the DELETE hot-unplug routes of 1.16).
   const ops = new Map<string, { old?: Operation; now?: Operation }>();
   for (const op of oldest.operations) ops.set(`${op.method} ${op.path}`, { old: op });
-  for (const op of newest.operations) ops.set(`${op.method} ${op.path}`, { ...ops.get(`${op.method} ${op.path}`), now: op });
+  for (const op of newest.operations)
+    ops.set(`${op.method} ${op.path}`, { ...ops.get(`${op.method} ${op.path}`), now: op });
   for (const row of table) {
     const key = `${row.method} ${row.path}`;
     const entry = ops.get(key);
     const op = entry?.now ?? entry?.old;
-    if (op && !entry?.old && row.since === "1.0.0") throw new Error(`${key}: table says ≤1.0 but v1.0.0's spec lacks it`);
-    if (entry?.old && row.since !== "1.0.0") throw new Error(`${key}: in v1.0.0's spec but the table says ${row.since}`);
+    if (op && !entry?.old && row.since === "1.0.0")
+      throw new Error(`${key}: table says ≤1.0 but v1.0.0's spec lacks it`);
+    if (entry?.old && row.since !== "1.0.0")
+      throw new Error(`${key}: in v1.0.0's spec but the table says ${row.since}`);
     h.endpoints[key] = {
       since: row.since,
       inSwagger: op !== undefined,
@@ -461,7 +502,8 @@ function buildHistory(oldest: ParsedSpec, newest: ParsedSpec, table: EndpointRow
     };
   }
   for (const key of ops.keys()) {
-    if (!h.endpoints[key]) throw new Error(`${key} is in a spec but not in firecracker-api.md's endpoint table`);
+    if (!h.endpoints[key])
+      throw new Error(`${key} is in a spec but not in firecracker-api.md's endpoint table`);
   }
   return h;
 }
@@ -472,7 +514,9 @@ function crossCheck(strict: Map<string, string>): void {
     if (!keys) throw new Error(`firecracker-api.md §13.6 row ${label} is not mapped in STRICT_TABLE_KEYS`);
     for (const key of keys) {
       if (KNOWN[key]?.since !== version) {
-        throw new Error(`firecracker-api.md §13.6 says ${label} since ${version}, KNOWN says ${String(KNOWN[key]?.since)}`);
+        throw new Error(
+          `firecracker-api.md §13.6 says ${label} since ${version}, KNOWN says ${String(KNOWN[key]?.since)}`,
+        );
       }
     }
   }
@@ -516,7 +560,11 @@ function jsdoc(lines: string[], indent: string): string {
   return `${indent}/**\n${clean.map((l) => `${indent} * ${l}`).join("\n")}\n${indent} */\n`;
 }
 
-function propsTs(s: Schema, notes: (field: string) => string[], optionalAlways?: (field: string) => boolean): string[] {
+function propsTs(
+  s: Schema,
+  notes: (field: string) => string[],
+  optionalAlways?: (field: string) => boolean,
+): string[] {
   const props = (isObject(s.properties) ? s.properties : {}) as Record<string, Schema>;
   const required = Array.isArray(s.required) ? s.required.map(String) : [];
   return Object.entries(props).map(([field, sub]) => {
@@ -525,7 +573,12 @@ function propsTs(s: Schema, notes: (field: string) => string[], optionalAlways?:
   });
 }
 
-function emitDefinitions(defs: Record<string, Schema>, order: string[], docOf: (key: string) => string[], optionalAlways?: (def: string, field: string) => boolean): string {
+function emitDefinitions(
+  defs: Record<string, Schema>,
+  order: string[],
+  docOf: (key: string) => string[],
+  optionalAlways?: (def: string, field: string) => boolean,
+): string {
   let out = "";
   for (const name of order) {
     const s = defs[name];
@@ -534,7 +587,11 @@ function emitDefinitions(defs: Record<string, Schema>, order: string[], docOf: (
     if (Array.isArray(s.enum) && !isObject(s.properties)) {
       out += `export type ${name} = ${tsType(s)};\n\n`;
     } else if (isObject(s.properties)) {
-      out += `export interface ${name} {\n${propsTs(s, (f) => docOf(`${name}.${f}`), (f) => optionalAlways?.(name, f) ?? false).join("\n")}\n}\n\n`;
+      out += `export interface ${name} {\n${propsTs(
+        s,
+        (f) => docOf(`${name}.${f}`),
+        (f) => optionalAlways?.(name, f) ?? false,
+      ).join("\n")}\n}\n\n`;
     } else {
       out += `export type ${name} = { [key: string]: unknown };\n\n`;
     }
@@ -546,10 +603,25 @@ function opBodyType(op: { body?: string }): string {
   return op.body ?? "undefined";
 }
 
-function emitOperations(endpoints: [string, { body?: string; bodyRequired?: boolean; response?: string; pathParams: string[]; since?: string; note?: string[] }][]): string {
-  let out = "/** Every operation: path parameters, request body and 2xx response body. */\nexport interface Operations {\n";
+function emitOperations(
+  endpoints: [
+    string,
+    {
+      body?: string;
+      bodyRequired?: boolean;
+      response?: string;
+      pathParams: string[];
+      since?: string;
+      note?: string[];
+    },
+  ][],
+): string {
+  let out =
+    "/** Every operation: path parameters, request body and 2xx response body. */\nexport interface Operations {\n";
   for (const [key, e] of endpoints) {
-    const params = e.pathParams.length ? `{ ${e.pathParams.map((p) => `${p}: string`).join("; ")} }` : "Record<string, never>";
+    const params = e.pathParams.length
+      ? `{ ${e.pathParams.map((p) => `${p}: string`).join("; ")} }`
+      : "Record<string, never>";
     out += jsdoc(e.note ?? [], "  ");
     out += `  ${JSON.stringify(key)}: { pathParams: ${params}; body: ${opBodyType(e)}; response: ${e.response ?? "void"} };\n`;
   }
@@ -584,7 +656,11 @@ function typesFile(spec: ParsedSpec): string {
         `${op.method} ${op.path}`,
         {
           ...(op.body ? { body: op.body.ref ?? "MmdsContentsObject" } : {}),
-          ...(op.success?.ref ? { response: op.success.ref } : op.success?.schema ? { response: "{ [key: string]: unknown }" } : {}),
+          ...(op.success?.ref
+            ? { response: op.success.ref }
+            : op.success?.schema
+              ? { response: "{ [key: string]: unknown }" }
+              : {}),
           pathParams: op.pathParams,
           note: [op.summary],
         },
@@ -607,7 +683,10 @@ function historyNotes(h: History, key: string): string[] {
   if (h.required[key]?.removed) notes.push(`Required before Firecracker ${h.required[key]!.removed}.`);
   const values = Object.entries(h.enumValues)
     .filter(([k]) => k.slice(0, k.lastIndexOf("=")) === key)
-    .map(([k, v]) => `\`${k.slice(k.lastIndexOf("=") + 1)}\` ${v.since ? `since ${v.since}` : ""}${v.removed ? `until ${v.removed}` : ""}`);
+    .map(
+      ([k, v]) =>
+        `\`${k.slice(k.lastIndexOf("=") + 1)}\` ${v.since ? `since ${v.since}` : ""}${v.removed ? `until ${v.removed}` : ""}`,
+    );
   if (values.length) notes.push(`Values: ${values.join(", ")}.`);
   return notes;
 }
@@ -628,13 +707,19 @@ function mergedTypesFile(h: History, newest: ParsedSpec, oldest: ParsedSpec): st
     HEADER(`${oldest.file} and ${newest.file}`) +
     "// Every definition and operation any supported Firecracker version knows, with the version\n" +
     "// history in the doc comments. The SDK refuses at run time what the running version lacks.\n\n" +
-    emitDefinitions(h.merged, h.mergedOrder, docOf, (def, field) => h.required[`${def}.${field}`] !== undefined) +
+    emitDefinitions(
+      h.merged,
+      h.mergedOrder,
+      docOf,
+      (def, field) => h.required[`${def}.${field}`] !== undefined,
+    ) +
     emitOperations(endpoints)
   );
 }
 
 function historyFile(h: History): string {
-  const sorted = <T>(o: Record<string, T>) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+  const sorted = <T>(o: Record<string, T>) =>
+    Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
   return (
     HEADER(`${OLDEST.file}, ${NEWEST.file} and firecracker-api.md`) +
     `import type { EndpointHistory, Schema, VersionSpan } from "./model-types.js";\n\n` +
@@ -751,7 +836,9 @@ async function main(): Promise<void> {
     if (!(existing in files)) await rm(path.join(outDir, existing));
   }
   for (const [name, content] of Object.entries(files)) await writeFile(path.join(outDir, name), content);
-  console.log(`wrote ${Object.keys(files).length} files to ${path.relative(process.cwd(), outDir) || outDir}`);
+  console.log(
+    `wrote ${Object.keys(files).length} files to ${path.relative(process.cwd(), outDir) || outDir}`,
+  );
 }
 
 main().catch((err: unknown) => {

@@ -5,6 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "==> static checks (types, lint, formatting, generated files)"
+npx tsc -p tsconfig.json --noEmit
+npx eslint .
+npx prettier --check . >/dev/null || { npx prettier --check .; exit 1; }
+node --import tsx scripts/gen-error-docs.ts --check
+npm run --silent gen:firecracker -- --check
+echo "==> tests (unit, contract, integration on real QEMU VMs)"
 report=$(mktemp /tmp/cocoon-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
 status=0

@@ -33,38 +33,98 @@ export const ExitCode = {
 } as const;
 
 export const ERROR_CATALOG = {
-  ERR_INTERNAL: { summary: "an unexpected internal error (a bug: please report it)", exitCode: ExitCode.internal },
-  ERR_INVALID_ARGUMENT: { summary: "a command-line argument or API argument is invalid", exitCode: ExitCode.usage },
-  ERR_INVALID_CONFIG: { summary: "the configuration (file, flags or annotations) is invalid", exitCode: ExitCode.usage },
-  ERR_UNKNOWN_HYPERVISOR: { summary: "the hypervisor type is not one cocoon knows", exitCode: ExitCode.usage },
+  ERR_INTERNAL: {
+    summary: "an unexpected internal error (a bug: please report it)",
+    exitCode: ExitCode.internal,
+  },
+  ERR_INVALID_ARGUMENT: {
+    summary: "a command-line argument or API argument is invalid",
+    exitCode: ExitCode.usage,
+  },
+  ERR_INVALID_CONFIG: {
+    summary: "the configuration (file, flags or annotations) is invalid",
+    exitCode: ExitCode.usage,
+  },
+  ERR_UNKNOWN_HYPERVISOR: {
+    summary: "the hypervisor type is not one cocoon knows",
+    exitCode: ExitCode.usage,
+  },
   ERR_INVALID_KERNEL_PARAM: { summary: "a kernel parameter is malformed", exitCode: ExitCode.usage },
   ERR_CONFIG_FILE: { summary: "the configuration file cannot be read or parsed", exitCode: ExitCode.usage },
-  ERR_ASSET_INVALID: { summary: "a guest or hypervisor asset is missing or unusable", exitCode: ExitCode.usage },
-  ERR_ASSET_HASH_MISMATCH: { summary: "an asset's SHA-512 does not match the expected hash", exitCode: ExitCode.usage },
-  ERR_ANNOTATION_FORBIDDEN: { summary: "an annotation is not enabled or its value is not allow-listed", exitCode: ExitCode.usage },
+  ERR_ASSET_INVALID: {
+    summary: "a guest or hypervisor asset is missing or unusable",
+    exitCode: ExitCode.usage,
+  },
+  ERR_ASSET_HASH_MISMATCH: {
+    summary: "an asset's SHA-512 does not match the expected hash",
+    exitCode: ExitCode.usage,
+  },
+  ERR_ANNOTATION_FORBIDDEN: {
+    summary: "an annotation is not enabled or its value is not allow-listed",
+    exitCode: ExitCode.usage,
+  },
   ERR_HOST_PROBE: { summary: "a host probe (/proc, /sys, /dev) failed", exitCode: ExitCode.host },
-  ERR_HOST_MISSING_TOOL: { summary: "a required host program or package is missing", exitCode: ExitCode.host },
-  ERR_STATE_CORRUPT: { summary: "a persisted state file is corrupt or truncated; it was left untouched", exitCode: ExitCode.conflict },
-  ERR_STATE_VERSION: { summary: "a persisted state file has a schema version this cocoon cannot read", exitCode: ExitCode.conflict },
+  ERR_HOST_MISSING_TOOL: {
+    summary: "a required host program or package is missing",
+    exitCode: ExitCode.host,
+  },
+  ERR_STATE_CORRUPT: {
+    summary: "a persisted state file is corrupt or truncated; it was left untouched",
+    exitCode: ExitCode.conflict,
+  },
+  ERR_STATE_VERSION: {
+    summary: "a persisted state file has a schema version this cocoon cannot read",
+    exitCode: ExitCode.conflict,
+  },
   ERR_STATE_IO: { summary: "reading or writing persisted state failed", exitCode: ExitCode.host },
-  ERR_LOCK_TIMEOUT: { summary: "another cocoon process holds the lock for too long", exitCode: ExitCode.conflict },
+  ERR_LOCK_TIMEOUT: {
+    summary: "another cocoon process holds the lock for too long",
+    exitCode: ExitCode.conflict,
+  },
   ERR_NOT_FOUND: { summary: "the sandbox, container or process does not exist", exitCode: ExitCode.notFound },
-  ERR_ALREADY_EXISTS: { summary: "a sandbox or container with that id already exists", exitCode: ExitCode.conflict },
-  ERR_INVALID_STATE: { summary: "the operation is not allowed in the object's current state", exitCode: ExitCode.conflict },
-  ERR_NOT_SUPPORTED: { summary: "the operation is not supported by this hypervisor or version", exitCode: ExitCode.unsupported },
-  ERR_RESOURCE_EXHAUSTED: { summary: "a limited resource (UUIDs, device slots, CIDs) is used up", exitCode: ExitCode.conflict },
+  ERR_ALREADY_EXISTS: {
+    summary: "a sandbox or container with that id already exists",
+    exitCode: ExitCode.conflict,
+  },
+  ERR_INVALID_STATE: {
+    summary: "the operation is not allowed in the object's current state",
+    exitCode: ExitCode.conflict,
+  },
+  ERR_NOT_SUPPORTED: {
+    summary: "the operation is not supported by this hypervisor or version",
+    exitCode: ExitCode.unsupported,
+  },
+  ERR_RESOURCE_EXHAUSTED: {
+    summary: "a limited resource (UUIDs, device slots, CIDs) is used up",
+    exitCode: ExitCode.conflict,
+  },
   ERR_VMM_START: { summary: "the VMM process failed to start or exited during boot", exitCode: ExitCode.vmm },
   ERR_VMM_EXITED: { summary: "the VMM process exited unexpectedly", exitCode: ExitCode.vmm },
-  ERR_VMM_API: { summary: "the VMM's control API (QMP, Firecracker REST) refused a request", exitCode: ExitCode.vmm },
+  ERR_VMM_API: {
+    summary: "the VMM's control API (QMP, Firecracker REST) refused a request",
+    exitCode: ExitCode.vmm,
+  },
   ERR_VMM_TIMEOUT: { summary: "the VMM did not answer or boot in time", exitCode: ExitCode.timeout },
   ERR_GUEST_PANIC: { summary: "the guest kernel panicked", exitCode: ExitCode.vmm },
   ERR_AGENT_TIMEOUT: { summary: "the guest agent did not answer in time", exitCode: ExitCode.timeout },
-  ERR_AGENT_PROTOCOL: { summary: "the agent channel carried an invalid frame or message", exitCode: ExitCode.agent },
+  ERR_AGENT_PROTOCOL: {
+    summary: "the agent channel carried an invalid frame or message",
+    exitCode: ExitCode.agent,
+  },
   ERR_AGENT_DISCONNECTED: { summary: "the agent channel closed", exitCode: ExitCode.agent },
   ERR_AGENT_REMOTE: { summary: "the guest agent reported an error", exitCode: ExitCode.agent },
-  ERR_EXEC_NOT_FOUND: { summary: "the program to run does not exist in the guest or container", exitCode: ExitCode.commandNotFound },
-  ERR_EXEC_NOT_EXECUTABLE: { summary: "the program to run exists but cannot be executed", exitCode: ExitCode.cannotExecute },
-  ERR_PROCESS: { summary: "spawning, signalling or waiting for a host process failed", exitCode: ExitCode.host },
+  ERR_EXEC_NOT_FOUND: {
+    summary: "the program to run does not exist in the guest or container",
+    exitCode: ExitCode.commandNotFound,
+  },
+  ERR_EXEC_NOT_EXECUTABLE: {
+    summary: "the program to run exists but cannot be executed",
+    exitCode: ExitCode.cannotExecute,
+  },
+  ERR_PROCESS: {
+    summary: "spawning, signalling or waiting for a host process failed",
+    exitCode: ExitCode.host,
+  },
   ERR_IMAGE_BUILD: { summary: "building a guest asset (kernel, rootfs) failed", exitCode: ExitCode.host },
   ERR_CANCELLED: { summary: "the operation was cancelled", exitCode: ExitCode.internal },
 } as const satisfies Record<string, ErrorInfo>;

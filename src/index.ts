@@ -16,7 +16,13 @@ export { hostMemoryKb, runningOnVmm } from "./host/proc.js";
 export { RuntimePaths, type RuntimeRoots } from "./store/paths.js";
 export { Store } from "./store/store.js";
 export { Runtime, type CreateSandboxOptions, type RuntimeOptions } from "./sandbox/runtime.js";
-export { Sandbox, type SandboxStatus, type ExecOptions, type AttachOptions, type ContainerStatus } from "./sandbox/sandbox.js";
+export {
+  Sandbox,
+  type SandboxStatus,
+  type ExecOptions,
+  type AttachOptions,
+  type ContainerStatus,
+} from "./sandbox/sandbox.js";
 export { ProcessHandle } from "./sandbox/process.js";
 export type { SandboxConfig, ContainerConfig, ProcessConfig, RootfsSource } from "./sandbox/config.js";
 export type { SandboxState } from "./sandbox/state.js";

@@ -87,7 +87,10 @@ export class AgentClient {
     }
     const parsed = METHODS[method].result.safeParse(raw);
     if (!parsed.success) {
-      throw new AgentError("ERR_AGENT_PROTOCOL", `the agent's answer to ${method} is malformed: ${parsed.error.issues[0]?.message}`);
+      throw new AgentError(
+        "ERR_AGENT_PROTOCOL",
+        `the agent's answer to ${method} is malformed: ${parsed.error.issues[0]?.message}`,
+      );
     }
     return parsed.data as ResultOf<M>;
   }
@@ -120,8 +123,13 @@ export class AgentClient {
 export async function waitForAgent(channel: AgentChannel, options: AgentConnectOptions): Promise<HelloAck> {
   const client = await AgentClient.connect(channel, options);
   try {
-    const health = await client.call("health.check", {}, { timeoutMs: 10_000, ...(options.signal ? { signal: options.signal } : {}) });
-    if (health.status !== "SERVING") throw new AgentError("ERR_AGENT_REMOTE", `the agent reports ${health.status}`);
+    const health = await client.call(
+      "health.check",
+      {},
+      { timeoutMs: 10_000, ...(options.signal ? { signal: options.signal } : {}) },
+    );
+    if (health.status !== "SERVING")
+      throw new AgentError("ERR_AGENT_REMOTE", `the agent reports ${health.status}`);
     return client.hello;
   } finally {
     await client.close();

@@ -83,21 +83,28 @@ export async function dialAgent(channel: AgentChannel, options: DialOptions): Pr
   const retryMs = options.retryMs ?? 20;
   let lastError: unknown;
   for (;;) {
-    if (options.signal?.aborted) throw new AgentError("ERR_CANCELLED", "connecting to the agent was cancelled");
+    if (options.signal?.aborted)
+      throw new AgentError("ERR_CANCELLED", "connecting to the agent was cancelled");
     try {
       const link = await tryDial(channel, Math.max(1, deadline - Date.now()));
       if (link) return link;
       lastError = new Error("every agent port is in use by another session");
     } catch (err) {
       if (!transient(err) && channel.kind !== "hvsock") {
-        throw new AgentError("ERR_AGENT_DISCONNECTED", `cannot connect to the agent: ${messageOf(err)}`, { cause: err });
+        throw new AgentError("ERR_AGENT_DISCONNECTED", `cannot connect to the agent: ${messageOf(err)}`, {
+          cause: err,
+        });
       }
       lastError = err;
     }
     if (Date.now() >= deadline) {
-      throw new AgentError("ERR_AGENT_TIMEOUT", `could not reach the agent within ${options.timeoutMs} ms: ${messageOf(lastError)}`, {
-        cause: lastError,
-      });
+      throw new AgentError(
+        "ERR_AGENT_TIMEOUT",
+        `could not reach the agent within ${options.timeoutMs} ms: ${messageOf(lastError)}`,
+        {
+          cause: lastError,
+        },
+      );
     }
     await sleep(retryMs, undefined, { signal: options.signal }).catch(() => undefined);
   }

@@ -75,7 +75,11 @@ export async function attachToTerminal(
       from.once("error", () => resolve());
     });
   try {
-    const [exit] = await Promise.all([handle.wait(), pump(handle.stdout, io.stdout), pump(handle.stderr, io.stderr)]);
+    const [exit] = await Promise.all([
+      handle.wait(),
+      pump(handle.stdout, io.stdout),
+      pump(handle.stderr, io.stderr),
+    ]);
     return exit;
   } finally {
     for (const c of cleanups.reverse()) c();

@@ -30,7 +30,17 @@ describe("cocoon CLI", () => {
   });
 
   it("shows configuration as JSON", async () => {
-    const r = await runCli(["--root", dir, "--config", cfg, "--json", "config", "show", "--section", "runtime"]);
+    const r = await runCli([
+      "--root",
+      dir,
+      "--config",
+      cfg,
+      "--json",
+      "config",
+      "show",
+      "--section",
+      "runtime",
+    ]);
     const parsed = JSON.parse(r.stdout) as { file: string; values: { key: string }[] };
     expect(parsed.file).toBe(cfg);
     expect(parsed.values.every((v) => v.key.startsWith("runtime."))).toBe(true);
@@ -58,10 +68,15 @@ describe("cocoon CLI", () => {
 
   it("check reports the accelerator choice and the QEMU binary", async () => {
     const r = await runCli(["--root", dir, "--config", cfg, "--json", "check"]);
-    const report = JSON.parse(r.stdout) as { ok: boolean; checks: { id: string; status: string; detail: string }[] };
+    const report = JSON.parse(r.stdout) as {
+      ok: boolean;
+      checks: { id: string; status: string; detail: string }[];
+    };
     const accel = report.checks.find((c) => c.id === "accelerator")!;
     expect(accel.detail).toMatch(/^(kvm|tcg) \(requested auto\): /);
-    expect(report.checks.map((c) => c.id)).toEqual(expect.arrayContaining(["kvm", "qemu.binary", "cgroups", "tun", "firecracker.binary"]));
+    expect(report.checks.map((c) => c.id)).toEqual(
+      expect.arrayContaining(["kvm", "qemu.binary", "cgroups", "tun", "firecracker.binary"]),
+    );
     expect(r.code).toBe(report.ok ? 0 : 5);
   });
 });

@@ -14,7 +14,10 @@ const { version } = require("../../package.json") as { version: string };
 export type Runner = (fn: (ctx: CliContext) => Promise<number>) => Promise<void>;
 
 /** Builds the `cocoon` program. `io` and `exit` are injectable for tests. */
-export function buildProgram(io: Io = processIo, setExit: (code: number) => void = (c) => (process.exitCode = c)): Command {
+export function buildProgram(
+  io: Io = processIo,
+  setExit: (code: number) => void = (c) => (process.exitCode = c),
+): Command {
   const program = new Command();
   program
     .name("cocoon")
@@ -75,7 +78,17 @@ function addGlobalOptions(parent: Command): void {
       .option("--json", "machine-readable output")
       .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
       .option("--config <file>", "configuration file (env COCOON_CONFIG)")
-      .addOption(new Option("--log-level <level>", "log level for the log file").choices(["trace", "debug", "info", "warn", "error", "fatal", "silent"]));
+      .addOption(
+        new Option("--log-level <level>", "log level for the log file").choices([
+          "trace",
+          "debug",
+          "info",
+          "warn",
+          "error",
+          "fatal",
+          "silent",
+        ]),
+      );
   }
 }
 

@@ -26,7 +26,11 @@ export function table(headers: string[], rows: string[][]): string {
  * Prints an error as one line (plus an optional hint line) and returns the exit status.
  * Never prints a stack: unexpected errors point at the log file instead.
  */
-export function reportError(io: Io, err: unknown, options: { json?: boolean; logFile?: string } = {}): number {
+export function reportError(
+  io: Io,
+  err: unknown,
+  options: { json?: boolean; logFile?: string } = {},
+): number {
   const cocoon: CocoonError = isCocoonError(err)
     ? err
     : new CocoonError("ERR_INTERNAL", messageOf(err), { cause: err });

@@ -72,7 +72,10 @@ export function hypervisorConfigFor(config: CocoonConfig, type: HypervisorType):
     hc.defaultBridges = a.default_bridges;
     hc.sharedFS = "none";
     // HypervisorConfig has no ACRN fields: the driver reads these back from hypervisorParams.
-    hc.hypervisorParams = acrnSettingsToParams({ maxVms: a.max_vms, platformInfoHelper: a.platform_info_helper });
+    hc.hypervisorParams = acrnSettingsToParams({
+      maxVms: a.max_vms,
+      platformInfoHelper: a.platform_info_helper,
+    });
   } else {
     hc.sharedFS = "none";
   }

@@ -25,7 +25,11 @@ describe("loadConfig", () => {
     const loaded = await loadConfig({ env: {}, systemPath: system });
     expect(loaded.file).toBeUndefined();
     expect(loaded.config.hypervisor.qemu.default_memory).toBe(2048);
-    expect(loaded.roots).toEqual({ stateRoot: "/run/cocoon", libRoot: "/var/lib/cocoon", assetsDir: "/var/lib/cocoon/assets" });
+    expect(loaded.roots).toEqual({
+      stateRoot: "/run/cocoon",
+      libRoot: "/var/lib/cocoon",
+      assetsDir: "/var/lib/cocoon/assets",
+    });
     expect(loaded.sources["hypervisor.qemu.default_memory"]).toBe("default");
     expect(loaded.sources["runtime.assets_dir"]).toBe("derived");
   });
@@ -73,7 +77,9 @@ describe("loadConfig", () => {
     const f = await file("d.toml", '[hypervisor.qemu]\ndefault_memory = "lots"\n');
     await expect(loadConfig({ configPath: f, env: {} })).rejects.toMatchObject({
       code: "ERR_INVALID_CONFIG",
-      message: expect.stringMatching(new RegExp(`^invalid value for hypervisor.qemu.default_memory in ${f}: `)),
+      message: expect.stringMatching(
+        new RegExp(`^invalid value for hypervisor.qemu.default_memory in ${f}: `),
+      ),
     });
     const e = await file("e.toml", '[runtime]\nhypervisor = "xen"\n');
     await expect(loadConfig({ configPath: e, env: {} })).rejects.toMatchObject({
@@ -96,27 +102,39 @@ describe("loadConfig", () => {
       env: { COCOON_ROOT: "/tmp/envroot", COCOON_ASSETS: "/shared/assets", COCOON_LOG_LEVEL: "error" },
       logLevel: "debug",
     });
-    expect(loaded.roots).toEqual({ stateRoot: "/tmp/envroot/run", libRoot: "/tmp/envroot/lib", assetsDir: "/shared/assets" });
+    expect(loaded.roots).toEqual({
+      stateRoot: "/tmp/envroot/run",
+      libRoot: "/tmp/envroot/lib",
+      assetsDir: "/shared/assets",
+    });
     expect(loaded.sources["runtime.state_root"]).toBe("env:COCOON_ROOT");
     expect(loaded.config.runtime.log_level).toBe("debug");
     expect(loaded.sources["runtime.log_level"]).toBe("flag:--log-level");
-    const flagged = await loadConfig({ configPath: f, env: { COCOON_ROOT: "/tmp/envroot" }, root: "/tmp/flag" });
+    const flagged = await loadConfig({
+      configPath: f,
+      env: { COCOON_ROOT: "/tmp/envroot" },
+      root: "/tmp/flag",
+    });
     expect(flagged.roots.stateRoot).toBe("/tmp/flag/run");
     expect(flagged.roots.assetsDir).toBe("/tmp/flag/lib/assets");
     expect(flagged.sources["runtime.state_root"]).toBe("flag:--root");
   });
 
   it("refuses an invalid value from the environment", async () => {
-    await expect(loadConfig({ env: { COCOON_LOG_LEVEL: "loud" }, systemPath: system })).rejects.toMatchObject({
-      message: expect.stringContaining("(from env:COCOON_LOG_LEVEL)"),
-    });
+    await expect(loadConfig({ env: { COCOON_LOG_LEVEL: "loud" }, systemPath: system })).rejects.toMatchObject(
+      {
+        message: expect.stringContaining("(from env:COCOON_LOG_LEVEL)"),
+      },
+    );
   });
 
   it("lists every key for config show", async () => {
     const rows = describeConfig(await loadConfig({ env: {}, systemPath: system }));
     expect(rows).toContainEqual({ key: "hypervisor.qemu.machine_type", value: "microvm", source: "default" });
     expect(rows).toContainEqual({ key: "hypervisor.acrn.default_maxvcpus", value: 1, source: "default" });
-    expect(rows.find((r) => r.key === "hypervisor.qemu.enable_annotations")?.value).toEqual(["kernel_params"]);
+    expect(rows.find((r) => r.key === "hypervisor.qemu.enable_annotations")?.value).toEqual([
+      "kernel_params",
+    ]);
   });
 });
 
@@ -141,8 +159,14 @@ describe("hypervisorConfigFor", () => {
         { key: "a", value: "b" },
       ],
     });
-    expect(hypervisorConfigFor(config, "firecracker")).toMatchObject({ sharedFS: "none", blockDeviceDriver: "virtio-mmio" });
-    expect(hypervisorConfigFor(config, "acrn")).toMatchObject({ hypervisorCtlPath: "/usr/bin/acrnctl", defaultMaxVCPUs: 1 });
+    expect(hypervisorConfigFor(config, "firecracker")).toMatchObject({
+      sharedFS: "none",
+      blockDeviceDriver: "virtio-mmio",
+    });
+    expect(hypervisorConfigFor(config, "acrn")).toMatchObject({
+      hypervisorCtlPath: "/usr/bin/acrnctl",
+      defaultMaxVCPUs: 1,
+    });
     expect(annotationPolicyFor(config, "firecracker").validJailerPaths).toEqual(["/usr/bin/jailer"]);
   });
 });

@@ -76,10 +76,14 @@ export function parseConfigText(text: string, file: string): z.infer<typeof conf
     raw = parseToml(text);
   } catch (err) {
     const where = err instanceof TomlError ? ` at line ${err.line}, column ${err.column}` : "";
-    throw new ConfigError("ERR_CONFIG_FILE", `cannot parse ${file}${where}: ${messageOf(err).split("\n")[0]}`, {
-      cause: err,
-      details: { file },
-    });
+    throw new ConfigError(
+      "ERR_CONFIG_FILE",
+      `cannot parse ${file}${where}: ${messageOf(err).split("\n")[0]}`,
+      {
+        cause: err,
+        details: { file },
+      },
+    );
   }
   const parsed = configFileSchema.safeParse(raw);
   if (!parsed.success) {
@@ -155,9 +159,13 @@ export async function loadConfig(options: LoadOptions = {}): Promise<LoadedConfi
   if (!checked.success) {
     const issue = checked.error.issues[0]!;
     const key = issue.path.map(String).join(".");
-    throw new ConfigError("ERR_INVALID_CONFIG", `invalid value for ${key} (from ${sources[key] ?? "?"}): ${issue.message}`, {
-      details: { key },
-    });
+    throw new ConfigError(
+      "ERR_INVALID_CONFIG",
+      `invalid value for ${key} (from ${sources[key] ?? "?"}): ${issue.message}`,
+      {
+        details: { key },
+      },
+    );
   }
   const effective = config as unknown as CocoonConfig;
   if (effective.runtime.assets_dir === "") {

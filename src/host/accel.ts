@@ -80,7 +80,11 @@ export async function chooseAccelerator(
       : { ...base, accelerator: "kvm", reason: "KVM was requested" };
   }
   if (!kvmPresent) {
-    return { ...base, accelerator: "tcg", reason: `${paths.kvmDevice} does not exist, so TCG emulation is used` };
+    return {
+      ...base,
+      accelerator: "tcg",
+      reason: `${paths.kvmDevice} does not exist, so TCG emulation is used`,
+    };
   }
   if (!kvmUsable) {
     return {

@@ -67,7 +67,9 @@ function isUnder(target: string, dir: string): boolean {
 export async function mountsUnder(dir: string, mountInfo?: string): Promise<MountEntry[]> {
   const abs = path.resolve(dir);
   const all = await readMounts(mountInfo);
-  return all.filter((m) => isUnder(m.target, abs)).sort((a, b) => b.target.split("/").length - a.target.split("/").length || b.id - a.id);
+  return all
+    .filter((m) => isUnder(m.target, abs))
+    .sort((a, b) => b.target.split("/").length - a.target.split("/").length || b.id - a.id);
 }
 
 /** The mount that holds `p` (the longest mount point that is a prefix of it). */
@@ -86,7 +88,11 @@ export async function mountOf(p: string, mountInfo?: string): Promise<MountEntry
  * nothing propagates back out. With `readOnly` the bind is remounted read-only: a plain
  * "bind,ro" is ignored by older kernels and util-linux, the remount is not.
  */
-export async function bindMount(source: string, target: string, options: { readOnly?: boolean } = {}): Promise<void> {
+export async function bindMount(
+  source: string,
+  target: string,
+  options: { readOnly?: boolean } = {},
+): Promise<void> {
   await runChecked("mount", ["--bind", "--", source, target], { timeoutMs: 30_000 });
   try {
     await runChecked("mount", ["--make-slave", "--", target], { timeoutMs: 30_000 });

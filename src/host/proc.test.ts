@@ -2,7 +2,16 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/helpers/tmp.js";
-import { hostMemoryKb, isProcessAlive, parseMemTotalKb, parseProcStat, parseRunningOnVmm, parseTscKhz, readProcStat, runningOnVmm } from "./proc.js";
+import {
+  hostMemoryKb,
+  isProcessAlive,
+  parseMemTotalKb,
+  parseProcStat,
+  parseRunningOnVmm,
+  parseTscKhz,
+  readProcStat,
+  runningOnVmm,
+} from "./proc.js";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -14,7 +23,14 @@ describe("meminfo", () => {
     const file = path.join(dir, "meminfo");
     await writeFile(
       file,
-      ["MemFree: 10 kB", "MemTotal:", "MemTotal: abc kB", "MemTotal: 5 MB", "MemTotal:       24685212 kB", ""].join("\n"),
+      [
+        "MemFree: 10 kB",
+        "MemTotal:",
+        "MemTotal: abc kB",
+        "MemTotal: 5 MB",
+        "MemTotal:       24685212 kB",
+        "",
+      ].join("\n"),
     );
     await expect(hostMemoryKb(file)).resolves.toBe(24685212);
   });
@@ -52,7 +68,9 @@ describe("cpuinfo", () => {
 
 describe("TSC frequency", () => {
   it("reads cpu MHz when the TSC is constant", () => {
-    expect(parseTscKhz("processor : 0\ncpu MHz\t\t: 2596.146\nflags\t\t: fpu constant_tsc tsc\n")).toBe(2596146);
+    expect(parseTscKhz("processor : 0\ncpu MHz\t\t: 2596.146\nflags\t\t: fpu constant_tsc tsc\n")).toBe(
+      2596146,
+    );
     expect(parseTscKhz("cpu MHz : 2596.146\nflags : fpu tsc\n")).toBeUndefined();
     expect(parseTscKhz("flags : constant_tsc\n")).toBeUndefined();
   });
@@ -61,7 +79,13 @@ describe("TSC frequency", () => {
 describe("process stat", () => {
   it("parses command names with spaces and parentheses", () => {
     const stat = "1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 3 0 98765 0 0";
-    expect(parseProcStat(stat)).toEqual({ pid: 1234, comm: "qemu (x) y", state: "S", ppid: 1, startTime: 98765 });
+    expect(parseProcStat(stat)).toEqual({
+      pid: 1234,
+      comm: "qemu (x) y",
+      state: "S",
+      ppid: 1,
+      startTime: 98765,
+    });
   });
 
   it("knows this process is alive and a recycled start time is not", async () => {

@@ -19,7 +19,10 @@ async function readProbe(file: string): Promise<string> {
   try {
     return await readFile(file, "utf8");
   } catch (err) {
-    throw new HostError("ERR_HOST_PROBE", `cannot read ${file}: ${messageOf(err)}`, { cause: err, details: { file } });
+    throw new HostError("ERR_HOST_PROBE", `cannot read ${file}: ${messageOf(err)}`, {
+      cause: err,
+      details: { file },
+    });
   }
 }
 
@@ -73,7 +76,10 @@ export function parseProcStat(text: string): ProcStat {
   if (open === -1 || close === -1 || close < open) throw new Error("malformed stat line");
   const pid = Number(text.slice(0, open).trim());
   const comm = text.slice(open + 1, close);
-  const rest = text.slice(close + 2).trim().split(/\s+/);
+  const rest = text
+    .slice(close + 2)
+    .trim()
+    .split(/\s+/);
   const state = rest[0];
   const ppid = Number(rest[1]);
   const startTime = Number(rest[19]);
@@ -84,13 +90,18 @@ export function parseProcStat(text: string): ProcStat {
 }
 
 /** The stat of a live (non-zombie) process, or undefined when it is gone. */
-export async function readProcStat(pid: number, procRoot = DEFAULT_PROC_PATHS.procRoot): Promise<ProcStat | undefined> {
+export async function readProcStat(
+  pid: number,
+  procRoot = DEFAULT_PROC_PATHS.procRoot,
+): Promise<ProcStat | undefined> {
   let text: string;
   try {
     text = await readFile(`${procRoot}/${pid}/stat`, "utf8");
   } catch (err) {
     if (errnoCode(err) === "ENOENT" || errnoCode(err) === "ESRCH") return undefined;
-    throw new HostError("ERR_HOST_PROBE", `cannot read ${procRoot}/${pid}/stat: ${messageOf(err)}`, { cause: err });
+    throw new HostError("ERR_HOST_PROBE", `cannot read ${procRoot}/${pid}/stat: ${messageOf(err)}`, {
+      cause: err,
+    });
   }
   try {
     return parseProcStat(text);

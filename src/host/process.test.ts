@@ -18,7 +18,10 @@ describe("processes", () => {
   });
 
   it("collects output, exit code and signal", async () => {
-    const ok = await runCommand(node, ["-e", "process.stdout.write('out'); process.stderr.write('err'); process.exit(3)"]);
+    const ok = await runCommand(node, [
+      "-e",
+      "process.stdout.write('out'); process.stderr.write('err'); process.exit(3)",
+    ]);
     expect(ok).toMatchObject({ code: 3, signal: null, stdout: "out", stderr: "err", timedOut: false });
     const killed = await runCommand(node, ["-e", "process.kill(process.pid, 'SIGKILL')"]);
     expect(killed.signal).toBe("SIGKILL");
@@ -42,9 +45,13 @@ describe("processes", () => {
   });
 
   it("runs a graceful action first and stops there when it works", async () => {
-    const p = await ManagedProcess.spawn(node, ["-e", "process.stdin.on('data', () => process.exit(0)); console.log('ready')"], {
-      stdin: "pipe",
-    });
+    const p = await ManagedProcess.spawn(
+      node,
+      ["-e", "process.stdin.on('data', () => process.exit(0)); console.log('ready')"],
+      {
+        stdin: "pipe",
+      },
+    );
     await ready(p);
     const status = await p.terminate([
       { action: async () => void p.child.stdin!.write("quit\n"), timeoutMs: 5_000 },

@@ -101,8 +101,16 @@ export class ManagedProcess {
   }
 
   /** Spawns `file` with `args` (no shell) and resolves once the process exists. */
-  static async spawn(file: string, args: readonly string[], options: SpawnOptions = {}): Promise<ManagedProcess> {
-    const stdio: StdioOptions = [options.stdin ?? "ignore", options.stdout ?? "pipe", options.stderr ?? "pipe"];
+  static async spawn(
+    file: string,
+    args: readonly string[],
+    options: SpawnOptions = {},
+  ): Promise<ManagedProcess> {
+    const stdio: StdioOptions = [
+      options.stdin ?? "ignore",
+      options.stdout ?? "pipe",
+      options.stderr ?? "pipe",
+    ];
     const child = spawn(file, args, {
       cwd: options.cwd,
       env: options.env ?? process.env,
@@ -121,7 +129,12 @@ export class ManagedProcess {
             }),
           );
         } else {
-          reject(new HostError("ERR_PROCESS", `cannot run ${file}: ${messageOf(err)}`, { cause: err, details: { file } }));
+          reject(
+            new HostError("ERR_PROCESS", `cannot run ${file}: ${messageOf(err)}`, {
+              cause: err,
+              details: { file },
+            }),
+          );
         }
       });
     });
@@ -192,7 +205,9 @@ export class ManagedProcess {
 }
 
 function withFinalKill(steps: EscalationStep[]): EscalationStep[] {
-  return steps.some((s) => s.signal === "SIGKILL") ? steps : [...steps, { signal: "SIGKILL", timeoutMs: 5_000 }];
+  return steps.some((s) => s.signal === "SIGKILL")
+    ? steps
+    : [...steps, { signal: "SIGKILL", timeoutMs: 5_000 }];
 }
 
 /** Sends a signal to a pid that may not be our child; false when it no longer exists. */
@@ -202,7 +217,10 @@ export function signalPid(pid: number, sig: NodeJS.Signals | 0): boolean {
     return true;
   } catch (err) {
     if (errnoCode(err) === "ESRCH") return false;
-    throw new HostError("ERR_PROCESS", `cannot signal pid ${pid}: ${messageOf(err)}`, { cause: err, details: { pid } });
+    throw new HostError("ERR_PROCESS", `cannot signal pid ${pid}: ${messageOf(err)}`, {
+      cause: err,
+      details: { pid },
+    });
   }
 }
 
@@ -292,9 +310,13 @@ export async function runChecked(
   const result = await runCommand(file, args, options);
   if (result.timedOut || result.code !== 0) {
     const why = result.timedOut ? "timed out" : describeExit(result);
-    throw new HostError("ERR_PROCESS", `${file} ${args.join(" ")} ${why}: ${result.stderr.trim().slice(-2000)}`, {
-      details: { file, args: [...args], code: result.code, signal: result.signal },
-    });
+    throw new HostError(
+      "ERR_PROCESS",
+      `${file} ${args.join(" ")} ${why}: ${result.stderr.trim().slice(-2000)}`,
+      {
+        details: { file, args: [...args], code: result.code, signal: result.signal },
+      },
+    );
   }
   return result;
 }

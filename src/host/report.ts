@@ -42,13 +42,22 @@ async function firstLine(file: string, args: string[]): Promise<string | undefin
   try {
     const r = await runCommand(file, args, { timeoutMs: 10_000 });
     if (r.code !== 0) return undefined;
-    return (r.stdout || r.stderr).split("\n").find((l) => l.trim() !== "")?.trim();
+    return (r.stdout || r.stderr)
+      .split("\n")
+      .find((l) => l.trim() !== "")
+      ?.trim();
   } catch {
     return undefined;
   }
 }
 
-async function binaryCheck(id: string, title: string, file: string, required: boolean, versionArgs: string[]): Promise<HostCheck> {
+async function binaryCheck(
+  id: string,
+  title: string,
+  file: string,
+  required: boolean,
+  versionArgs: string[],
+): Promise<HostCheck> {
   if (file === "") return { id, title, status: "info", detail: "not configured" };
   const st = await fileStatus(file);
   if (st !== "ok") {
@@ -85,24 +94,50 @@ export async function hostReport(options: HostReportOptions): Promise<HostCheck[
   });
   try {
     const vmm = await runningOnVmm();
-    checks.push({ id: "nested", title: "Running inside a VM", status: "info", detail: vmm ? "yes (hypervisor CPU flag)" : "no" });
+    checks.push({
+      id: "nested",
+      title: "Running inside a VM",
+      status: "info",
+      detail: vmm ? "yes (hypervisor CPU flag)" : "no",
+    });
   } catch (err) {
     checks.push({ id: "nested", title: "Running inside a VM", status: "warn", detail: messageOf(err) });
   }
   try {
     const kb = await hostMemoryKb();
-    checks.push({ id: "memory", title: "Host memory", status: "info", detail: `${Math.round(kb / 1024)} MiB` });
+    checks.push({
+      id: "memory",
+      title: "Host memory",
+      status: "info",
+      detail: `${Math.round(kb / 1024)} MiB`,
+    });
   } catch (err) {
     checks.push({ id: "memory", title: "Host memory", status: "warn", detail: messageOf(err) });
   }
 
   checks.push(await binaryCheck("qemu.binary", "QEMU", q.path, defaultHv === "qemu", ["--version"]));
   if (q.shared_fs === "virtio-fs") {
-    checks.push(await binaryCheck("qemu.virtiofsd", "virtiofsd", q.virtio_fs_daemon, defaultHv === "qemu", ["--version"]));
+    checks.push(
+      await binaryCheck("qemu.virtiofsd", "virtiofsd", q.virtio_fs_daemon, defaultHv === "qemu", [
+        "--version",
+      ]),
+    );
   }
   const fc = config.hypervisor.firecracker;
-  checks.push(await binaryCheck("firecracker.binary", "Firecracker", fc.path, defaultHv === "firecracker", ["--version"]));
-  checks.push(await binaryCheck("firecracker.jailer", "Firecracker jailer", fc.jailer_path, defaultHv === "firecracker" && fc.jailer_path !== "", ["--version"]));
+  checks.push(
+    await binaryCheck("firecracker.binary", "Firecracker", fc.path, defaultHv === "firecracker", [
+      "--version",
+    ]),
+  );
+  checks.push(
+    await binaryCheck(
+      "firecracker.jailer",
+      "Firecracker jailer",
+      fc.jailer_path,
+      defaultHv === "firecracker" && fc.jailer_path !== "",
+      ["--version"],
+    ),
+  );
   const acrn = config.hypervisor.acrn;
   checks.push(await binaryCheck("acrn.dm", "acrn-dm", acrn.path, defaultHv === "acrn", []));
   checks.push(await binaryCheck("acrn.ctl", "acrnctl", acrn.ctlpath, defaultHv === "acrn", []));
@@ -141,7 +176,11 @@ export function describeCgroupMounts(mounts: string): { v1: string[]; v2: string
     const [, mountPoint, fsType, options] = line.split(" ");
     if (fsType === "cgroup2" && mountPoint) v2.push(mountPoint);
     if (fsType === "cgroup" && options) {
-      v1.push(...options.split(",").filter((o) => !["rw", "ro", "relatime", "nosuid", "nodev", "noexec"].includes(o)));
+      v1.push(
+        ...options
+          .split(",")
+          .filter((o) => !["rw", "ro", "relatime", "nosuid", "nodev", "noexec"].includes(o)),
+      );
     }
   }
   return { v1, v2 };

@@ -46,7 +46,9 @@ describe("asset annotations", () => {
   });
 
   it("refuses every override by default (only kernel_params is enabled)", () => {
-    expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}kernel`]: "/boot/vmlinux" }, DEFAULT_ANNOTATION_POLICY)).toThrow(
+    expect(() =>
+      assetsFromAnnotations({ [`${ANNOTATION_PREFIX}kernel`]: "/boot/vmlinux" }, DEFAULT_ANNOTATION_POLICY),
+    ).toThrow(
       expect.objectContaining({
         code: "ERR_ANNOTATION_FORBIDDEN",
         message: expect.stringContaining(`annotation ${ANNOTATION_PREFIX}kernel is not enabled`),
@@ -57,7 +59,9 @@ describe("asset annotations", () => {
 
   it("matches enable_annotations regexps against the whole name", () => {
     const policy = { ...DEFAULT_ANNOTATION_POLICY, enableAnnotations: ["kernel"] };
-    expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}kernel_hash`]: "x" }, policy)).toThrow(/not enabled/);
+    expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}kernel_hash`]: "x" }, policy)).toThrow(
+      /not enabled/,
+    );
   });
 
   it("refuses a binary override outside the allow-list even when the annotation is enabled", () => {
@@ -65,23 +69,30 @@ describe("asset annotations", () => {
     expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}path`]: "/tmp/evil" }, policy)).toThrow(
       expect.objectContaining({
         code: "ERR_ANNOTATION_FORBIDDEN",
-        message: "hypervisor path /tmp/evil from annotation io.cocoon.config.hypervisor.path is not in valid_hypervisor_paths",
+        message:
+          "hypervisor path /tmp/evil from annotation io.cocoon.config.hypervisor.path is not in valid_hypervisor_paths",
       }),
     );
-    expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}jailer_path`]: "/tmp/jailer" }, allowAll)).toThrow(
-      /not in valid_jailer_paths/,
-    );
-    expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}ctlpath`]: "/opt/acrnctl" }, allowAll)).toThrow(
-      /not in valid_ctlpaths/,
-    );
+    expect(() =>
+      assetsFromAnnotations({ [`${ANNOTATION_PREFIX}jailer_path`]: "/tmp/jailer" }, allowAll),
+    ).toThrow(/not in valid_jailer_paths/);
+    expect(() =>
+      assetsFromAnnotations({ [`${ANNOTATION_PREFIX}ctlpath`]: "/opt/acrnctl" }, allowAll),
+    ).toThrow(/not in valid_ctlpaths/);
   });
 
   it("refuses relative paths, image with initrd, and unknown hash types", () => {
     expect(() => assetsFromAnnotations({ [`${ANNOTATION_PREFIX}kernel`]: "vmlinux" }, allowAll)).toThrow(
-      expect.objectContaining({ code: "ERR_ASSET_INVALID", message: expect.stringContaining("must be absolute") }),
+      expect.objectContaining({
+        code: "ERR_ASSET_INVALID",
+        message: expect.stringContaining("must be absolute"),
+      }),
     );
     expect(() =>
-      assetsFromAnnotations({ [`${ANNOTATION_PREFIX}image`]: "/a", [`${ANNOTATION_PREFIX}initrd`]: "/b" }, allowAll),
+      assetsFromAnnotations(
+        { [`${ANNOTATION_PREFIX}image`]: "/a", [`${ANNOTATION_PREFIX}initrd`]: "/b" },
+        allowAll,
+      ),
     ).toThrow(/conflicting annotations/);
     expect(() => assetsFromAnnotations({ "io.cocoon.config.asset_hash_type": "md5" }, allowAll)).toThrow(
       /only sha512/,
@@ -112,7 +123,9 @@ describe("verifyAsset", () => {
       code: "ERR_ASSET_INVALID",
       message: `invalid kernel asset at ${path.join(dir, "nope")}: no such file`,
     });
-    await expect(verifyAsset({ type: "kernel", path: dir })).rejects.toMatchObject({ code: "ERR_ASSET_INVALID" });
+    await expect(verifyAsset({ type: "kernel", path: dir })).rejects.toMatchObject({
+      code: "ERR_ASSET_INVALID",
+    });
     const empty = path.join(dir, "empty");
     await writeFile(empty, "");
     await expect(verifyAsset({ type: "initrd", path: empty, hash: FAKE_SHA512 })).rejects.toMatchObject({

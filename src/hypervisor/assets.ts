@@ -6,7 +6,15 @@ import picomatch from "picomatch";
 import { ConfigError, errnoCode, messageOf } from "../errors.js";
 
 /** The files a sandbox boots from. Binaries (hypervisor, ctl, jailer) are assets too. */
-export const ASSET_TYPES = ["kernel", "image", "initrd", "hypervisor", "hypervisorCtl", "jailer", "firmware"] as const;
+export const ASSET_TYPES = [
+  "kernel",
+  "image",
+  "initrd",
+  "hypervisor",
+  "hypervisorCtl",
+  "jailer",
+  "firmware",
+] as const;
 export type AssetType = (typeof ASSET_TYPES)[number];
 
 /** Asset types whose override would make cocoon execute a different program. */
@@ -71,16 +79,22 @@ export function checkAnnotationsEnabled(annotations: Record<string, string>, pol
     try {
       return new RegExp(`^(?:${re})$`);
     } catch (err) {
-      throw new ConfigError("ERR_INVALID_CONFIG", `enable_annotations has an invalid regexp "${re}": ${messageOf(err)}`);
+      throw new ConfigError(
+        "ERR_INVALID_CONFIG",
+        `enable_annotations has an invalid regexp "${re}": ${messageOf(err)}`,
+      );
     }
   });
   for (const key of Object.keys(annotations)) {
     if (!key.startsWith(ANNOTATION_PREFIX)) continue;
     const name = key.slice(ANNOTATION_PREFIX.length);
     if (!patterns.some((re) => re.test(name))) {
-      throw forbidden(`annotation ${key} is not enabled (allow it with enable_annotations in the configuration)`, {
-        annotation: key,
-      });
+      throw forbidden(
+        `annotation ${key} is not enabled (allow it with enable_annotations in the configuration)`,
+        {
+          annotation: key,
+        },
+      );
     }
   }
 }
@@ -93,7 +107,10 @@ export function assetsFromAnnotations(
   checkAnnotationsEnabled(annotations, policy);
   const hashType = annotations[ASSET_HASH_TYPE_ANNOTATION];
   if (hashType !== undefined && hashType !== "" && hashType !== "sha512") {
-    throw new ConfigError("ERR_INVALID_CONFIG", `unsupported asset hash type "${hashType}": only sha512 is supported`);
+    throw new ConfigError(
+      "ERR_INVALID_CONFIG",
+      `unsupported asset hash type "${hashType}": only sha512 is supported`,
+    );
   }
   const out: Partial<Record<AssetType, Asset>> = {};
   for (const type of ASSET_TYPES) {
@@ -119,7 +136,10 @@ export function assetsFromAnnotations(
     out[type] = hash ? { type, path: p, hash: hash.toLowerCase() } : { type, path: p };
   }
   if (out.image && out.initrd) {
-    throw new ConfigError("ERR_INVALID_CONFIG", "conflicting annotations: image and initrd cannot both be overridden");
+    throw new ConfigError(
+      "ERR_INVALID_CONFIG",
+      "conflicting annotations: image and initrd cannot both be overridden",
+    );
   }
   return out;
 }
@@ -138,9 +158,13 @@ export async function sha512File(file: string): Promise<string> {
 export async function verifyAsset(asset: Asset): Promise<void> {
   const { type, path: file } = asset;
   if (!path.isAbsolute(file)) {
-    throw new ConfigError("ERR_ASSET_INVALID", `invalid ${type} asset at ${file}: the path must be absolute`, {
-      details: { type, path: file },
-    });
+    throw new ConfigError(
+      "ERR_ASSET_INVALID",
+      `invalid ${type} asset at ${file}: the path must be absolute`,
+      {
+        details: { type, path: file },
+      },
+    );
   }
   let size: number;
   try {

@@ -27,9 +27,21 @@ describe("validateHypervisorConfig", () => {
   });
 
   it("keeps explicit values and does not mutate its input", () => {
-    const input = conf({ numVCPUs: 2, memorySize: 512, msize9p: 262144, blockDeviceDriver: "virtio-blk", defaultMaxVCPUs: 4 });
+    const input = conf({
+      numVCPUs: 2,
+      memorySize: 512,
+      msize9p: 262144,
+      blockDeviceDriver: "virtio-blk",
+      defaultMaxVCPUs: 4,
+    });
     const out = validateHypervisorConfig(input, { hostCpus: 2 });
-    expect(out).toMatchObject({ numVCPUs: 2, memorySize: 512, msize9p: 262144, blockDeviceDriver: "virtio-blk", defaultMaxVCPUs: 4 });
+    expect(out).toMatchObject({
+      numVCPUs: 2,
+      memorySize: 512,
+      msize9p: 262144,
+      blockDeviceDriver: "virtio-blk",
+      defaultMaxVCPUs: 4,
+    });
     expect(input.defaultBridges).toBe(0);
   });
 
@@ -43,7 +55,9 @@ describe("validateHypervisorConfig", () => {
   });
 
   it("requires an image or an initrd", () => {
-    expect(() => validateHypervisorConfig(conf({ imagePath: "" }))).toThrow(invalid(/missing image and initrd/));
+    expect(() => validateHypervisorConfig(conf({ imagePath: "" }))).toThrow(
+      invalid(/missing image and initrd/),
+    );
     expect(validateHypervisorConfig(conf({ imagePath: "", initrdPath: "/i" })).initrdPath).toBe("/i");
   });
 
@@ -52,13 +66,17 @@ describe("validateHypervisorConfig", () => {
   });
 
   it("accepts a kernel given only as a custom asset", () => {
-    const out = validateHypervisorConfig(conf({ kernelPath: "", customAssets: { kernel: { type: "kernel", path: "/ck" } } }));
+    const out = validateHypervisorConfig(
+      conf({ kernelPath: "", customAssets: { kernel: { type: "kernel", path: "/ck" } } }),
+    );
     expect(assetPath(out, "kernel")).toBe("/ck");
   });
 
   it("refuses both template flags", () => {
     expect(() =>
-      validateHypervisorConfig(conf({ bootToBeTemplate: true, bootFromTemplate: true, memoryPath: "/m", devicesStatePath: "/d" })),
+      validateHypervisorConfig(
+        conf({ bootToBeTemplate: true, bootFromTemplate: true, memoryPath: "/m", devicesStatePath: "/d" }),
+      ),
     ).toThrow(invalid(/cannot both be set/));
   });
 
@@ -67,7 +85,9 @@ describe("validateHypervisorConfig", () => {
     expect(() => validateHypervisorConfig(conf({ bootFromTemplate: true, devicesStatePath: "/d" }))).toThrow(
       invalid(/memory path/),
     );
-    expect(validateHypervisorConfig(conf({ bootToBeTemplate: true, memoryPath: "/m" })).bootToBeTemplate).toBe(true);
+    expect(
+      validateHypervisorConfig(conf({ bootToBeTemplate: true, memoryPath: "/m" })).bootToBeTemplate,
+    ).toBe(true);
   });
 
   it("requires a devices state path to boot from a template", () => {
@@ -85,7 +105,9 @@ describe("validateHypervisorConfig", () => {
   });
 
   it("refuses more boot vCPUs than the maximum", () => {
-    expect(() => validateHypervisorConfig(conf({ numVCPUs: 4, defaultMaxVCPUs: 2 }))).toThrow(invalid(/larger than the maximum/));
+    expect(() => validateHypervisorConfig(conf({ numVCPUs: 4, defaultMaxVCPUs: 2 }))).toThrow(
+      invalid(/larger than the maximum/),
+    );
   });
 });
 

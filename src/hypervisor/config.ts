@@ -144,7 +144,10 @@ export function checkTemplateConfig(conf: HypervisorConfig): void {
       throw invalid("memoryPath", "a VM template needs a memory path (memoryPath)");
     }
     if (conf.bootFromTemplate && conf.devicesStatePath === "") {
-      throw invalid("devicesStatePath", "booting from a VM template needs a devices state path (devicesStatePath)");
+      throw invalid(
+        "devicesStatePath",
+        "booting from a VM template needs a devices state path (devicesStatePath)",
+      );
     }
   }
 }
@@ -159,7 +162,10 @@ export interface ValidateOptions {
  * in. The kernel comes from the config or a custom asset; exactly one of image and initrd must
  * be given.
  */
-export function validateHypervisorConfig(input: HypervisorConfig, options: ValidateOptions = {}): HypervisorConfig {
+export function validateHypervisorConfig(
+  input: HypervisorConfig,
+  options: ValidateOptions = {},
+): HypervisorConfig {
   const conf: HypervisorConfig = {
     ...input,
     kernelParams: [...input.kernelParams],
@@ -198,7 +204,10 @@ export function validateHypervisorConfig(input: HypervisorConfig, options: Valid
     );
   }
   if (conf.sharedFS !== "" && !SHARED_FS_TYPES.includes(conf.sharedFS)) {
-    throw invalid("sharedFS", `unknown shared fs "${String(conf.sharedFS)}": valid values are ${SHARED_FS_TYPES.join(", ")}`);
+    throw invalid(
+      "sharedFS",
+      `unknown shared fs "${String(conf.sharedFS)}": valid values are ${SHARED_FS_TYPES.join(", ")}`,
+    );
   }
   if (conf.numVCPUs === 0) conf.numVCPUs = HYPERVISOR_DEFAULTS.numVCPUs;
   if (conf.memorySize === 0) conf.memorySize = HYPERVISOR_DEFAULTS.memorySize;

@@ -35,7 +35,9 @@ describe("MockHypervisor", () => {
   });
 
   it("validates its config like a real driver", async () => {
-    await expect(new MockHypervisor().createVM({ id: "s", config: emptyHypervisorConfig(), paths })).rejects.toMatchObject({
+    await expect(
+      new MockHypervisor().createVM({ id: "s", config: emptyHypervisorConfig(), paths }),
+    ).rejects.toMatchObject({
       code: "ERR_INVALID_CONFIG",
     });
   });

@@ -37,9 +37,13 @@ export class MockHypervisor implements Hypervisor {
 
   private require(...allowed: MockState[]): void {
     if (!allowed.includes(this.state)) {
-      throw new HypervisorError("ERR_INVALID_STATE", `mock VM is ${this.state}, expected ${allowed.join(" or ")}`, {
-        details: { state: this.state },
-      });
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        `mock VM is ${this.state}, expected ${allowed.join(" or ")}`,
+        {
+          details: { state: this.state },
+        },
+      );
     }
   }
 
@@ -110,7 +114,10 @@ export class MockHypervisor implements Hypervisor {
   async hotplugRemoveDevice(device: Device): Promise<Device> {
     this.calls.push(`hotplugRemoveDevice(${device.type})`);
     this.require("running");
-    const at = this.devices.findIndex((d) => JSON.stringify(d) === JSON.stringify(device) || ("id" in d && "id" in device && d.id === device.id));
+    const at = this.devices.findIndex(
+      (d) =>
+        JSON.stringify(d) === JSON.stringify(device) || ("id" in d && "id" in device && d.id === device.id),
+    );
     if (at === -1) throw new HypervisorError("ERR_NOT_FOUND", `mock VM has no such ${device.type} device`);
     this.devices.splice(at, 1);
     return device;

@@ -60,7 +60,10 @@ describe("kernel parameters", () => {
 
   it("parses and merges command lines, later keys winning in place", () => {
     const defaults = parseKernelCmdline("console=ttyS0  panic=1 quiet");
-    const merged = mergeParams(defaults, [{ key: "panic", value: "0" }, { key: "debug", value: "" }]);
+    const merged = mergeParams(defaults, [
+      { key: "panic", value: "0" },
+      { key: "debug", value: "" },
+    ]);
     expect(kernelCmdline(merged)).toBe("console=ttyS0 panic=0 quiet debug");
   });
 });

@@ -9,9 +9,13 @@ export interface Param {
 /** Refuses a parameter with an empty key: the kernel would see a bare "=value". */
 export function checkKernelParam(p: Param): Param {
   if (p.key === "") {
-    throw new ConfigError("ERR_INVALID_KERNEL_PARAM", `kernel parameter has an empty key (value "${p.value}")`, {
-      details: { value: p.value },
-    });
+    throw new ConfigError(
+      "ERR_INVALID_KERNEL_PARAM",
+      `kernel parameter has an empty key (value "${p.value}")`,
+      {
+        details: { value: p.value },
+      },
+    );
   }
   return p;
 }

@@ -24,9 +24,13 @@ export function registerHypervisor(type: HypervisorType, factory: DriverFactory)
 export function newHypervisor(type: HypervisorType, ctx: DriverContext): Hypervisor {
   const factory = factories.get(type);
   if (!factory) {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", `the ${type} hypervisor driver is not available in this build`, {
-      details: { type },
-    });
+    throw new HypervisorError(
+      "ERR_NOT_SUPPORTED",
+      `the ${type} hypervisor driver is not available in this build`,
+      {
+        details: { type },
+      },
+    );
   }
   return factory(ctx);
 }

@@ -13,7 +13,10 @@ const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
 function checkName(kind: string, name: string): string {
   if (!NAME_RE.test(name)) {
-    throw new HostError("ERR_INVALID_ARGUMENT", `invalid ${kind} name "${name}": 1-15 letters, digits, '_', '.' or '-'`);
+    throw new HostError(
+      "ERR_INVALID_ARGUMENT",
+      `invalid ${kind} name "${name}": 1-15 letters, digits, '_', '.' or '-'`,
+    );
   }
   return name;
 }
@@ -30,13 +33,21 @@ export async function createNetns(name: string): Promise<string> {
 /** Deletes a namespace; absent is fine. */
 export async function deleteNetns(name: string): Promise<void> {
   const path = netnsPath(name);
-  if (!(await access(path).then(() => true, () => false))) return;
+  if (
+    !(await access(path).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return;
   await runChecked("ip", ["netns", "delete", name], { timeoutMs: 30_000 });
 }
 
 /** Runs `ip <args>` inside namespace `netns` (or the current one). */
 async function ipIn(netns: string | undefined, args: string[]): Promise<void> {
-  await runChecked("ip", netns ? ["-netns", checkName("netns", netns), ...args] : args, { timeoutMs: 30_000 });
+  await runChecked("ip", netns ? ["-netns", checkName("netns", netns), ...args] : args, {
+    timeoutMs: 30_000,
+  });
 }
 
 export interface TapOptions {
@@ -62,7 +73,11 @@ export async function createTap(name: string, options: TapOptions = {}): Promise
 }
 
 export async function deleteTap(name: string, netns?: string): Promise<void> {
-  const res = await runCommand("ip", [...(netns ? ["-netns", checkName("netns", netns)] : []), "link", "del", checkName("tap", name)], { timeoutMs: 30_000 });
+  const res = await runCommand(
+    "ip",
+    [...(netns ? ["-netns", checkName("netns", netns)] : []), "link", "del", checkName("tap", name)],
+    { timeoutMs: 30_000 },
+  );
   if (res.code !== 0 && !/Cannot find device|does not exist/.test(res.stderr)) {
     throw new HostError("ERR_PROCESS", `ip link del ${name} failed: ${res.stderr.trim()}`);
   }
@@ -70,7 +85,11 @@ export async function deleteTap(name: string, netns?: string): Promise<void> {
 
 /** Whether an interface exists in a namespace. */
 export async function linkExists(name: string, netns?: string): Promise<boolean> {
-  const res = await runCommand("ip", [...(netns ? ["-netns", checkName("netns", netns)] : []), "link", "show", checkName("tap", name)], { timeoutMs: 30_000 });
+  const res = await runCommand(
+    "ip",
+    [...(netns ? ["-netns", checkName("netns", netns)] : []), "link", "show", checkName("tap", name)],
+    { timeoutMs: 30_000 },
+  );
   return res.code === 0;
 }
 

@@ -11,7 +11,9 @@ export const processConfigSchema = z.object({
   terminal: z.boolean().default(false),
   rows: z.number().int().positive().max(65535).optional(),
   cols: z.number().int().positive().max(65535).optional(),
-  user: z.object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }).default({ uid: 0, gid: 0 }),
+  user: z
+    .object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() })
+    .default({ uid: 0, gid: 0 }),
 });
 export type ProcessConfig = z.input<typeof processConfigSchema>;
 
@@ -22,7 +24,9 @@ export const rootfsSourceSchema = z.object({
 });
 export type RootfsSource = z.infer<typeof rootfsSourceSchema>;
 
-const containerIdSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "container ids are 1-64 letters, digits, '_', '.' or '-'");
+const containerIdSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "container ids are 1-64 letters, digits, '_', '.' or '-'");
 
 export const containerConfigSchema = z.object({
   id: containerIdSchema,
@@ -50,19 +54,36 @@ export const sandboxConfigSchema = z.object({
   id: z.string(),
   hostname: z.string().min(1).max(64).optional(),
   hypervisorType: z.string(),
-  hypervisorConfig: z.custom<HypervisorConfig>((v) => typeof v === "object" && v !== null, "a hypervisor configuration"),
-  agentConfig: agentConfigSchema.default({ dialTimeoutMs: 60_000, requestTimeoutMs: 60_000, debug: false, kernelModules: [] }),
+  hypervisorConfig: z.custom<HypervisorConfig>(
+    (v) => typeof v === "object" && v !== null,
+    "a hypervisor configuration",
+  ),
+  agentConfig: agentConfigSchema.default({
+    dialTimeoutMs: 60_000,
+    requestTimeoutMs: 60_000,
+    debug: false,
+    kernelModules: [],
+  }),
   annotations: z.record(z.string(), z.string()).default({}),
   /** Containers created with the sandbox (each with its own rootfs). */
   containers: z.array(containerConfigSchema).default([]),
   /** A process run directly in the guest when there is no container (`cocoon run` without --rootfs). */
   guestProcess: processConfigSchema.optional(),
-  volumes: z.array(z.object({ hostPath: z.string(), guestPath: z.string(), readOnly: z.boolean().default(false) })).default([]),
-  networkConfig: z.object({ netnsPath: z.string().optional(), disableNewNetns: z.boolean().default(true) }).default({ disableNewNetns: true }),
+  volumes: z
+    .array(z.object({ hostPath: z.string(), guestPath: z.string(), readOnly: z.boolean().default(false) }))
+    .default([]),
+  networkConfig: z
+    .object({ netnsPath: z.string().optional(), disableNewNetns: z.boolean().default(true) })
+    .default({ disableNewNetns: true }),
   dns: z.array(z.string()).default([]),
   sandboxBindMounts: z.array(z.string()).default([]),
   shmSizeMB: z.number().int().nonnegative().default(64),
-  resources: z.object({ vcpus: z.number().int().positive().optional(), memoryMB: z.number().int().positive().optional() }).default({}),
+  resources: z
+    .object({
+      vcpus: z.number().int().positive().optional(),
+      memoryMB: z.number().int().positive().optional(),
+    })
+    .default({}),
   sharePidNs: z.boolean().default(false),
   sandboxCgroupOnly: z.boolean().default(false),
   disableGuestSeccomp: z.boolean().default(true),
@@ -77,14 +98,21 @@ export function validateSandboxConfig(input: SandboxConfig): ParsedSandboxConfig
   const parsed = sandboxConfigSchema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new SandboxError("ERR_INVALID_CONFIG", `invalid sandbox config at ${issue.path.join(".") || "<root>"}: ${issue.message}`, {
-      details: { path: issue.path.join(".") },
-    });
+    throw new SandboxError(
+      "ERR_INVALID_CONFIG",
+      `invalid sandbox config at ${issue.path.join(".") || "<root>"}: ${issue.message}`,
+      {
+        details: { path: issue.path.join(".") },
+      },
+    );
   }
   const type = parsed.data.hypervisorType;
   if (!(HYPERVISOR_TYPES as readonly string[]).includes(type)) {
     // No silent fallback to a default hypervisor: a typo must not boot something else.
-    throw new SandboxError("ERR_UNKNOWN_HYPERVISOR", `unknown hypervisor type "${type}": valid types are ${HYPERVISOR_TYPES.join(", ")}`);
+    throw new SandboxError(
+      "ERR_UNKNOWN_HYPERVISOR",
+      `unknown hypervisor type "${type}": valid types are ${HYPERVISOR_TYPES.join(", ")}`,
+    );
   }
   const ids = new Set<string>();
   for (const c of parsed.data.containers) {
@@ -92,7 +120,10 @@ export function validateSandboxConfig(input: SandboxConfig): ParsedSandboxConfig
     ids.add(c.id);
   }
   if (parsed.data.guestProcess && parsed.data.containers.length) {
-    throw new SandboxError("ERR_INVALID_CONFIG", "a sandbox runs either containers or a guest process as its main process, not both");
+    throw new SandboxError(
+      "ERR_INVALID_CONFIG",
+      "a sandbox runs either containers or a guest process as its main process, not both",
+    );
   }
   return parsed.data as ParsedSandboxConfig;
 }

@@ -85,7 +85,11 @@ export class ProcessHandle {
         r.once("end", () => resolve(Buffer.concat(chunks)));
         r.once("error", () => resolve(Buffer.concat(chunks)));
       });
-    const [stdout, stderr, exit] = await Promise.all([collect(this.stdout), collect(this.stderr), this.wait()]);
+    const [stdout, stderr, exit] = await Promise.all([
+      collect(this.stdout),
+      collect(this.stderr),
+      this.wait(),
+    ]);
     return { stdout, stderr, exit };
   }
 }

@@ -11,7 +11,13 @@ import type { RootfsSource } from "./config.js";
 /** A container rootfs made ready for the guest: shared as a directory or attached as a disk. */
 export type PreparedRootfs =
   | { kind: "share"; hostPath: string; owned: string[]; device: FsDevice; storage: Storage }
-  | { kind: "block"; hostPath: string; owned: string[]; device: BlockDevice; storage: Omit<Storage, "driver" | "source"> };
+  | {
+      kind: "block";
+      hostPath: string;
+      owned: string[];
+      device: BlockDevice;
+      storage: Omit<Storage, "driver" | "source">;
+    };
 
 /** 9p mount tags are at most 31 bytes: derive a short, stable one from the container id. */
 export function mountTag(containerId: string): string {
@@ -29,9 +35,13 @@ async function checkSource(source: RootfsSource): Promise<void> {
     if (source.type === "tar" && !st.isFile()) throw new Error("not a file");
   } catch (err) {
     const why = errnoCode(err) === "ENOENT" ? "does not exist" : messageOf(err);
-    throw new SandboxError("ERR_INVALID_ARGUMENT", `the rootfs ${source.type === "dir" ? "directory" : "tarball"} ${source.path} ${why}`, {
-      details: { path: source.path },
-    });
+    throw new SandboxError(
+      "ERR_INVALID_ARGUMENT",
+      `the rootfs ${source.type === "dir" ? "directory" : "tarball"} ${source.path} ${why}`,
+      {
+        details: { path: source.path },
+      },
+    );
   }
 }
 
@@ -59,8 +69,13 @@ export async function prepareRootfs(
       dir = path.join(options.workDir, containerId, "rootfs");
       owned.push(path.join(options.workDir, containerId));
       await mkdir(dir, { recursive: true, mode: 0o755 });
-      await runChecked("tar", ["-xf", source.path, "-C", dir, "--numeric-owner"], { timeoutMs: 600_000 }).catch((err: unknown) => {
-        throw new SandboxError("ERR_INVALID_ARGUMENT", `cannot unpack the rootfs tarball ${source.path}: ${messageOf(err)}`);
+      await runChecked("tar", ["-xf", source.path, "-C", dir, "--numeric-owner"], {
+        timeoutMs: 600_000,
+      }).catch((err: unknown) => {
+        throw new SandboxError(
+          "ERR_INVALID_ARGUMENT",
+          `cannot unpack the rootfs tarball ${source.path}: ${messageOf(err)}`,
+        );
       });
     }
     const mountPoint = guestStoragePath(containerId);
@@ -72,16 +87,26 @@ export async function prepareRootfs(
         hostPath: dir,
         owned,
         device: { type: "fs", tag, hostPath: dir, fsType, readOnly: true },
-        storage: { driver: fsType === "virtio-fs" ? "virtio-fs" : "9p", source: tag, fstype: fsType === "virtio-fs" ? "virtiofs" : "9p", mountPoint, readOnly: true },
+        storage: {
+          driver: fsType === "virtio-fs" ? "virtio-fs" : "9p",
+          source: tag,
+          fstype: fsType === "virtio-fs" ? "virtiofs" : "9p",
+          mountPoint,
+          readOnly: true,
+        },
       };
     }
     const image = path.join(options.workDir, `${containerId}.ext4`);
     owned.push(image);
     await mkdir(options.workDir, { recursive: true });
     const sizeMiB = Math.ceil(((await duBytes(dir)) * 1.25) / 2 ** 20) + 32;
-    await runChecked("mkfs.ext4", ["-q", "-F", "-L", "cocoon-ctr", "-m", "0", "-E", "root_owner=0:0", "-d", dir, image, `${sizeMiB}M`], {
-      timeoutMs: 600_000,
-    });
+    await runChecked(
+      "mkfs.ext4",
+      ["-q", "-F", "-L", "cocoon-ctr", "-m", "0", "-E", "root_owner=0:0", "-d", dir, image, `${sizeMiB}M`],
+      {
+        timeoutMs: 600_000,
+      },
+    );
     return {
       kind: "block",
       hostPath: image,

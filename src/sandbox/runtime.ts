@@ -11,7 +11,12 @@ import { parseHypervisorType, type HypervisorType } from "../hypervisor/types.js
 import { silentLogger } from "../log.js";
 import { RuntimePaths, checkId } from "../store/paths.js";
 import { Store } from "../store/store.js";
-import { validateSandboxConfig, type ContainerConfig, type ProcessConfig, type SandboxConfig } from "./config.js";
+import {
+  validateSandboxConfig,
+  type ContainerConfig,
+  type ProcessConfig,
+  type SandboxConfig,
+} from "./config.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
 
 export interface RuntimeOptions extends LoadOptions {
@@ -69,7 +74,8 @@ export class Runtime {
     checkId("sandbox", id);
     const hc = hypervisorConfigFor(cfg, type);
     if (options.cpus !== undefined) {
-      if (!Number.isInteger(options.cpus) || options.cpus < 1) throw new ConfigError("ERR_INVALID_ARGUMENT", "--cpus must be a positive integer");
+      if (!Number.isInteger(options.cpus) || options.cpus < 1)
+        throw new ConfigError("ERR_INVALID_ARGUMENT", "--cpus must be a positive integer");
       hc.numVCPUs = options.cpus;
       if (hc.defaultMaxVCPUs && hc.defaultMaxVCPUs < options.cpus) hc.defaultMaxVCPUs = options.cpus;
     }

@@ -16,7 +16,13 @@ import type { Store } from "../store/store.js";
 import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } from "./config.js";
 import { ProcessHandle } from "./process.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
-import { checkTransition, SANDBOX_DOC, type ContainerState, type SandboxDoc, type SandboxState } from "./state.js";
+import {
+  checkTransition,
+  SANDBOX_DOC,
+  type ContainerState,
+  type SandboxDoc,
+  type SandboxState,
+} from "./state.js";
 
 /** What a sandbox needs from its surroundings. */
 export interface SandboxContext {
@@ -115,17 +121,24 @@ export class Sandbox extends EventEmitter {
     const stored = await this.ctx.store.readSandbox(this.id, "sandbox", SANDBOX_DOC);
     if (!stored) throw this.ctx.store.notFound(this.id);
     this.doc = stored.data;
-    if (this.doc.hypervisorState && (this.doc.state === "running" || this.doc.state === "paused" || this.doc.state === "ready")) {
+    if (
+      this.doc.hypervisorState &&
+      (this.doc.state === "running" || this.doc.state === "paused" || this.doc.state === "ready")
+    ) {
       this.hypervisor.load(this.doc.hypervisorState as unknown as HypervisorState);
     }
   }
 
   /** Runs a state change under the sandbox lock, on fresh state. */
   private locked<T>(purpose: string, fn: () => Promise<T>): Promise<T> {
-    return this.ctx.store.withSandboxLock(this.id, async () => {
-      await this.refresh();
-      return fn();
-    }, { purpose, timeoutMs: 120_000 });
+    return this.ctx.store.withSandboxLock(
+      this.id,
+      async () => {
+        await this.refresh();
+        return fn();
+      },
+      { purpose, timeoutMs: 120_000 },
+    );
   }
 
   /**
@@ -139,7 +152,9 @@ export class Sandbox extends EventEmitter {
       id,
       async () => {
         if (await ctx.store.sandboxExists(id)) {
-          throw new SandboxError("ERR_ALREADY_EXISTS", `a sandbox named "${id}" already exists`, { details: { sandbox: id } });
+          throw new SandboxError("ERR_ALREADY_EXISTS", `a sandbox named "${id}" already exists`, {
+            details: { sandbox: id },
+          });
         }
         const hvConfig = validateHypervisorConfig(config.hypervisorConfig);
         const hypervisor = newHypervisor(config.hypervisorType, { logger: ctx.logger, store: ctx.store });
@@ -165,7 +180,8 @@ export class Sandbox extends EventEmitter {
   private async boot(hvConfig: HypervisorConfig): Promise<void> {
     const agentCfg = this.doc.config.agentConfig;
     // Prepare rootfs first: a missing directory is refused before a VM exists.
-    const sharing = this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
+    const sharing =
+      this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
     const prepared: { id: string; rootfs: PreparedRootfs }[] = [];
     for (const c of this.doc.config.containers) {
       const rootfs = await prepareRootfs(c.id, c.rootfs, { workDir: this.workDir, sharing });
@@ -173,7 +189,12 @@ export class Sandbox extends EventEmitter {
       this.doc.containers.push({
         config: c,
         state: "created",
-        rootfs: { kind: rootfs.kind, hostPath: rootfs.hostPath, owned: rootfs.owned, ...(rootfs.kind === "block" ? { blockId: rootfs.device.id } : {}) },
+        rootfs: {
+          kind: rootfs.kind,
+          hostPath: rootfs.hostPath,
+          owned: rootfs.owned,
+          ...(rootfs.kind === "block" ? { blockId: rootfs.device.id } : {}),
+        },
       });
     }
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
@@ -183,7 +204,8 @@ export class Sandbox extends EventEmitter {
       config: hvConfig,
       paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
       logger: this.logger,
-      guestReady: async (channel, signal) => void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
+      guestReady: async (channel, signal) =>
+        void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
     });
     for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
@@ -202,7 +224,10 @@ export class Sandbox extends EventEmitter {
       if (p.rootfs.kind === "block") {
         const attached = await this.hypervisor.hotplugAddDevice(p.rootfs.device);
         if (attached.type !== "block" || !attached.guestPath) {
-          throw new SandboxError("ERR_INTERNAL", `the ${this.hypervisor.type} driver did not say where the rootfs disk is in the guest`);
+          throw new SandboxError(
+            "ERR_INTERNAL",
+            `the ${this.hypervisor.type} driver did not say where the rootfs disk is in the guest`,
+          );
         }
         storage = blockStorage(attached.guestPath, p.rootfs.storage);
       } else {
@@ -214,7 +239,11 @@ export class Sandbox extends EventEmitter {
         containerId: c.id,
         rootfs: storage,
         hostname: c.hostname ?? this.hostname(),
-        process: { ...proc, ...(proc.rows ? { rows: proc.rows } : {}), ...(proc.cols ? { cols: proc.cols } : {}) },
+        process: {
+          ...proc,
+          ...(proc.rows ? { rows: proc.rows } : {}),
+          ...(proc.cols ? { cols: proc.cols } : {}),
+        },
         readonlyRootfs: c.readonlyRootfs,
       });
     }
@@ -230,12 +259,15 @@ export class Sandbox extends EventEmitter {
   private async discard(): Promise<void> {
     await this.closeAgent();
     await this.hypervisor.stopVM().catch(() => undefined);
-    await this.hypervisor.cleanup().catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
+    await this.hypervisor
+      .cleanup()
+      .catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
     await this.removeFiles();
   }
 
   private async removeFiles(): Promise<void> {
-    for (const c of this.doc.containers) for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
+    for (const c of this.doc.containers)
+      for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
     await rm(this.workDir, { recursive: true, force: true });
     await this.ctx.store.removeSandbox(this.id);
   }
@@ -246,7 +278,10 @@ export class Sandbox extends EventEmitter {
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC);
     if (!stored) throw ctx.store.notFound(id);
     const doc = stored.data;
-    const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], { logger: ctx.logger, store: ctx.store });
+    const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], {
+      logger: ctx.logger,
+      store: ctx.store,
+    });
     await hypervisor.createVM({
       id,
       config: doc.config.hypervisorConfig as unknown as HypervisorConfig,
@@ -280,14 +315,28 @@ export class Sandbox extends EventEmitter {
 
   private requireRunning(what: string): void {
     if (this.doc.state !== "running") {
-      throw new SandboxError("ERR_INVALID_STATE", `cannot ${what}: sandbox ${this.id} is not running (it is ${this.doc.state})`, {
-        details: { state: this.doc.state },
-      });
+      throw new SandboxError(
+        "ERR_INVALID_STATE",
+        `cannot ${what}: sandbox ${this.id} is not running (it is ${this.doc.state})`,
+        {
+          details: { state: this.doc.state },
+        },
+      );
     }
   }
 
   /** Opens the stdio streams of a process on our session. */
-  private async streams(agent: AgentClient, opts: AttachOptions): Promise<{ ids: { stdin?: number; stdout: number; stderr: number }; handles: { stdin?: ReturnType<AgentClient["openStream"]>; stdout: ReturnType<AgentClient["openStream"]>; stderr: ReturnType<AgentClient["openStream"]> } }> {
+  private async streams(
+    agent: AgentClient,
+    opts: AttachOptions,
+  ): Promise<{
+    ids: { stdin?: number; stdout: number; stderr: number };
+    handles: {
+      stdin?: ReturnType<AgentClient["openStream"]>;
+      stdout: ReturnType<AgentClient["openStream"]>;
+      stderr: ReturnType<AgentClient["openStream"]>;
+    };
+  }> {
     const stdout = agent.openStream();
     const stderr = agent.openStream();
     const stdin = opts.stdin ? agent.openStream() : undefined;
@@ -309,7 +358,10 @@ export class Sandbox extends EventEmitter {
       for (const [i, c] of this.doc.containers.entries()) {
         const attach = i === 0 ? options.attach : undefined;
         const s = attach ? await this.streams(agent, attach) : undefined;
-        const { pid } = await agent.call("container.start", { containerId: c.config.id, stdio: s?.ids ?? {} });
+        const { pid } = await agent.call("container.start", {
+          containerId: c.config.id,
+          stdio: s?.ids ?? {},
+        });
         c.state = "running";
         if (s) handle = new ProcessHandle(agent, c.config.id, c.config.id, pid, s.handles);
       }
@@ -336,7 +388,9 @@ export class Sandbox extends EventEmitter {
     await this.refresh();
     this.requireRunning("exec a process");
     const proc = processConfigSchema.parse(options.process);
-    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
+    const containerId = options.inGuest
+      ? undefined
+      : (options.containerId ?? this.doc.containers[0]?.config.id);
     if (containerId) this.findContainer(containerId);
     const agent = await this.agent();
     const s = await this.streams(agent, options);
@@ -369,7 +423,10 @@ export class Sandbox extends EventEmitter {
     return (await this.agent()).call("process.wait", { execId: id }, { timeoutMs: 0 });
   }
 
-  async signal(signal: string, options: { execId?: string; containerId?: string; all?: boolean } = {}): Promise<void> {
+  async signal(
+    signal: string,
+    options: { execId?: string; containerId?: string; all?: boolean } = {},
+  ): Promise<void> {
     await this.refresh();
     this.requireRunning("signal a process");
     const agent = await this.agent();
@@ -396,7 +453,10 @@ export class Sandbox extends EventEmitter {
   findContainer(containerId: string): ContainerState {
     if (!containerId) throw new SandboxError("ERR_INVALID_ARGUMENT", "the container id is empty");
     const c = this.doc.containers.find((x) => x.config.id === containerId);
-    if (!c) throw new SandboxError("ERR_NOT_FOUND", `sandbox ${this.id} has no container "${containerId}"`, { details: { containerId } });
+    if (!c)
+      throw new SandboxError("ERR_NOT_FOUND", `sandbox ${this.id} has no container "${containerId}"`, {
+        details: { containerId },
+      });
     return c;
   }
 
@@ -411,7 +471,11 @@ export class Sandbox extends EventEmitter {
       if (this.doc.state === "running" || this.doc.state === "ready") {
         await (await this.agent()).call("container.remove", { containerId, timeoutSeconds: 10 });
         if (c.rootfs.blockId) {
-          await this.hypervisor.hotplugRemoveDevice({ type: "block", id: c.rootfs.blockId, path: c.rootfs.hostPath });
+          await this.hypervisor.hotplugRemoveDevice({
+            type: "block",
+            id: c.rootfs.blockId,
+            path: c.rootfs.hostPath,
+          });
         }
       }
       for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
@@ -434,7 +498,8 @@ export class Sandbox extends EventEmitter {
   async resume(): Promise<void> {
     await this.locked("resume", async () => {
       checkTransition(this.id, this.doc.state, "running");
-      if (this.doc.state !== "paused") throw new SandboxError("ERR_INVALID_STATE", `sandbox ${this.id} is not paused`);
+      if (this.doc.state !== "paused")
+        throw new SandboxError("ERR_INVALID_STATE", `sandbox ${this.id} is not paused`);
       await this.hypervisor.resumeVM();
       this.doc.state = "running";
       this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
@@ -489,9 +554,13 @@ export class Sandbox extends EventEmitter {
   async delete(options: { force?: boolean } = {}): Promise<void> {
     await this.locked("delete", async () => {
       if (this.doc.state === "running" && !options.force) {
-        throw new SandboxError("ERR_INVALID_STATE", `sandbox ${this.id} is running: stop it first (or use --force)`, {
-          details: { state: this.doc.state },
-        });
+        throw new SandboxError(
+          "ERR_INVALID_STATE",
+          `sandbox ${this.id} is running: stop it first (or use --force)`,
+          {
+            details: { state: this.doc.state },
+          },
+        );
       }
       if (this.doc.state !== "stopped") {
         if (this.doc.state === "paused") await this.hypervisor.resumeVM().catch(() => undefined);
@@ -519,13 +588,27 @@ export class Sandbox extends EventEmitter {
     }
     const containers = this.doc.containers.map((c): ContainerStatus => {
       const p = live?.find((x) => x.execId === c.config.id);
-      const state = p ? (p.state === "running" ? (this.doc.state === "paused" ? "paused" : "running") : "stopped") : c.state;
-      return { id: c.config.id, state, ...(p?.pid ? { pid: p.pid } : {}), ...(p?.exit ?? c.exit ? { exit: p?.exit ?? c.exit } : {}) };
+      const state = p
+        ? p.state === "running"
+          ? this.doc.state === "paused"
+            ? "paused"
+            : "running"
+          : "stopped"
+        : c.state;
+      return {
+        id: c.config.id,
+        state,
+        ...(p?.pid ? { pid: p.pid } : {}),
+        ...((p?.exit ?? c.exit) ? { exit: p?.exit ?? c.exit } : {}),
+      };
     });
     const main = live?.find((x) => x.execId === MAIN_EXEC_ID);
     const guestProcess = this.doc.config.guestProcess
       ? main
-        ? { state: main.state === "running" ? ("running" as const) : ("exited" as const), ...(main.exit ? { exit: main.exit } : {}) }
+        ? {
+            state: main.state === "running" ? ("running" as const) : ("exited" as const),
+            ...(main.exit ? { exit: main.exit } : {}),
+          }
         : this.doc.guestProcessExit
           ? { state: "exited" as const, exit: this.doc.guestProcessExit }
           : { state: "created" as const }
@@ -544,7 +627,9 @@ export class Sandbox extends EventEmitter {
   }
 
   /** Processes the agent knows of (running and recently exited). */
-  async processes(): Promise<{ execId: string; containerId?: string; pid: number; args: string[]; state: string; exit?: ProcessExit }[]> {
+  async processes(): Promise<
+    { execId: string; containerId?: string; pid: number; args: string[]; state: string; exit?: ProcessExit }[]
+  > {
     await this.refresh();
     this.requireRunning("list processes");
     return (await (await this.agent()).call("process.list", {})).processes;
@@ -563,15 +648,26 @@ export class Sandbox extends EventEmitter {
   }
 
   /** Copies a host file into the sandbox (a container's root, or the guest's). */
-  async copyIn(hostPath: string, guestPath: string, options: { containerId?: string; inGuest?: boolean } = {}): Promise<number> {
+  async copyIn(
+    hostPath: string,
+    guestPath: string,
+    options: { containerId?: string; inGuest?: boolean } = {},
+  ): Promise<number> {
     await this.refresh();
     this.requireRunning("copy files");
     const st = await stat(hostPath).catch(() => undefined);
-    if (!st?.isFile()) throw new SandboxError("ERR_INVALID_ARGUMENT", `${hostPath} is not a regular file on the host`);
+    if (!st?.isFile())
+      throw new SandboxError("ERR_INVALID_ARGUMENT", `${hostPath} is not a regular file on the host`);
     const agent = await this.agent();
     const stream = agent.openStream();
-    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
-    const done = agent.call("file.write", { path: guestPath, stream: stream.id, mode: st.mode & 0o7777, ...(containerId ? { containerId } : {}) }, { timeoutMs: 0 });
+    const containerId = options.inGuest
+      ? undefined
+      : (options.containerId ?? this.doc.containers[0]?.config.id);
+    const done = agent.call(
+      "file.write",
+      { path: guestPath, stream: stream.id, mode: st.mode & 0o7777, ...(containerId ? { containerId } : {}) },
+      { timeoutMs: 0 },
+    );
     done.catch(() => undefined);
     for await (const chunk of createReadStream(hostPath)) await stream.write(chunk as Buffer);
     stream.end();
@@ -579,14 +675,24 @@ export class Sandbox extends EventEmitter {
   }
 
   /** Copies a file out of the sandbox to the host. */
-  async copyOut(guestPath: string, hostPath: string, options: { containerId?: string; inGuest?: boolean } = {}): Promise<number> {
+  async copyOut(
+    guestPath: string,
+    hostPath: string,
+    options: { containerId?: string; inGuest?: boolean } = {},
+  ): Promise<number> {
     await this.refresh();
     this.requireRunning("copy files");
     const agent = await this.agent();
     const stream = agent.openStream();
     stream.end();
-    const containerId = options.inGuest ? undefined : (options.containerId ?? this.doc.containers[0]?.config.id);
-    const result = agent.call("file.read", { path: guestPath, stream: stream.id, ...(containerId ? { containerId } : {}) }, { timeoutMs: 0 });
+    const containerId = options.inGuest
+      ? undefined
+      : (options.containerId ?? this.doc.containers[0]?.config.id);
+    const result = agent.call(
+      "file.read",
+      { path: guestPath, stream: stream.id, ...(containerId ? { containerId } : {}) },
+      { timeoutMs: 0 },
+    );
     const tmp = `${hostPath}.cocoon-${process.pid}`;
     try {
       await Promise.all([pipeline(stream.readable, createWriteStream(tmp)), result]);

@@ -16,7 +16,9 @@ const TRANSITIONS: Record<SandboxState, readonly SandboxState[]> = {
 
 export function checkTransition(id: string, from: SandboxState, to: SandboxState): void {
   if (!TRANSITIONS[from].includes(to)) {
-    throw new SandboxError("ERR_INVALID_STATE", `sandbox ${id} cannot go from ${from} to ${to}`, { details: { from, to } });
+    throw new SandboxError("ERR_INVALID_STATE", `sandbox ${id} cannot go from ${from} to ${to}`, {
+      details: { from, to },
+    });
   }
 }
 
@@ -50,4 +52,8 @@ export const sandboxDocSchema = z.object({
 });
 export type SandboxDoc = z.infer<typeof sandboxDocSchema>;
 
-export const SANDBOX_DOC: DocumentKind<SandboxDoc> = { schema: "cocoon.sandbox", version: 1, data: sandboxDocSchema };
+export const SANDBOX_DOC: DocumentKind<SandboxDoc> = {
+  schema: "cocoon.sandbox",
+  version: 1,
+  data: sandboxDocSchema,
+};

@@ -43,27 +43,59 @@ describe("atomic documents", () => {
       code: "ERR_STATE_CORRUPT",
       message: expect.stringContaining(`state file ${file} is corrupt`),
     });
-    await expect(writeDocument(file, kind, { name: "b", n: 2 })).rejects.toMatchObject({ code: "ERR_STATE_CORRUPT" });
+    await expect(writeDocument(file, kind, { name: "b", n: 2 })).rejects.toMatchObject({
+      code: "ERR_STATE_CORRUPT",
+    });
     expect(await readFile(file, "utf8")).toBe(truncated);
   });
 
   it("reports empty files, foreign schemas and bad data as corrupt", async () => {
     const file = path.join(dir, "doc.json");
     await writeFile(file, "");
-    await expect(readDocument(file, kind)).rejects.toMatchObject({ message: expect.stringContaining("empty file") });
-    await writeFile(file, JSON.stringify({ schema: "other", version: 1, revision: 1, updatedAt: "", data: {} }));
-    await expect(readDocument(file, kind)).rejects.toMatchObject({ message: expect.stringContaining('holds "other"') });
-    await writeFile(file, JSON.stringify({ schema: "cocoon.test", version: 2, revision: 1, updatedAt: "", data: { name: 5, n: 1 } }));
-    await expect(readDocument(file, kind)).rejects.toMatchObject({ message: expect.stringContaining("invalid data at name") });
+    await expect(readDocument(file, kind)).rejects.toMatchObject({
+      message: expect.stringContaining("empty file"),
+    });
+    await writeFile(
+      file,
+      JSON.stringify({ schema: "other", version: 1, revision: 1, updatedAt: "", data: {} }),
+    );
+    await expect(readDocument(file, kind)).rejects.toMatchObject({
+      message: expect.stringContaining('holds "other"'),
+    });
+    await writeFile(
+      file,
+      JSON.stringify({
+        schema: "cocoon.test",
+        version: 2,
+        revision: 1,
+        updatedAt: "",
+        data: { name: 5, n: 1 },
+      }),
+    );
+    await expect(readDocument(file, kind)).rejects.toMatchObject({
+      message: expect.stringContaining("invalid data at name"),
+    });
     await writeFile(file, JSON.stringify([1, 2]));
     await expect(readDocument(file, kind)).rejects.toMatchObject({ code: "ERR_STATE_CORRUPT" });
   });
 
   it("refuses a newer schema version and migrates an older one", async () => {
     const file = path.join(dir, "doc.json");
-    await writeFile(file, JSON.stringify({ schema: "cocoon.test", version: 3, revision: 1, updatedAt: "", data: {} }));
+    await writeFile(
+      file,
+      JSON.stringify({ schema: "cocoon.test", version: 3, revision: 1, updatedAt: "", data: {} }),
+    );
     await expect(readDocument(file, kind)).rejects.toMatchObject({ code: "ERR_STATE_VERSION" });
-    await writeFile(file, JSON.stringify({ schema: "cocoon.test", version: 1, revision: 4, updatedAt: "", data: { name: "old" } }));
+    await writeFile(
+      file,
+      JSON.stringify({
+        schema: "cocoon.test",
+        version: 1,
+        revision: 4,
+        updatedAt: "",
+        data: { name: "old" },
+      }),
+    );
     expect(await readDocument(file, kind)).toEqual({ data: { name: "old", n: 0 }, revision: 4, version: 2 });
   });
 
@@ -71,7 +103,9 @@ describe("atomic documents", () => {
     const file = path.join(dir, "doc.json");
     await writeDocument(file, kind, { name: "a", n: 1 });
     await writeDocument(file, kind, { name: "a", n: 2 }, { expectedRevision: 1 });
-    await expect(writeDocument(file, kind, { name: "a", n: 3 }, { expectedRevision: 1 })).rejects.toMatchObject({
+    await expect(
+      writeDocument(file, kind, { name: "a", n: 3 }, { expectedRevision: 1 }),
+    ).rejects.toMatchObject({
       message: expect.stringContaining("changed underneath"),
     });
   });

@@ -33,21 +33,31 @@ export interface DocumentKind<T> {
 }
 
 function corrupt(file: string, why: string, cause?: unknown): StoreError {
-  return new StoreError("ERR_STATE_CORRUPT", `state file ${file} is corrupt (${why}); it was left untouched`, {
-    cause,
-    details: { file },
-    hint: `inspect it, then remove it by hand (or use --force where a command offers it)`,
-  });
+  return new StoreError(
+    "ERR_STATE_CORRUPT",
+    `state file ${file} is corrupt (${why}); it was left untouched`,
+    {
+      cause,
+      details: { file },
+      hint: `inspect it, then remove it by hand (or use --force where a command offers it)`,
+    },
+  );
 }
 
 /** Reads and validates a document; undefined when the file does not exist. */
-export async function readDocument<T>(file: string, kind: DocumentKind<T>): Promise<StoredDocument<T> | undefined> {
+export async function readDocument<T>(
+  file: string,
+  kind: DocumentKind<T>,
+): Promise<StoredDocument<T> | undefined> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
   } catch (err) {
     if (errnoCode(err) === "ENOENT") return undefined;
-    throw new StoreError("ERR_STATE_IO", `cannot read ${file}: ${messageOf(err)}`, { cause: err, details: { file } });
+    throw new StoreError("ERR_STATE_IO", `cannot read ${file}: ${messageOf(err)}`, {
+      cause: err,
+      details: { file },
+    });
   }
   let raw: unknown;
   try {
@@ -57,7 +67,8 @@ export async function readDocument<T>(file: string, kind: DocumentKind<T>): Prom
   }
   const env = envelopeSchema.safeParse(raw);
   if (!env.success) throw corrupt(file, "missing or malformed envelope");
-  if (env.data.schema !== kind.schema) throw corrupt(file, `holds "${env.data.schema}", expected "${kind.schema}"`);
+  if (env.data.schema !== kind.schema)
+    throw corrupt(file, `holds "${env.data.schema}", expected "${kind.schema}"`);
   if (env.data.version > kind.version) {
     throw new StoreError(
       "ERR_STATE_VERSION",
@@ -66,7 +77,9 @@ export async function readDocument<T>(file: string, kind: DocumentKind<T>): Prom
     );
   }
   const upgraded =
-    env.data.version < kind.version && kind.migrate ? kind.migrate(env.data.version, env.data.data) : env.data.data;
+    env.data.version < kind.version && kind.migrate
+      ? kind.migrate(env.data.version, env.data.data)
+      : env.data.data;
   const parsed = kind.data.safeParse(upgraded);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -97,7 +110,13 @@ export async function writeDocument<T>(
   const checked = kind.data.parse(data);
   const revision = (current?.revision ?? 0) + 1;
   const body = JSON.stringify(
-    { schema: kind.schema, version: kind.version, revision, updatedAt: new Date().toISOString(), data: checked },
+    {
+      schema: kind.schema,
+      version: kind.version,
+      revision,
+      updatedAt: new Date().toISOString(),
+      data: checked,
+    },
     null,
     2,
   );
@@ -115,7 +134,10 @@ export async function writeDocument<T>(
     await rename(tmp, file);
   } catch (err) {
     await rm(tmp, { force: true });
-    throw new StoreError("ERR_STATE_IO", `cannot write ${file}: ${messageOf(err)}`, { cause: err, details: { file } });
+    throw new StoreError("ERR_STATE_IO", `cannot write ${file}: ${messageOf(err)}`, {
+      cause: err,
+      details: { file },
+    });
   }
   await fsyncDir(dir);
   return revision;

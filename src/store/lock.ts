@@ -115,7 +115,9 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
         };
       } catch (err) {
         if (errnoCode(err) !== "EEXIST") {
-          throw new StoreError("ERR_STATE_IO", `cannot take lock ${lockPath}: ${messageOf(err)}`, { cause: err });
+          throw new StoreError("ERR_STATE_IO", `cannot take lock ${lockPath}: ${messageOf(err)}`, {
+            cause: err,
+          });
         }
       }
       const holder = await readOwner(lockPath);
@@ -127,9 +129,13 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
         const who = holder.owner
           ? `process ${holder.owner.pid}${holder.owner.purpose ? ` (${holder.owner.purpose})` : ""} since ${holder.owner.acquiredAt}`
           : "another process";
-        throw new StoreError("ERR_LOCK_TIMEOUT", `lock ${lockPath} is held by ${who}; waited ${timeoutMs} ms`, {
-          details: { lock: lockPath, holder: holder.owner },
-        });
+        throw new StoreError(
+          "ERR_LOCK_TIMEOUT",
+          `lock ${lockPath} is held by ${who}; waited ${timeoutMs} ms`,
+          {
+            details: { lock: lockPath, holder: holder.owner },
+          },
+        );
       }
       await sleep(pollMs);
     }
@@ -149,7 +155,11 @@ async function releaseLock(lockPath: string, body: string): Promise<void> {
 }
 
 /** Runs `fn` while holding the lock; the lock is released on every path. */
-export async function withLock<T>(lockPath: string, fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+export async function withLock<T>(
+  lockPath: string,
+  fn: () => Promise<T>,
+  options: LockOptions = {},
+): Promise<T> {
   const handle = await acquireLock(lockPath, options);
   try {
     return await fn();

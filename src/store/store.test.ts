@@ -43,7 +43,9 @@ describe("store", () => {
 
   it("refuses ids that are not safe path components", () => {
     for (const bad of ["", "../x", "a/b", ".hidden", "x".repeat(65), "sp ace"]) {
-      expect(() => checkId("sandbox", bad)).toThrow(expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }));
+      expect(() => checkId("sandbox", bad)).toThrow(
+        expect.objectContaining({ code: "ERR_INVALID_ARGUMENT" }),
+      );
     }
     expect(checkId("sandbox", "web-1.a_b")).toBe("web-1.a_b");
     expect(() => store.paths.sandboxDir("../etc")).toThrow(/invalid sandbox id/);

@@ -27,7 +27,11 @@ export class Store {
     return withLock(path.join(this.paths.locksDir, `global-${checkId("lock", name)}.lock`), fn, options);
   }
 
-  async readSandbox<T>(id: string, name: string, kind: DocumentKind<T>): Promise<StoredDocument<T> | undefined> {
+  async readSandbox<T>(
+    id: string,
+    name: string,
+    kind: DocumentKind<T>,
+  ): Promise<StoredDocument<T> | undefined> {
     return readDocument(this.sandboxFile(id, name), kind);
   }
 

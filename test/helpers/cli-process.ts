@@ -30,8 +30,15 @@ export function cocoon(args: string[], env: NodeJS.ProcessEnv, input?: Buffer | 
   });
   child.stderr!.on("data", (c: Buffer) => err.push(c));
   if (input !== undefined) child.stdin!.end(input);
-  const result = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: Buffer; stderr: Buffer }>((resolve) => {
-    child.once("close", (code, signal) => resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }));
+  const result = new Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: Buffer;
+    stderr: Buffer;
+  }>((resolve) => {
+    child.once("close", (code, signal) =>
+      resolve({ code, signal, stdout: Buffer.concat(out), stderr: Buffer.concat(err) }),
+    );
   });
   return {
     child,

@@ -13,7 +13,10 @@ export async function runCli(args: string[]): Promise<CliResult> {
   let stderr = "";
   let code = 0;
   const program = buildProgram(
-    { out: (t) => void (stdout += t.endsWith("\n") ? t : t + "\n"), err: (t) => void (stderr += t.endsWith("\n") ? t : t + "\n") },
+    {
+      out: (t) => void (stdout += t.endsWith("\n") ? t : t + "\n"),
+      err: (t) => void (stderr += t.endsWith("\n") ? t : t + "\n"),
+    },
     (c) => (code = c),
   );
   try {

@@ -15,7 +15,8 @@ export function guestAssets(): Promise<GuestAssets> {
     try {
       return await new AssetCatalog(ASSETS_DIR).resolveCurrent();
     } catch {
-      return (await buildGuestImages({ assetsDir: ASSETS_DIR, onProgress: (e) => console.log(e.message) })).assets;
+      return (await buildGuestImages({ assetsDir: ASSETS_DIR, onProgress: (e) => console.log(e.message) }))
+        .assets;
     }
   })();
   return assets;

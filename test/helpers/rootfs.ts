@@ -4,11 +4,26 @@ import path from "node:path";
 
 /** A minimal container rootfs: static busybox and its applets, the usual directories. */
 export async function busyboxRootfs(dir: string): Promise<string> {
-  for (const d of ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "var", "run"]) {
+  for (const d of [
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "root",
+    "var",
+    "run",
+  ]) {
     await mkdir(path.join(dir, d), { recursive: true });
   }
   await copyFile("/bin/busybox", path.join(dir, "bin/busybox"));
-  const applets = execFileSync("/bin/busybox", ["--list-full"], { encoding: "utf8" }).split("\n").filter(Boolean);
+  const applets = execFileSync("/bin/busybox", ["--list-full"], { encoding: "utf8" })
+    .split("\n")
+    .filter(Boolean);
   for (const a of applets) {
     if (a === "bin/busybox") continue;
     await mkdir(path.join(dir, path.dirname(a)), { recursive: true });

@@ -21,7 +21,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // whatever a failed test left is removed, then nothing may remain
-  const ids = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString() || "[]") as { id: string }[];
+  const ids = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString() || "[]") as {
+    id: string;
+  }[];
   if (ids.length) await cocoon(["rm", "-f", ...ids.map((s) => s.id)], env).result;
   expect(await processesMentioning(root)).toEqual([]);
   await cleanupRoot();
@@ -39,14 +41,20 @@ describe("the cocoon CLI on real VMs", () => {
     const data = randomBytes(10 * 1024 * 1024);
     const r = await cocoon(["run", "--rm", "-i", "--", "cat"], env, data).result;
     expect(r.code).toBe(0);
-    expect(createHash("sha256").update(r.stdout).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+    expect(createHash("sha256").update(r.stdout).digest("hex")).toBe(
+      createHash("sha256").update(data).digest("hex"),
+    );
   });
 
   it("run -t gives the command a terminal of the host terminal's size", async () => {
     // `script` gives cocoon a pseudo-terminal of a known size, as an interactive shell would.
     const out = execFileSync(
       "script",
-      ["-qec", `stty rows 33 cols 99; ${process.execPath} ${COCOON_BIN} run --rm -t -- sh -c '[ -t 1 ] && echo tty; stty size'`, "/dev/null"],
+      [
+        "-qec",
+        `stty rows 33 cols 99; ${process.execPath} ${COCOON_BIN} run --rm -t -- sh -c '[ -t 1 ] && echo tty; stty size'`,
+        "/dev/null",
+      ],
       { env: { ...process.env, ...env }, encoding: "utf8", timeout: 120_000 },
     );
     expect(out).toContain("tty");
@@ -54,7 +62,17 @@ describe("the cocoon CLI on real VMs", () => {
   });
 
   it("forwards Ctrl-C (SIGINT) to the command", async () => {
-    const p = cocoon(["run", "--rm", "--", "sh", "-c", "trap 'echo got-INT; exit 5' INT; echo ready; while :; do sleep 0.1; done"], env);
+    const p = cocoon(
+      [
+        "run",
+        "--rm",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo got-INT; exit 5' INT; echo ready; while :; do sleep 0.1; done",
+      ],
+      env,
+    );
     await p.waitFor("ready");
     p.child.kill("SIGINT");
     const r = await p.result;
@@ -63,22 +81,35 @@ describe("the cocoon CLI on real VMs", () => {
   });
 
   it("lets a second cocoon process use a sandbox the first created, and rm leaves nothing", async () => {
-    const started = await cocoon(["run", "-d", "--name", "shared", "--rootfs", rootfs, "--", "sleep", "600"], env).result;
+    const started = await cocoon(
+      ["run", "-d", "--name", "shared", "--rootfs", rootfs, "--", "sleep", "600"],
+      env,
+    ).result;
     expect(started.stdout.toString().trim()).toBe("shared");
     expect(started.code).toBe(0);
 
-    const exec = await cocoon(["exec", "shared", "--", "sh", "-c", "hostname; cat /etc/container-marker"], env).result;
+    const exec = await cocoon(
+      ["exec", "shared", "--", "sh", "-c", "hostname; cat /etc/container-marker"],
+      env,
+    ).result;
     expect(exec.stdout.toString()).toBe("shared\nthis file is only in the container rootfs\n");
     expect(exec.code).toBe(0);
 
-    const ps = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString()) as { id: string; state: string }[];
+    const ps = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString()) as {
+      id: string;
+      state: string;
+    }[];
     expect(ps).toContainEqual(expect.objectContaining({ id: "shared", state: "running" }));
-    const inspect = JSON.parse((await cocoon(["inspect", "shared"], env).result).stdout.toString()) as { containers: { id: string; state: string }[] };
+    const inspect = JSON.parse((await cocoon(["inspect", "shared"], env).result).stdout.toString()) as {
+      containers: { id: string; state: string }[];
+    };
     expect(inspect.containers).toEqual([expect.objectContaining({ id: "main", state: "running" })]);
 
     await writeFile(path.join(root, "in.txt"), "from the host\n");
     expect((await cocoon(["cp", path.join(root, "in.txt"), "shared:/root/in.txt"], env).result).code).toBe(0);
-    expect((await cocoon(["cp", "shared:/root/in.txt", path.join(root, "out.txt")], env).result).code).toBe(0);
+    expect((await cocoon(["cp", "shared:/root/in.txt", path.join(root, "out.txt")], env).result).code).toBe(
+      0,
+    );
     expect(await readFile(path.join(root, "out.txt"), "utf8")).toBe("from the host\n");
 
     expect((await cocoon(["pause", "shared"], env).result).code).toBe(0);
@@ -89,7 +120,9 @@ describe("the cocoon CLI on real VMs", () => {
     expect((await cocoon(["stop", "shared"], env).result).code).toBe(0);
     const late = await cocoon(["exec", "shared", "--", "true"], env).result;
     expect(late.code).toBe(125);
-    expect(late.stderr.toString()).toMatch(/sandbox shared is not running \(it is stopped\) \[ERR_INVALID_STATE\]/);
+    expect(late.stderr.toString()).toMatch(
+      /sandbox shared is not running \(it is stopped\) \[ERR_INVALID_STATE\]/,
+    );
 
     expect((await cocoon(["rm", "shared"], env).result).code).toBe(0);
     expect(await processesMentioning(path.join(root, "run", "vm"))).toEqual([]);
@@ -105,9 +138,12 @@ describe("the cocoon CLI on real VMs", () => {
 
     const missing = await cocoon(["run", "--rm", "--", "no-such-command", "arg"], env).result;
     expect(missing.code).toBe(127);
-    expect(missing.stderr.toString()).toBe("cocoon: no-such-command: executable file not found in $PATH [ERR_EXEC_NOT_FOUND]\n");
+    expect(missing.stderr.toString()).toBe(
+      "cocoon: no-such-command: executable file not found in $PATH [ERR_EXEC_NOT_FOUND]\n",
+    );
 
-    const badRoot = await cocoon(["run", "--rm", "--rootfs", path.join(root, "nope"), "--", "sh"], env).result;
+    const badRoot = await cocoon(["run", "--rm", "--rootfs", path.join(root, "nope"), "--", "sh"], env)
+      .result;
     expect(badRoot.code).toBe(125);
     expect(badRoot.stderr.toString()).toContain(`the rootfs ${path.join(root, "nope")} does not exist`);
 

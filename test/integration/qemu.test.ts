@@ -38,7 +38,10 @@ async function createVm(id: string, config: HypervisorConfig, withAgent = true):
     config,
     paths: { vmDir: path.join(root, "vm", id), jailerBase: path.join(root, "jail") },
     ...(withAgent
-      ? { guestReady: async (channel: AgentChannel, signal: AbortSignal) => void (await waitForAgent(channel, { timeoutMs: BOOT_TIMEOUT, signal })) }
+      ? {
+          guestReady: async (channel: AgentChannel, signal: AbortSignal) =>
+            void (await waitForAgent(channel, { timeoutMs: BOOT_TIMEOUT, signal })),
+        }
       : {}),
   });
   started.push(hv);
@@ -65,7 +68,9 @@ describe("QEMU driver on a real VM (TCG)", () => {
     // Paused: the guest answers nothing and its monotonic clock stands still.
     const before = await agent.call("guest.clock", {});
     await hv.pauseVM();
-    await expect(agent.call("health.check", {}, { timeoutMs: 1_500 })).rejects.toMatchObject({ code: "ERR_AGENT_TIMEOUT" });
+    await expect(agent.call("health.check", {}, { timeoutMs: 1_500 })).rejects.toMatchObject({
+      code: "ERR_AGENT_TIMEOUT",
+    });
     await new Promise((r) => setTimeout(r, 1_000));
     await hv.resumeVM();
     const after = await agent.call("guest.clock", {});
@@ -81,7 +86,9 @@ describe("QEMU driver on a real VM (TCG)", () => {
     expect(attached).toMatchObject({ type: "block", guestPath: "0:0:0:0" });
     let seen;
     for (let i = 0; i < 50 && !seen; i++) {
-      seen = (await agent.call("storage.listBlockDevices", {})).devices.find((d) => d.scsiAddress === "0:0:0:0");
+      seen = (await agent.call("storage.listBlockDevices", {})).devices.find(
+        (d) => d.scsiAddress === "0:0:0:0",
+      );
       if (!seen) await new Promise((r) => setTimeout(r, 100));
     }
     expect(seen).toMatchObject({ sizeBytes: 32 * 1024 * 1024, readOnly: false });
@@ -115,7 +122,10 @@ describe("QEMU driver on a real VM (TCG)", () => {
   });
 
   it("refuses a missing kernel before spawning anything", async () => {
-    const hv = await createVm("nokernel", await qemuConfig({ kernelPath: path.join(root, "no-such-vmlinuz") }));
+    const hv = await createVm(
+      "nokernel",
+      await qemuConfig({ kernelPath: path.join(root, "no-such-vmlinuz") }),
+    );
     await expect(hv.startVM(BOOT_TIMEOUT)).rejects.toMatchObject({
       code: "ERR_ASSET_INVALID",
       message: `invalid kernel asset at ${path.join(root, "no-such-vmlinuz")}: no such file`,
@@ -124,12 +134,18 @@ describe("QEMU driver on a real VM (TCG)", () => {
   });
 
   it("reports a kernel panic as such and cleans up", async () => {
-    const hv = await createVm("panic", await qemuConfig({ kernelParams: [{ key: "init", value: "/no/such/init" }] }));
+    const hv = await createVm(
+      "panic",
+      await qemuConfig({ kernelParams: [{ key: "init", value: "/no/such/init" }] }),
+    );
     const err = await hv.startVM(BOOT_TIMEOUT).then(
       () => undefined,
       (e: unknown) => e,
     );
-    expect(err).toMatchObject({ code: "ERR_GUEST_PANIC", message: expect.stringContaining("Kernel panic - not syncing") });
+    expect(err).toMatchObject({
+      code: "ERR_GUEST_PANIC",
+      message: expect.stringContaining("Kernel panic - not syncing"),
+    });
     expect(existsSync(path.join(root, "vm", "panic"))).toBe(false);
   });
 
@@ -167,7 +183,10 @@ describe("QEMU driver on a real VM (TCG)", () => {
       (e: unknown) => e,
     );
     // Depending on the CPU model QEMU either hangs (timeout) or aborts setting an MSR (exit).
-    expect(err).toMatchObject({ code: expect.stringMatching(/^ERR_VMM_(TIMEOUT|START)$/), hint: expect.stringMatching(/PVM/) });
+    expect(err).toMatchObject({
+      code: expect.stringMatching(/^ERR_VMM_(TIMEOUT|START)$/),
+      hint: expect.stringMatching(/PVM/),
+    });
     expect(existsSync(path.join(root, "vm", "pvm"))).toBe(false);
   });
 });

@@ -13,9 +13,13 @@ let socket: string;
 beforeEach(async () => {
   ({ root, cleanup } = await testRoot());
   socket = path.join(root, "qmp.sock");
-  qemu = spawn("qemu-system-x86_64", ["-M", "none", "-nodefaults", "-nographic", "-S", "-qmp", `unix:${socket},server=on,wait=off`], {
-    stdio: "ignore",
-  });
+  qemu = spawn(
+    "qemu-system-x86_64",
+    ["-M", "none", "-nodefaults", "-nographic", "-S", "-qmp", `unix:${socket},server=on,wait=off`],
+    {
+      stdio: "ignore",
+    },
+  );
 });
 
 afterEach(async () => {
@@ -37,7 +41,9 @@ describe("QMP client against a real QEMU", () => {
     );
     expect(err).toBeInstanceOf(QmpError);
     expect(err).toMatchObject({ code: "ERR_VMM_API", errorClass: "CommandNotFound" });
-    await expect(qmp.execute("device_del", { id: "nope" })).rejects.toMatchObject({ errorClass: "DeviceNotFound" });
+    await expect(qmp.execute("device_del", { id: "nope" })).rejects.toMatchObject({
+      errorClass: "DeviceNotFound",
+    });
     qmp.close();
   });
 
@@ -53,7 +59,9 @@ describe("QMP client against a real QEMU", () => {
     await stopped;
     expect(events).toEqual(expect.arrayContaining(["RESUME", "STOP"]));
     expect((await qmp.execute("query-status")) as { status: string }).toMatchObject({ status: "paused" });
-    await expect(qmp.waitForEvent("DEVICE_DELETED", () => true, 100)).rejects.toMatchObject({ code: "ERR_VMM_TIMEOUT" });
+    await expect(qmp.waitForEvent("DEVICE_DELETED", () => true, 100)).rejects.toMatchObject({
+      code: "ERR_VMM_TIMEOUT",
+    });
     qmp.close();
   });
 
@@ -66,8 +74,10 @@ describe("QMP client against a real QEMU", () => {
   });
 
   it("times out on a socket that never appears", async () => {
-    await expect(QmpClient.connect(path.join(root, "absent.sock"), { timeoutMs: 200 })).rejects.toMatchObject({
-      code: "ERR_VMM_TIMEOUT",
-    });
+    await expect(QmpClient.connect(path.join(root, "absent.sock"), { timeoutMs: 200 })).rejects.toMatchObject(
+      {
+        code: "ERR_VMM_TIMEOUT",
+      },
+    );
   });
 });

@@ -73,7 +73,10 @@ describe("sandboxes on real QEMU VMs", () => {
       message: "no-such-program: executable file not found in $PATH",
     });
     const status = await sb.status();
-    expect(status).toMatchObject({ state: "running", guestProcess: { state: "exited", exit: { exitCode: 3 } } });
+    expect(status).toMatchObject({
+      state: "running",
+      guestProcess: { state: "exited", exit: { exitCode: 3 } },
+    });
   });
 
   it("pipes 10 MB of random binary data through cat byte-identical", async () => {
@@ -86,14 +89,23 @@ describe("sandboxes on real QEMU VMs", () => {
     const { stdout, exit } = await collected;
     expect(exit.exitCode).toBe(0);
     expect(stdout.length).toBe(data.length);
-    expect(createHash("sha256").update(stdout).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+    expect(createHash("sha256").update(stdout).digest("hex")).toBe(
+      createHash("sha256").update(data).digest("hex"),
+    );
   });
 
   it("gives a terminal with the host's window size, and resizes it", async () => {
     const sb = await create({ process: { args: ["true"] } });
     await sb.start();
     const p = await sb.exec({
-      process: { args: ["sh", "-c", "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; echo ready; read line; stty size; echo bye"], terminal: true },
+      process: {
+        args: [
+          "sh",
+          "-c",
+          "[ -t 0 ] && [ -t 1 ] && echo is-a-tty; stty size; echo ready; read line; stty size; echo bye",
+        ],
+        terminal: true,
+      },
       stdin: true,
       rows: 30,
       cols: 100,
@@ -111,7 +123,11 @@ describe("sandboxes on real QEMU VMs", () => {
   it("delivers signals, and reports a process killed by one", async () => {
     const sb = await create({ process: { args: ["true"] } });
     await sb.start();
-    const trapper = await sb.exec({ process: { args: ["sh", "-c", "trap 'echo got-TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done"] } });
+    const trapper = await sb.exec({
+      process: {
+        args: ["sh", "-c", "trap 'echo got-TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done"],
+      },
+    });
     await until(trapper, "ready");
     await trapper.signal("SIGTERM");
     const seen = await until(trapper, "got-TERM");
@@ -137,7 +153,13 @@ describe("sandboxes on real QEMU VMs", () => {
           id: "box",
           hostname: "boxhost",
           rootfs: { type: "dir", path: rootfsDir },
-          process: { args: ["sh", "-c", "echo host=$(hostname) pid=$$; cat /etc/container-marker; ls /usr/lib/cocoon/agent.mjs 2>&1; echo write > /tmp/w; sleep 600"] },
+          process: {
+            args: [
+              "sh",
+              "-c",
+              "echo host=$(hostname) pid=$$; cat /etc/container-marker; ls /usr/lib/cocoon/agent.mjs 2>&1; echo write > /tmp/w; sleep 600",
+            ],
+          },
         },
       ],
     });
@@ -148,10 +170,19 @@ describe("sandboxes on real QEMU VMs", () => {
     expect(out).toMatch(/ls: \/usr\/lib\/cocoon\/agent.mjs: No such file or directory/);
     // exec joins the container: same root, same hostname, and PID 1 is the container's init
     // (the shell exec'd its last command, sleep)
-    const ps = await (await sb.exec({ process: { args: ["sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /tmp/w"] } })).output();
+    const ps = await (
+      await sb.exec({
+        process: { args: ["sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; cat /tmp/w"] },
+      })
+    ).output();
     expect(text(ps.stdout)).toBe("boxhost\nsleep 600 \nwrite\n");
     // the guest itself is elsewhere: its hostname is the sandbox's, and it has the agent
-    const guest = await (await sb.exec({ inGuest: true, process: { args: ["sh", "-c", "hostname; ls /usr/lib/cocoon/agent.mjs"] } })).output();
+    const guest = await (
+      await sb.exec({
+        inGuest: true,
+        process: { args: ["sh", "-c", "hostname; ls /usr/lib/cocoon/agent.mjs"] },
+      })
+    ).output();
     expect(text(guest.stdout)).toBe("sbhost\n/usr/lib/cocoon/agent.mjs\n");
     // the container wrote into its own overlay: the shared rootfs on the host is untouched
     expect(existsSync(path.join(rootfsDir, "tmp/w"))).toBe(false);
@@ -163,7 +194,9 @@ describe("sandboxes on real QEMU VMs", () => {
 
   it("unpacks a tarball rootfs, and copies files both ways", async () => {
     const tar = await busyboxTarball(path.join(root, "tarsrc"), path.join(root, "rootfs.tar"));
-    const sb = await create({ containers: [{ id: "t", rootfs: { type: "tar", path: tar }, process: { args: ["sleep", "600"] } }] });
+    const sb = await create({
+      containers: [{ id: "t", rootfs: { type: "tar", path: tar }, process: { args: ["sleep", "600"] } }],
+    });
     await sb.start();
     const host = path.join(root, "payload.bin");
     const payload = randomBytes(3 * 1024 * 1024 + 17);
@@ -173,8 +206,12 @@ describe("sandboxes on real QEMU VMs", () => {
     expect(text(sum.stdout).split(" ")[0]).toBe(createHash("sha256").update(payload).digest("hex"));
     await mkdir(path.join(root, "back"), { recursive: true });
     await sb.copyOut("/etc/container-marker", path.join(root, "back/marker"));
-    expect(await readFile(path.join(root, "back/marker"), "utf8")).toBe("this file is only in the container rootfs\n");
-    await expect(sb.copyOut("/no/such/file", path.join(root, "back/x"))).rejects.toMatchObject({ code: "ERR_NOT_FOUND" });
+    expect(await readFile(path.join(root, "back/marker"), "utf8")).toBe(
+      "this file is only in the container rootfs\n",
+    );
+    await expect(sb.copyOut("/no/such/file", path.join(root, "back/x"))).rejects.toMatchObject({
+      code: "ERR_NOT_FOUND",
+    });
     await sb.delete({ force: true });
     sandboxes.pop();
     // the unpacked tarball went with the sandbox
@@ -191,7 +228,13 @@ describe("sandboxes on real QEMU VMs", () => {
       const rt = await Runtime.open({ root, configPath: cfgFile, env: { COCOON_ASSETS: ASSETS_DIR } });
       const sb = await rt.createSandbox({
         memoryMB: 512,
-        containers: [{ id: "c", rootfs: { type: "dir", path: rootfsDir }, process: { args: ["cat", "/etc/container-marker"] } }],
+        containers: [
+          {
+            id: "c",
+            rootfs: { type: "dir", path: rootfsDir },
+            process: { args: ["cat", "/etc/container-marker"] },
+          },
+        ],
       });
       sandboxes.push(sb);
       expect(sb.getAllContainers()[0]!.rootfs.kind).toBe(expectKind);
@@ -209,7 +252,8 @@ describe("sandboxes on real QEMU VMs", () => {
     ]);
     await Promise.all([a!.start(), b!.start()]);
     await new Promise((r) => setTimeout(r, 500));
-    const read = async (sb: Sandbox): Promise<string> => text((await (await sb.exec({ process: { args: ["cat", "/tmp/id"] } })).output()).stdout);
+    const read = async (sb: Sandbox): Promise<string> =>
+      text((await (await sb.exec({ process: { args: ["cat", "/tmp/id"] } })).output()).stdout);
     expect(await read(a!)).toBe("a\n");
     expect(await read(b!)).toBe("b\n");
     await a!.stop();
@@ -219,28 +263,51 @@ describe("sandboxes on real QEMU VMs", () => {
 
   it("refuses processes in a sandbox that is not running, and invalid transitions", async () => {
     const sb = await create({ process: { args: ["sleep", "600"] } });
-    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
+    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({
+      code: "ERR_INVALID_STATE",
+    });
     await expect(sb.resume()).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
     await sb.start();
     await sb.pause();
-    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({ code: "ERR_INVALID_STATE", message: expect.stringContaining("it is paused") });
+    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({
+      code: "ERR_INVALID_STATE",
+      message: expect.stringContaining("it is paused"),
+    });
     await sb.resume();
     await sb.stop();
-    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
-    await expect(sb.start()).rejects.toMatchObject({ code: "ERR_INVALID_STATE", message: expect.stringContaining("from stopped to running") });
+    await expect(sb.exec({ process: { args: ["true"] } })).rejects.toMatchObject({
+      code: "ERR_INVALID_STATE",
+    });
+    await expect(sb.start()).rejects.toMatchObject({
+      code: "ERR_INVALID_STATE",
+      message: expect.stringContaining("from stopped to running"),
+    });
     await expect(sb.signal("SIGTERM")).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
   });
 
   it("refuses a rootfs that does not exist, before booting anything", async () => {
     await expect(
-      runtime.createSandbox({ id: "badroot", containers: [{ id: "c", rootfs: { type: "dir", path: path.join(root, "nope") }, process: { args: ["sh"] } }] }),
-    ).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT", message: `the rootfs directory ${path.join(root, "nope")} does not exist` });
+      runtime.createSandbox({
+        id: "badroot",
+        containers: [
+          { id: "c", rootfs: { type: "dir", path: path.join(root, "nope") }, process: { args: ["sh"] } },
+        ],
+      }),
+    ).rejects.toMatchObject({
+      code: "ERR_INVALID_ARGUMENT",
+      message: `the rootfs directory ${path.join(root, "nope")} does not exist`,
+    });
     expect(await runtime.store.sandboxExists("badroot")).toBe(false);
     expect(existsSync(path.join(root, "run", "vm", "badroot"))).toBe(false);
   });
 
   it("leaves no process, socket or directory after delete", async () => {
-    const sb = await create({ id: "tidy", containers: [{ id: "c", rootfs: { type: "dir", path: rootfsDir }, process: { args: ["sleep", "600"] } }] });
+    const sb = await create({
+      id: "tidy",
+      containers: [
+        { id: "c", rootfs: { type: "dir", path: rootfsDir }, process: { args: ["sleep", "600"] } },
+      ],
+    });
     await sb.start();
     expect((await sb.status()).pids.length).toBeGreaterThanOrEqual(2); // QEMU and virtiofsd
     await sb.delete({ force: true });

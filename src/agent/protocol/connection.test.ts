@@ -46,7 +46,9 @@ describe("agent connection", () => {
     const { client } = await connected(async () => {
       throw Object.assign(new Error("no such process"), { code: "NOT_FOUND" });
     });
-    await expect(client.request("proc.wait")).rejects.toEqual(new RemoteError("NOT_FOUND", "no such process"));
+    await expect(client.request("proc.wait")).rejects.toEqual(
+      new RemoteError("NOT_FOUND", "no such process"),
+    );
   });
 
   it("times out, and the cancel reaches the handler", async () => {
@@ -58,7 +60,9 @@ describe("agent connection", () => {
           ctx.signal.addEventListener("abort", () => reject(new Error("aborted")));
         }),
     );
-    await expect(client.request("slow", {}, { timeoutMs: 50 })).rejects.toMatchObject({ code: "ERR_AGENT_TIMEOUT" });
+    await expect(client.request("slow", {}, { timeoutMs: 50 })).rejects.toMatchObject({
+      code: "ERR_AGENT_TIMEOUT",
+    });
     await aborted;
     // the connection is still usable
     const ac = new AbortController();
@@ -89,7 +93,9 @@ describe("agent connection", () => {
     output.end();
     await done;
     expect(back.length).toBe(data.length);
-    expect(createHash("sha256").update(back).digest("hex")).toBe(createHash("sha256").update(data).digest("hex"));
+    expect(createHash("sha256").update(back).digest("hex")).toBe(
+      createHash("sha256").update(data).digest("hex"),
+    );
     expect(client.openStreams).toBe(0);
   });
 
@@ -166,15 +172,23 @@ describe("agent connection", () => {
     const p = client.request("hang");
     pair.b.write(encodeFrame(FrameType.DATA, 1, Buffer.alloc(100)).subarray(0, 20));
     pair.b.end();
-    await expect(p).rejects.toMatchObject({ code: expect.stringMatching(/ERR_AGENT_(PROTOCOL|DISCONNECTED)/) });
+    await expect(p).rejects.toMatchObject({
+      code: expect.stringMatching(/ERR_AGENT_(PROTOCOL|DISCONNECTED)/),
+    });
     expect(client.closed).toBe(true);
-    await expect(client.request("again")).rejects.toMatchObject({ code: expect.stringMatching(/ERR_AGENT_/) });
+    await expect(client.request("again")).rejects.toMatchObject({
+      code: expect.stringMatching(/ERR_AGENT_/),
+    });
   });
 
   it("restarts the session when a new HELLO arrives on a serial-like stream", async () => {
     const sessions: Connection[] = [];
     const serve = (): void => {
-      const conn = new Connection(pair.b, { role: "server", handler: async (m) => ({ m, session: sessions.length }), restartOnHello: true });
+      const conn = new Connection(pair.b, {
+        role: "server",
+        handler: async (m) => ({ m, session: sessions.length }),
+        restartOnHello: true,
+      });
       sessions.push(conn);
       conn.once("restart", (pending: Buffer) => {
         serve();

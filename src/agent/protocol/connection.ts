@@ -234,10 +234,15 @@ export class Connection extends EventEmitter {
 
   private readonly onData = (chunk: Buffer): void => this.onChunk(chunk);
   private readonly onEnd = (): void =>
-    this.shutdown(this.truncationError() ?? new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"));
-  private readonly onSocketClose = (): void => this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"));
+    this.shutdown(
+      this.truncationError() ?? new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"),
+    );
+  private readonly onSocketClose = (): void =>
+    this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", "the agent channel closed"));
   private readonly onError = (err: Error): void =>
-    this.shutdown(new AgentError("ERR_AGENT_DISCONNECTED", `the agent channel failed: ${err.message}`, { cause: err }));
+    this.shutdown(
+      new AgentError("ERR_AGENT_DISCONNECTED", `the agent channel failed: ${err.message}`, { cause: err }),
+    );
 
   /** Stops listening to the socket (it is handed to a new session). */
   private detach(): void {
@@ -257,7 +262,10 @@ export class Connection extends EventEmitter {
 
   private truncationError(): Error | undefined {
     return this.decoder.pendingBytes > 0
-      ? new AgentError("ERR_AGENT_PROTOCOL", `the channel ended in the middle of a frame (${this.decoder.pendingBytes} bytes)`)
+      ? new AgentError(
+          "ERR_AGENT_PROTOCOL",
+          `the channel ended in the middle of a frame (${this.decoder.pendingBytes} bytes)`,
+        )
       : undefined;
   }
 
@@ -287,7 +295,12 @@ export class Connection extends EventEmitter {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.helloWaiter = undefined;
-        reject(new AgentError("ERR_AGENT_TIMEOUT", `the agent did not answer the handshake within ${timeoutMs} ms`));
+        reject(
+          new AgentError(
+            "ERR_AGENT_TIMEOUT",
+            `the agent did not answer the handshake within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       this.helloWaiter = {
         resolve: (a) => {
@@ -336,9 +349,13 @@ export class Connection extends EventEmitter {
         entry.timer = setTimeout(() => {
           this.sendFrame(encodeFrame(FrameType.CANCEL, id));
           entry.reject(
-            new AgentError("ERR_AGENT_TIMEOUT", `the agent did not answer ${method} within ${options.timeoutMs} ms`, {
-              details: { method },
-            }),
+            new AgentError(
+              "ERR_AGENT_TIMEOUT",
+              `the agent did not answer ${method} within ${options.timeoutMs} ms`,
+              {
+                details: { method },
+              },
+            ),
           );
         }, options.timeoutMs);
       }
@@ -358,7 +375,8 @@ export class Connection extends EventEmitter {
   stream(id: number): Stream {
     let s = this.streams.get(id);
     if (!s) {
-      if (this.streams.size >= MAX_STREAMS) throw new ProtocolViolation(`more than ${MAX_STREAMS} open streams`, "sequence");
+      if (this.streams.size >= MAX_STREAMS)
+        throw new ProtocolViolation(`more than ${MAX_STREAMS} open streams`, "sequence");
       s = new Stream(id, this, this.window);
       this.streams.set(id, s);
       if (this.isClosed) s.onClose(this.closedError());
@@ -415,7 +433,9 @@ export class Connection extends EventEmitter {
   /** Tells the peer what was wrong, then drops the connection. */
   private fail(err: ProtocolViolation): void {
     this.sendFrame(encodeJsonFrame(FrameType.ERROR, 0, { code: err.reason, message: err.message }));
-    this.shutdown(new AgentError("ERR_AGENT_PROTOCOL", `agent protocol error: ${err.message}`, { cause: err }));
+    this.shutdown(
+      new AgentError("ERR_AGENT_PROTOCOL", `agent protocol error: ${err.message}`, { cause: err }),
+    );
     this.emit("protocol-error", err);
     this.socket.end();
     // Give the ERROR frame a moment to leave, then make sure the socket is gone.
@@ -450,23 +470,30 @@ export class Connection extends EventEmitter {
         this.stream(frame.id).onEof();
         return;
       case FrameType.WINDOW:
-        if (frame.payload.length !== 4) throw new ProtocolViolation("WINDOW frame must carry 4 bytes", "bad-payload");
+        if (frame.payload.length !== 4)
+          throw new ProtocolViolation("WINDOW frame must carry 4 bytes", "bad-payload");
         this.stream(frame.id).onWindow(frame.payload.readUInt32BE(0));
         return;
       case FrameType.ERROR: {
         const e = parseJsonPayload(frame);
-        this.shutdown(new AgentError("ERR_AGENT_PROTOCOL", `the peer reported a protocol error: ${String(e.message)}`));
+        this.shutdown(
+          new AgentError("ERR_AGENT_PROTOCOL", `the peer reported a protocol error: ${String(e.message)}`),
+        );
         this.socket.end();
         return;
       }
       default:
-        throw new ProtocolViolation(`unexpected frame 0x${frame.type.toString(16)} after the handshake`, "sequence");
+        throw new ProtocolViolation(
+          `unexpected frame 0x${frame.type.toString(16)} after the handshake`,
+          "sequence",
+        );
     }
   }
 
   private onHandshake(frame: Frame): void {
     if (this.options.role === "server") {
-      if (frame.type !== FrameType.HELLO) throw new ProtocolViolation("the first frame must be HELLO", "sequence");
+      if (frame.type !== FrameType.HELLO)
+        throw new ProtocolViolation("the first frame must be HELLO", "sequence");
       const hello = parseJsonPayload(frame);
       if (hello.protocol !== PROTOCOL_VERSION) {
         throw new ProtocolViolation(
@@ -475,14 +502,20 @@ export class Connection extends EventEmitter {
         );
       }
       this.helloDone = true;
-      const ack: HelloAck = { protocol: PROTOCOL_VERSION, agentVersion: this.options.agentVersion ?? "unknown" };
+      const ack: HelloAck = {
+        protocol: PROTOCOL_VERSION,
+        agentVersion: this.options.agentVersion ?? "unknown",
+      };
       this.sendFrame(encodeJsonFrame(FrameType.HELLO_ACK, 0, ack));
       this.emit("hello", hello);
       return;
     }
     if (frame.type === FrameType.ERROR) {
       const e = parseJsonPayload(frame);
-      const err = new AgentError("ERR_AGENT_PROTOCOL", `the agent refused the handshake: ${String(e.message)}`);
+      const err = new AgentError(
+        "ERR_AGENT_PROTOCOL",
+        `the agent refused the handshake: ${String(e.message)}`,
+      );
       this.helloWaiter?.reject(err);
       this.shutdown(err);
       return;
@@ -535,7 +568,9 @@ export class Connection extends EventEmitter {
         new RemoteError(
           typeof e.code === "string" ? e.code : "INTERNAL",
           typeof e.message === "string" ? e.message : "the agent reported an error",
-          typeof e.details === "object" && e.details !== null ? (e.details as Record<string, unknown>) : undefined,
+          typeof e.details === "object" && e.details !== null
+            ? (e.details as Record<string, unknown>)
+            : undefined,
         ),
       );
     } else {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { encodeFrame, encodeJsonFrame, FrameDecoder, FrameType, HEADER_SIZE, MAGIC, parseJsonPayload, ProtocolViolation } from "./frame.js";
+import {
+  encodeFrame,
+  encodeJsonFrame,
+  FrameDecoder,
+  FrameType,
+  HEADER_SIZE,
+  MAGIC,
+  parseJsonPayload,
+  ProtocolViolation,
+} from "./frame.js";
 
 describe("frame codec", () => {
   it("round-trips frames split at every byte boundary", () => {
@@ -13,7 +22,11 @@ describe("frame codec", () => {
     const out = [];
     for (let i = 0; i < wire.length; i++) out.push(...dec.push(wire.subarray(i, i + 1)));
     expect(out.map((f) => [f.type, f.id, f.payload.toString("hex")])).toEqual([
-      [FrameType.REQUEST, 7, Buffer.from(JSON.stringify({ method: "health.check", params: {} })).toString("hex")],
+      [
+        FrameType.REQUEST,
+        7,
+        Buffer.from(JSON.stringify({ method: "health.check", params: {} })).toString("hex"),
+      ],
       [FrameType.DATA, 3, "000102ff c00c".replace(" ", "")],
       [FrameType.EOF, 3, ""],
     ]);
@@ -21,7 +34,9 @@ describe("frame codec", () => {
   });
 
   it("decodes many frames from one chunk", () => {
-    const wire = Buffer.concat(Array.from({ length: 100 }, (_, i) => encodeFrame(FrameType.DATA, i, Buffer.alloc(i, i))));
+    const wire = Buffer.concat(
+      Array.from({ length: 100 }, (_, i) => encodeFrame(FrameType.DATA, i, Buffer.alloc(i, i))),
+    );
     const frames = new FrameDecoder().push(wire);
     expect(frames).toHaveLength(100);
     expect(frames[99]!.payload.length).toBe(99);

@@ -96,14 +96,22 @@ export class FrameDecoder {
         throw new ProtocolViolation(`bad frame magic 0x${magic.toString(16).padStart(4, "0")}`, "bad-magic");
       }
       const type = header.readUInt8(2);
-      if (!KNOWN_TYPES.has(type)) throw new ProtocolViolation(`unknown frame type 0x${type.toString(16)}`, "bad-type");
+      if (!KNOWN_TYPES.has(type))
+        throw new ProtocolViolation(`unknown frame type 0x${type.toString(16)}`, "bad-type");
       const length = header.readUInt32BE(8);
       if (length > this.maxPayload) {
-        throw new ProtocolViolation(`frame payload of ${length} bytes exceeds the limit of ${this.maxPayload}`, "too-large");
+        throw new ProtocolViolation(
+          `frame payload of ${length} bytes exceeds the limit of ${this.maxPayload}`,
+          "too-large",
+        );
       }
       if (this.buffered < HEADER_SIZE + length) break;
       const whole = this.take(HEADER_SIZE + length);
-      frames.push({ type: type as FrameTypeValue, id: whole.readUInt32BE(4), payload: whole.subarray(HEADER_SIZE) });
+      frames.push({
+        type: type as FrameTypeValue,
+        id: whole.readUInt32BE(4),
+        payload: whole.subarray(HEADER_SIZE),
+      });
     }
     return frames;
   }
@@ -134,7 +142,10 @@ export function parseJsonPayload(frame: Frame): Record<string, unknown> {
     throw new ProtocolViolation(`frame 0x${frame.type.toString(16)} carries invalid JSON`, "bad-payload");
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new ProtocolViolation(`frame 0x${frame.type.toString(16)} payload is not a JSON object`, "bad-payload");
+    throw new ProtocolViolation(
+      `frame 0x${frame.type.toString(16)} payload is not a JSON object`,
+      "bad-payload",
+    );
   }
   return value as Record<string, unknown>;
 }

@@ -7,7 +7,9 @@ import { z } from "zod";
  */
 
 const empty = z.object({}).strict();
-const id = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, "ids are 1-128 letters, digits, '_', '.' or '-'");
+const id = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, "ids are 1-128 letters, digits, '_', '.' or '-'");
 const streamId = z.number().int().positive();
 const signalName = z.string().regex(/^SIG[A-Z0-9]+$/, "a signal name such as SIGTERM");
 
@@ -49,7 +51,9 @@ export const processSpecSchema = z.object({
   /** Initial window size when `terminal`. */
   rows: z.number().int().positive().max(65535).default(24),
   cols: z.number().int().positive().max(65535).default(80),
-  user: z.object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }).default({ uid: 0, gid: 0 }),
+  user: z
+    .object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() })
+    .default({ uid: 0, gid: 0 }),
 });
 export type ProcessSpec = z.input<typeof processSpecSchema>;
 
@@ -87,7 +91,12 @@ export const METHODS = {
   /** Agent, protocol, kernel and Node versions. */
   "agent.version": {
     params: empty,
-    result: z.object({ agentVersion: z.string(), protocol: z.number(), kernel: z.string(), node: z.string() }),
+    result: z.object({
+      agentVersion: z.string(),
+      protocol: z.number(),
+      kernel: z.string(),
+      node: z.string(),
+    }),
   },
   /** What the guest offers (Kata's GetGuestDetails). */
   "guest.details": {
@@ -109,9 +118,15 @@ export const METHODS = {
     result: z.object({ monotonicNs: z.string(), realtimeMs: z.number(), uptimeSeconds: z.number() }),
   },
   /** Sets the guest's wall clock (after a resume or a restore). */
-  "guest.setTime": { params: z.object({ unixMs: z.number().int().positive() }).strict(), result: z.object({ realtimeMs: z.number() }) },
+  "guest.setTime": {
+    params: z.object({ unixMs: z.number().int().positive() }).strict(),
+    result: z.object({ realtimeMs: z.number() }),
+  },
   /** Mixes host randomness into the guest pool (after cloning a VM). */
-  "guest.reseedRandom": { params: z.object({ data: z.string().base64() }).strict(), result: z.object({ bytes: z.number() }) },
+  "guest.reseedRandom": {
+    params: z.object({ data: z.string().base64() }).strict(),
+    result: z.object({ bytes: z.number() }),
+  },
   /** Block devices the guest kernel sees (for hotplug checks). */
   "storage.listBlockDevices": { params: empty, result: z.object({ devices: z.array(blockDeviceSchema) }) },
   /** Initialises the sandbox this agent serves (Kata's CreateSandbox). */
@@ -153,7 +168,10 @@ export const METHODS = {
     result: z.object({ pid: z.number() }),
   },
   /** Kills what is left of a container and removes it. */
-  "container.remove": { params: z.object({ containerId: id, timeoutSeconds: z.number().nonnegative().default(10) }).strict(), result: empty },
+  "container.remove": {
+    params: z.object({ containerId: id, timeoutSeconds: z.number().nonnegative().default(10) }).strict(),
+    result: empty,
+  },
   "container.pause": { params: z.object({ containerId: id }).strict(), result: empty },
   "container.resume": { params: z.object({ containerId: id }).strict(), result: empty },
   "container.list": { params: empty, result: z.object({ containers: z.array(containerInfoSchema) }) },
@@ -169,7 +187,14 @@ export const METHODS = {
   },
   /** Starts a process: in a container when `containerId` is set, else directly in the guest. */
   "process.start": {
-    params: z.object({ execId: id, containerId: id.optional(), process: processSpecSchema, stdio: stdioSchema.default({}) }).strict(),
+    params: z
+      .object({
+        execId: id,
+        containerId: id.optional(),
+        process: processSpecSchema,
+        stdio: stdioSchema.default({}),
+      })
+      .strict(),
     result: z.object({ pid: z.number() }),
   },
   /** Binds a running process's stdio to streams of this session (a later cocoon process). */
@@ -178,11 +203,24 @@ export const METHODS = {
   "process.wait": { params: z.object({ execId: id }).strict(), result: exitSchema },
   /** Signals one process, or with `all` every process of a container. */
   "process.signal": {
-    params: z.object({ execId: id.optional(), containerId: id.optional(), signal: signalName, all: z.boolean().default(false) }).strict(),
+    params: z
+      .object({
+        execId: id.optional(),
+        containerId: id.optional(),
+        signal: signalName,
+        all: z.boolean().default(false),
+      })
+      .strict(),
     result: empty,
   },
   "process.resize": {
-    params: z.object({ execId: id, rows: z.number().int().positive().max(65535), cols: z.number().int().positive().max(65535) }).strict(),
+    params: z
+      .object({
+        execId: id,
+        rows: z.number().int().positive().max(65535),
+        cols: z.number().int().positive().max(65535),
+      })
+      .strict(),
     result: empty,
   },
   "process.closeStdin": { params: z.object({ execId: id }).strict(), result: empty },
@@ -203,7 +241,9 @@ export const METHODS = {
   },
   /** Sends a file's content on a stream. */
   "file.read": {
-    params: z.object({ path: z.string().startsWith("/"), containerId: id.optional(), stream: streamId }).strict(),
+    params: z
+      .object({ path: z.string().startsWith("/"), containerId: id.optional(), stream: streamId })
+      .strict(),
     result: z.object({ bytes: z.number(), mode: z.number() }),
   },
 } as const;

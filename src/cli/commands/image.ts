@@ -16,7 +16,9 @@ export function registerImage(program: Command, run: Runner): void {
     .command("build")
     .description("build the guest kernel and rootfs (cached by content: a second run is a no-op)")
     .option("--force", "rebuild even when the cached assets are current")
-    .option("--jobs <n>", "parallel make jobs for the kernel (default: CPU count)", (v) => Number.parseInt(v, 10))
+    .option("--jobs <n>", "parallel make jobs for the kernel (default: CPU count)", (v) =>
+      Number.parseInt(v, 10),
+    )
     .action((opts: { force?: boolean; jobs?: number }) =>
       run(async (ctx) => {
         if (opts.jobs !== undefined && (!Number.isInteger(opts.jobs) || opts.jobs < 1)) {
@@ -32,7 +34,9 @@ export function registerImage(program: Command, run: Runner): void {
           },
         });
         if (ctx.json) {
-          ctx.io.out(JSON.stringify({ kernel: result.kernel, rootfs: result.rootfs, assets: result.assets }, null, 2));
+          ctx.io.out(
+            JSON.stringify({ kernel: result.kernel, rootfs: result.rootfs, assets: result.assets }, null, 2),
+          );
         } else {
           ctx.io.out(`kernel  ${result.assets.kernel}${result.kernel.built ? "" : " (cached)"}`);
           ctx.io.out(`rootfs  ${result.assets.rootfs}${result.rootfs.built ? "" : " (cached)"}`);
@@ -50,7 +54,9 @@ export function registerImage(program: Command, run: Runner): void {
         const list = await catalog.list();
         const current = await catalog.current().catch(() => undefined);
         if (ctx.json) {
-          ctx.io.out(JSON.stringify({ dir: ctx.paths.assetsDir, current: current ?? null, assets: list }, null, 2));
+          ctx.io.out(
+            JSON.stringify({ dir: ctx.paths.assetsDir, current: current ?? null, assets: list }, null, 2),
+          );
           return 0;
         }
         if (list.length === 0) {

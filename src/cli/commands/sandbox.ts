@@ -34,11 +34,16 @@ function collect(value: string, previous: string[]): string[] {
 export function parseEnv(entries: string[], env: NodeJS.ProcessEnv = process.env): string[] {
   return entries.map((e) => {
     if (e.includes("=")) {
-      if (e.startsWith("=")) throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid environment entry "${e}": the name is empty`);
+      if (e.startsWith("="))
+        throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid environment entry "${e}": the name is empty`);
       return e;
     }
     const v = env[e];
-    if (v === undefined) throw new ConfigError("ERR_INVALID_ARGUMENT", `-e ${e}: no such variable in this environment (use ${e}=VALUE)`);
+    if (v === undefined)
+      throw new ConfigError(
+        "ERR_INVALID_ARGUMENT",
+        `-e ${e}: no such variable in this environment (use ${e}=VALUE)`,
+      );
     return `${e}=${v}`;
   });
 }
@@ -46,15 +51,21 @@ export function parseEnv(entries: string[], env: NodeJS.ProcessEnv = process.env
 /** `--memory 512`, `512M`, `1G` → MiB. */
 export function parseMemory(value: string): number {
   const m = /^(\d+)([mMgG]?)(i?[bB])?$/.exec(value.trim());
-  if (!m) throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid --memory "${value}": use MiB (512) or a size like 512M or 2G`);
+  if (!m)
+    throw new ConfigError(
+      "ERR_INVALID_ARGUMENT",
+      `invalid --memory "${value}": use MiB (512) or a size like 512M or 2G`,
+    );
   const n = Number(m[1]) * (/[gG]/.test(m[2] ?? "") ? 1024 : 1);
-  if (n < 64) throw new ConfigError("ERR_INVALID_ARGUMENT", `--memory ${value} is too small: at least 64 MiB`);
+  if (n < 64)
+    throw new ConfigError("ERR_INVALID_ARGUMENT", `--memory ${value} is too small: at least 64 MiB`);
   return n;
 }
 
 function parseCpus(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid --cpus "${value}": a positive integer`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid --cpus "${value}": a positive integer`);
   return n;
 }
 
@@ -67,7 +78,10 @@ function parseUser(value: string): { uid: number; gid: number } {
 async function rootfsSource(p: string): Promise<ContainerConfig["rootfs"]> {
   const abs = path.resolve(p);
   const st = await stat(abs).catch(() => undefined);
-  if (!st) throw new SandboxError("ERR_INVALID_ARGUMENT", `the rootfs ${abs} does not exist`, { details: { path: abs } });
+  if (!st)
+    throw new SandboxError("ERR_INVALID_ARGUMENT", `the rootfs ${abs} does not exist`, {
+      details: { path: abs },
+    });
   if (st.isDirectory()) return { type: "dir", path: abs };
   if (st.isFile()) return { type: "tar", path: abs };
   throw new SandboxError("ERR_INVALID_ARGUMENT", `the rootfs ${abs} is neither a directory nor a tarball`);
@@ -76,7 +90,11 @@ async function rootfsSource(p: string): Promise<ContainerConfig["rootfs"]> {
 function processFrom(rawCmd: string[], o: WorkloadOptions, ctxEnv: NodeJS.ProcessEnv): ProcessConfig {
   // After a positional argument commander passes the rest through untouched, `--` included.
   const cmd = rawCmd[0] === "--" ? rawCmd.slice(1) : rawCmd;
-  if (cmd.length === 0) throw new ConfigError("ERR_INVALID_ARGUMENT", "no command given: put it after --, e.g. cocoon run -- sh -c 'echo hi'");
+  if (cmd.length === 0)
+    throw new ConfigError(
+      "ERR_INVALID_ARGUMENT",
+      "no command given: put it after --, e.g. cocoon run -- sh -c 'echo hi'",
+    );
   return {
     args: cmd,
     env: parseEnv(o.env, ctxEnv),
@@ -106,8 +124,16 @@ function workloadOptions(cmd: Command): Command {
     .option("--hypervisor <type>", "qemu, firecracker, acrn or mock (default: the configuration's)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <size>", "guest memory in MiB, or with a unit: 512M, 2G")
-    .option("--rootfs <dir|tar>", "run the command in a container with this root filesystem (else directly in the guest)")
-    .option("-e, --env <KEY=VALUE>", "set an environment variable (repeatable; KEY alone passes this process's value)", collect, [])
+    .option(
+      "--rootfs <dir|tar>",
+      "run the command in a container with this root filesystem (else directly in the guest)",
+    )
+    .option(
+      "-e, --env <KEY=VALUE>",
+      "set an environment variable (repeatable; KEY alone passes this process's value)",
+      collect,
+      [],
+    )
     .option("-w, --workdir <dir>", "working directory of the command")
     .option("-u, --user <uid[:gid]>", "user to run the command as")
     .option("-t, --tty", "give the command a terminal")
@@ -118,7 +144,8 @@ function workloadOptions(cmd: Command): Command {
 /** run/exec exit statuses: the command's own, or 125/126/127 when it did not get to run. */
 function workloadFailure(ctx: CliContext, err: unknown): number {
   const code = reportError(ctx.io, err, { json: ctx.json, logFile: ctx.logFile });
-  if (isCocoonError(err) && (err.code === "ERR_EXEC_NOT_FOUND" || err.code === "ERR_EXEC_NOT_EXECUTABLE")) return code;
+  if (isCocoonError(err) && (err.code === "ERR_EXEC_NOT_FOUND" || err.code === "ERR_EXEC_NOT_EXECUTABLE"))
+    return code;
   return ExitCode.runFailed;
 }
 
@@ -137,7 +164,8 @@ function formatExit(exit?: { exitCode: number; signal?: string }): string {
 
 function describeState(s: SandboxStatus): string {
   const main = s.containers[0] ?? s.guestProcess;
-  if (s.state === "running" && main && "exit" in main && main.exit) return `running, main ${formatExit(main.exit)}`;
+  if (s.state === "running" && main && "exit" in main && main.exit)
+    return `running, main ${formatExit(main.exit)}`;
   return s.state;
 }
 
@@ -145,7 +173,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
   workloadOptions(
     program
       .command("run")
-      .description("create a sandbox, run a command in it and print its output; exits with the command's status")
+      .description(
+        "create a sandbox, run a command in it and print its output; exits with the command's status",
+      )
       .argument("[command...]", "the command and its arguments (after --)")
       .passThroughOptions(),
   )
@@ -156,7 +186,8 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
       run(async (ctx) => {
         let sandbox: Sandbox | undefined;
         try {
-          if (o.detach && o.rm) throw new ConfigError("ERR_INVALID_ARGUMENT", "--detach and --rm cannot be used together");
+          if (o.detach && o.rm)
+            throw new ConfigError("ERR_INVALID_ARGUMENT", "--detach and --rm cannot be used together");
           const runtime = runtimeOf(ctx);
           sandbox = await runtime.createSandbox(await createOptions(cmd, o));
           if (o.detach) {
@@ -165,15 +196,26 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
             await sandbox.release();
             return 0;
           }
-          const handle = await sandbox.start({ attach: { stdin: o.interactive ?? false, ...windowSize(process) } });
-          const exit = await attachToTerminal(sandbox, handle!, { interactive: o.interactive ?? false, tty: o.tty ?? false });
+          const handle = await sandbox.start({
+            attach: { stdin: o.interactive ?? false, ...windowSize(process) },
+          });
+          const exit = await attachToTerminal(sandbox, handle!, {
+            interactive: o.interactive ?? false,
+            tty: o.tty ?? false,
+          });
           if (o.rm) await sandbox.delete({ force: true });
           else await sandbox.stop();
           return exit.exitCode;
         } catch (err) {
           // Whatever got created goes away with --rm; without it, the sandbox is stopped, not leaked.
           if (sandbox) {
-            await (o.rm ? sandbox.delete({ force: true }) : sandbox.state === "stopped" ? Promise.resolve() : sandbox.stop()).catch(() => undefined);
+            await (
+              o.rm
+                ? sandbox.delete({ force: true })
+                : sandbox.state === "stopped"
+                  ? Promise.resolve()
+                  : sandbox.stop()
+            ).catch(() => undefined);
           }
           return workloadFailure(ctx, err);
         }
@@ -209,8 +251,12 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
             await sandbox.start();
             return 0;
           }
-          const handle = await sandbox.start({ attach: { stdin: o.interactive ?? false, ...windowSize(process) } });
-          const tty = Boolean((sandbox.config.containers[0]?.process ?? sandbox.config.guestProcess)?.terminal);
+          const handle = await sandbox.start({
+            attach: { stdin: o.interactive ?? false, ...windowSize(process) },
+          });
+          const tty = Boolean(
+            (sandbox.config.containers[0]?.process ?? sandbox.config.guestProcess)?.terminal,
+          );
           const exit = await attachToTerminal(sandbox, handle!, { interactive: o.interactive ?? false, tty });
           return exit.exitCode;
         } catch (err) {
@@ -247,7 +293,10 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
             ...(o.guest ? { inGuest: true } : {}),
             ...(o.container ? { containerId: o.container } : {}),
           });
-          const exit = await attachToTerminal(sandbox, handle, { interactive: o.interactive ?? false, tty: o.tty ?? false });
+          const exit = await attachToTerminal(sandbox, handle, {
+            interactive: o.interactive ?? false,
+            tty: o.tty ?? false,
+          });
           return exit.exitCode;
         } catch (err) {
           return workloadFailure(ctx, err);
@@ -312,7 +361,8 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
         const printFrom = async (): Promise<void> => {
           const st = await stat(file).catch(() => undefined);
           if (!st || st.size <= offset) return;
-          for await (const chunk of createReadStream(file, { start: offset, end: st.size - 1 })) process.stdout.write(chunk as Buffer);
+          for await (const chunk of createReadStream(file, { start: offset, end: st.size - 1 }))
+            process.stdout.write(chunk as Buffer);
           offset = st.size;
         };
         await printFrom();
@@ -360,7 +410,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
     .option("--all", "every process of the container")
     .action((id: string, o: { signal: string; all?: boolean }) =>
       run(async (ctx) => {
-        const sig = o.signal.toUpperCase().startsWith("SIG") ? o.signal.toUpperCase() : `SIG${o.signal.toUpperCase()}`;
+        const sig = o.signal.toUpperCase().startsWith("SIG")
+          ? o.signal.toUpperCase()
+          : `SIG${o.signal.toUpperCase()}`;
         const sandbox = await load(ctx, id);
         await sandbox.signal(sig, { ...(o.all ? { all: true } : {}) });
         await sandbox.release();
@@ -386,7 +438,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
 
   program
     .command("cp")
-    .description("copy a file between the host and a sandbox: cocoon cp SRC ID:/path, or cocoon cp ID:/path DST")
+    .description(
+      "copy a file between the host and a sandbox: cocoon cp SRC ID:/path, or cocoon cp ID:/path DST",
+    )
     .argument("<src>", "host path or ID:/path")
     .argument("<dst>", "host path or ID:/path")
     .option("--guest", "the path is in the guest itself, not in the container")
@@ -399,7 +453,10 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
         const from = remote(src);
         const to = remote(dst);
         if ((from && to) || (!from && !to)) {
-          throw new ConfigError("ERR_INVALID_ARGUMENT", "exactly one of SRC and DST must be ID:/absolute/path");
+          throw new ConfigError(
+            "ERR_INVALID_ARGUMENT",
+            "exactly one of SRC and DST must be ID:/absolute/path",
+          );
         }
         const sandbox = await load(ctx, (from ?? to)!.id);
         const where = o.guest ? { inGuest: true } : {};

@@ -36,9 +36,16 @@ describe("paths inside a container root", () => {
     await chmod(path.join(dir, "bin/data"), 0o644);
     await expect(checkExecutable(dir, "tool", ["PATH=/bin"], "/")).resolves.toBeUndefined();
     await expect(checkExecutable(dir, "/bin/tool", [], "/")).resolves.toBeUndefined();
-    await expect(checkExecutable(dir, "nope", ["PATH=/bin"], "/")).rejects.toMatchObject({ code: "EXEC_NOT_FOUND" });
-    await expect(checkExecutable(dir, "./bin/nope", [], "/")).rejects.toMatchObject({ code: "EXEC_NOT_FOUND", message: "./bin/nope: no such file" });
-    await expect(checkExecutable(dir, "data", ["PATH=/bin"], "/")).rejects.toMatchObject({ code: "EXEC_NOT_EXECUTABLE" });
+    await expect(checkExecutable(dir, "nope", ["PATH=/bin"], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_FOUND",
+    });
+    await expect(checkExecutable(dir, "./bin/nope", [], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_FOUND",
+      message: "./bin/nope: no such file",
+    });
+    await expect(checkExecutable(dir, "data", ["PATH=/bin"], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_EXECUTABLE",
+    });
   });
 });
 
@@ -96,7 +103,12 @@ describe("OCI spec", () => {
       uid: 0,
       gid: 0,
       etcFiles: { hosts: "/b/hosts", hostname: "/b/hostname" },
-    }) as { process: { env: string[]; terminal: boolean }; linux: { namespaces: { type: string }[] }; hostname: string; root: { path: string } };
+    }) as {
+      process: { env: string[]; terminal: boolean };
+      linux: { namespaces: { type: string }[] };
+      hostname: string;
+      root: { path: string };
+    };
     expect(spec.linux.namespaces.map((n) => n.type).sort()).toEqual(["cgroup", "ipc", "mount", "pid", "uts"]);
     expect(spec.hostname).toBe("h");
     expect(spec.root.path).toBe("/run/cocoon/containers/c1/rootfs");

@@ -28,12 +28,18 @@ export class AgentState {
   private readonly sessions = new Set<Connection>();
 
   constructor() {
-    this.containers = new ContainerTable(this.procs, () => (this.sandboxId ? path.join(SANDBOX_DIR, "resolv.conf") : undefined));
+    this.containers = new ContainerTable(this.procs, () =>
+      this.sandboxId ? path.join(SANDBOX_DIR, "resolv.conf") : undefined,
+    );
     // Every session hears about every exit (a `cocoon wait` in another process, the monitor).
     this.procs.onExit((p) => {
       for (const conn of this.sessions) {
         if (!conn.closed) {
-          conn.sendEvent("process.exited", { execId: p.spec.execId, ...(p.spec.containerId ? { containerId: p.spec.containerId } : {}), exit: p.exit });
+          conn.sendEvent("process.exited", {
+            execId: p.spec.execId,
+            ...(p.spec.containerId ? { containerId: p.spec.containerId } : {}),
+            exit: p.exit,
+          });
         }
       }
     });
@@ -53,7 +59,9 @@ export class AgentState {
         cpus: os.cpus().length,
         memoryBytes: os.totalmem(),
         memBlockSizeBytes: Number.parseInt(
-          (await readFile("/sys/devices/system/memory/block_size_bytes", "utf8").catch(() => "8000000")).trim(),
+          (
+            await readFile("/sys/devices/system/memory/block_size_bytes", "utf8").catch(() => "8000000")
+          ).trim(),
           16,
         ),
         storageDrivers: ["virtio-fs", "9p", "scsi", "blk", "tmpfs"],
@@ -76,7 +84,10 @@ export class AgentState {
         }
         await mkdir(SANDBOX_DIR, { recursive: true });
         await run("hostname", [p.hostname]);
-        const resolv = [...p.dns.map((d) => `nameserver ${d}`), ...(p.dnsSearch.length ? [`search ${p.dnsSearch.join(" ")}`] : [])];
+        const resolv = [
+          ...p.dns.map((d) => `nameserver ${d}`),
+          ...(p.dnsSearch.length ? [`search ${p.dnsSearch.join(" ")}`] : []),
+        ];
         await writeFile(path.join(SANDBOX_DIR, "resolv.conf"), resolv.length ? resolv.join("\n") + "\n" : "");
         await writeFile("/run/resolv.conf", resolv.length ? resolv.join("\n") + "\n" : "");
         await writeFile("/run/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n`);
@@ -105,7 +116,9 @@ export class AgentState {
         return { killed: killed + procs };
       },
       "container.create": async (p) => this.containers.create(p),
-      "container.start": async (p, ctx) => ({ pid: await this.containers.start(p.containerId, ctx.connection, p.stdio) }),
+      "container.start": async (p, ctx) => ({
+        pid: await this.containers.start(p.containerId, ctx.connection, p.stdio),
+      }),
       "container.remove": async (p) => {
         await this.containers.remove(p.containerId, p.timeoutSeconds);
         return {};
@@ -122,9 +135,13 @@ export class AgentState {
       "container.stats": async (p) => this.containers.stats(p.containerId),
       "process.start": async (p, ctx) => {
         if (p.containerId) {
-          return { pid: await this.containers.exec(p.containerId, p.execId, p.process, ctx.connection, p.stdio) };
+          return {
+            pid: await this.containers.exec(p.containerId, p.execId, p.process, ctx.connection, p.stdio),
+          };
         }
-        const env = p.process.env.some((e) => e.startsWith("PATH=")) ? p.process.env : [DEFAULT_PATH, ...p.process.env];
+        const env = p.process.env.some((e) => e.startsWith("PATH="))
+          ? p.process.env
+          : [DEFAULT_PATH, ...p.process.env];
         await checkExecutable("/", p.process.args[0]!, env, p.process.cwd);
         const proc = await this.procs.launch({
           execId: p.execId,
@@ -151,7 +168,11 @@ export class AgentState {
         const proc = this.procs.get(p.execId);
         return Promise.race([
           proc.done,
-          new Promise<never>((_, reject) => ctx.signal.addEventListener("abort", () => reject(new AgentOpError("INVALID_STATE", "cancelled")))),
+          new Promise<never>((_, reject) =>
+            ctx.signal.addEventListener("abort", () =>
+              reject(new AgentOpError("INVALID_STATE", "cancelled")),
+            ),
+          ),
         ]);
       },
       "process.signal": async (p) => {
@@ -186,7 +207,9 @@ export class AgentState {
           await rename(tmp, target);
         } catch (err) {
           await rm(tmp, { force: true });
-          throw err instanceof AgentOpError ? err : new AgentOpError("IO", `cannot write ${p.path}: ${(err as Error).message}`);
+          throw err instanceof AgentOpError
+            ? err
+            : new AgentOpError("IO", `cannot write ${p.path}: ${(err as Error).message}`);
         } finally {
           input.end();
         }
@@ -200,7 +223,10 @@ export class AgentState {
           st = await stat(source);
         } catch {
           out.end();
-          throw new AgentOpError("NOT_FOUND", `no such file in the ${p.containerId ? `container ${p.containerId}` : "guest"}: ${p.path}`);
+          throw new AgentOpError(
+            "NOT_FOUND",
+            `no such file in the ${p.containerId ? `container ${p.containerId}` : "guest"}: ${p.path}`,
+          );
         }
         if (!st.isFile()) {
           out.end();

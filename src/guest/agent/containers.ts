@@ -53,11 +53,18 @@ export class ContainerTable {
   }
 
   private info(c: Container): GuestContainerInfo {
-    return { containerId: c.id, state: c.state, ...(c.pid ? { pid: c.pid } : {}), hostname: c.hostname, rootfs: c.rootfs };
+    return {
+      containerId: c.id,
+      state: c.state,
+      ...(c.pid ? { pid: c.pid } : {}),
+      hostname: c.hostname,
+      rootfs: c.rootfs,
+    };
   }
 
   async create(p: CreateParams): Promise<GuestContainerInfo> {
-    if (this.containers.has(p.containerId)) throw new AgentOpError("ALREADY_EXISTS", `container ${p.containerId} already exists`);
+    if (this.containers.has(p.containerId))
+      throw new AgentOpError("ALREADY_EXISTS", `container ${p.containerId} already exists`);
     const bundle = path.join(CONTAINERS_DIR, p.containerId);
     await mkdir(bundle, { recursive: true });
     try {
@@ -68,11 +75,21 @@ export class ContainerTable {
         // Copy-on-write: the container's writes land in guest memory, never in the shared source.
         rootfs = path.join(bundle, "rootfs");
         for (const d of ["upper", "work", "rootfs"]) await mkdir(path.join(bundle, d), { recursive: true });
-        await run("mount", ["-t", "overlay", "overlay", "-o", `lowerdir=${lower},upperdir=${bundle}/upper,workdir=${bundle}/work`, rootfs]);
+        await run("mount", [
+          "-t",
+          "overlay",
+          "overlay",
+          "-o",
+          `lowerdir=${lower},upperdir=${bundle}/upper,workdir=${bundle}/work`,
+          rootfs,
+        ]);
       }
       const env = withDefaultEnv(p.process.env, p.hostname);
       await checkExecutable(rootfs, p.process.args[0]!, env, p.process.cwd);
-      await writeFile(path.join(bundle, "hosts"), `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t${p.hostname}\n`);
+      await writeFile(
+        path.join(bundle, "hosts"),
+        `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t${p.hostname}\n`,
+      );
       await writeFile(path.join(bundle, "hostname"), `${p.hostname}\n`);
       const spec = ociSpec({
         containerId: p.containerId,
@@ -84,7 +101,11 @@ export class ContainerTable {
         cwd: p.process.cwd,
         uid: p.process.user.uid,
         gid: p.process.user.gid,
-        etcFiles: { hosts: path.join(bundle, "hosts"), hostname: path.join(bundle, "hostname"), resolvConf: this.resolvConf() },
+        etcFiles: {
+          hosts: path.join(bundle, "hosts"),
+          hostname: path.join(bundle, "hostname"),
+          resolvConf: this.resolvConf(),
+        },
       });
       await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
       const c: Container = {
@@ -108,12 +129,23 @@ export class ContainerTable {
   /** Runs the container's init in the foreground under runc: its exit is the container's. */
   async start(id: string, conn: Connection, stdio: Stdio): Promise<number> {
     const c = this.get(id);
-    if (c.state !== "created") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not created`);
+    if (c.state !== "created")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not created`);
     const proc = await this.procs.launch({
       execId: id,
       containerId: id,
       args: c.process.args,
-      argv: [RUNC, "--root", RUNC_ROOT, "run", "--bundle", c.bundle, "--pid-file", path.join(c.bundle, "init.pid"), id],
+      argv: [
+        RUNC,
+        "--root",
+        RUNC_ROOT,
+        "run",
+        "--bundle",
+        c.bundle,
+        "--pid-file",
+        path.join(c.bundle, "init.pid"),
+        id,
+      ],
       pidFile: path.join(c.bundle, "init.pid"),
       env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
       cwd: c.bundle,
@@ -135,9 +167,16 @@ export class ContainerTable {
   }
 
   /** An extra process in a running container (`runc exec` with a process.json). */
-  async exec(id: string, execId: string, spec: ProcessParams, conn: Connection, stdio: Stdio): Promise<number> {
+  async exec(
+    id: string,
+    execId: string,
+    spec: ProcessParams,
+    conn: Connection,
+    stdio: Stdio,
+  ): Promise<number> {
     const c = this.get(id);
-    if (c.state !== "running") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not running`);
+    if (c.state !== "running")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not running`);
     const env = withDefaultEnv(spec.env.length ? [...c.process.env, ...spec.env] : c.process.env, c.hostname);
     await checkExecutable(c.rootfs, spec.args[0]!, env, spec.cwd);
     const processFile = path.join(c.bundle, `exec-${execId}.json`);
@@ -150,15 +189,28 @@ export class ContainerTable {
         env,
         cwd: spec.cwd,
         noNewPrivileges: true,
-        capabilities: (JSON.parse(await readFile(path.join(c.bundle, "config.json"), "utf8")) as { process: { capabilities: unknown } }).process
-          .capabilities,
+        capabilities: (
+          JSON.parse(await readFile(path.join(c.bundle, "config.json"), "utf8")) as {
+            process: { capabilities: unknown };
+          }
+        ).process.capabilities,
       }),
     );
     const proc = await this.procs.launch({
       execId,
       containerId: id,
       args: spec.args,
-      argv: [RUNC, "--root", RUNC_ROOT, "exec", "--process", processFile, "--pid-file", `${processFile}.pid`, id],
+      argv: [
+        RUNC,
+        "--root",
+        RUNC_ROOT,
+        "exec",
+        "--process",
+        processFile,
+        "--pid-file",
+        `${processFile}.pid`,
+        id,
+      ],
       pidFile: `${processFile}.pid`,
       env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
       cwd: c.bundle,
@@ -178,27 +230,33 @@ export class ContainerTable {
 
   async signal(id: string, signal: string, all: boolean): Promise<void> {
     const c = this.get(id);
-    if (c.state !== "running" && c.state !== "paused") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}`);
+    if (c.state !== "running" && c.state !== "paused")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}`);
     await runc(["kill", ...(all ? ["--all"] : []), id, signal.replace(/^SIG/, "")]);
   }
 
   async pause(id: string): Promise<void> {
     const c = this.get(id);
-    if (c.state !== "running") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not running`);
+    if (c.state !== "running")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not running`);
     await runc(["pause", id]);
     c.state = "paused";
   }
 
   async resume(id: string): Promise<void> {
     const c = this.get(id);
-    if (c.state !== "paused") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not paused`);
+    if (c.state !== "paused")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not paused`);
     await runc(["resume", id]);
     c.state = "running";
   }
 
-  async stats(id: string): Promise<{ cpuUsageUsec: number; memoryBytes: number; memoryLimitBytes?: number; pids: number }> {
+  async stats(
+    id: string,
+  ): Promise<{ cpuUsageUsec: number; memoryBytes: number; memoryLimitBytes?: number; pids: number }> {
     const c = this.get(id);
-    if (c.state === "created" || c.state === "stopped") throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}`);
+    if (c.state === "created" || c.state === "stopped")
+      throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}`);
     const dir = `/sys/fs/cgroup/cocoon/${id}`;
     const read = (f: string): Promise<string> => readFile(path.join(dir, f), "utf8").catch(() => "");
     const usage = /usage_usec (\d+)/.exec(await read("cpu.stat"))?.[1];
@@ -223,11 +281,13 @@ export class ContainerTable {
           init.done.then(() => true),
           new Promise<boolean>((r) => setTimeout(() => r(false), timeoutSeconds * 1000)),
         ]);
-        if (!done) throw new AgentOpError("INVALID_STATE", `container ${id} did not stop within ${timeoutSeconds} s`);
+        if (!done)
+          throw new AgentOpError("INVALID_STATE", `container ${id} did not stop within ${timeoutSeconds} s`);
       }
     }
     await runc(["delete", "--force", id]).catch(() => undefined);
-    for (const p of this.procs.list()) if (p.spec.containerId === id && !p.running) this.procs.remove(p.spec.execId);
+    for (const p of this.procs.list())
+      if (p.spec.containerId === id && !p.running) this.procs.remove(p.spec.execId);
     await this.teardown(c.bundle, c.storage.mountPoint, c.overlay);
     this.containers.delete(id);
   }

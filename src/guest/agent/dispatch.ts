@@ -1,8 +1,17 @@
 import type { RequestContext, RequestHandler } from "../../agent/protocol/connection.js";
-import { isMethodName, METHODS, type MethodName, type ParsedParamsOf, type ResultOf } from "../../agent/protocol/methods.js";
+import {
+  isMethodName,
+  METHODS,
+  type MethodName,
+  type ParsedParamsOf,
+  type ResultOf,
+} from "../../agent/protocol/methods.js";
 import { AgentOpError } from "./errors.js";
 
-export type Handler<M extends MethodName> = (params: ParsedParamsOf<M>, ctx: RequestContext) => Promise<ResultOf<M>>;
+export type Handler<M extends MethodName> = (
+  params: ParsedParamsOf<M>,
+  ctx: RequestContext,
+) => Promise<ResultOf<M>>;
 export type Handlers = { [M in MethodName]?: Handler<M> };
 
 /**
@@ -14,7 +23,8 @@ export function dispatcher(handlers: Handlers): RequestHandler {
   return async (method, params, ctx) => {
     if (!isMethodName(method)) throw new AgentOpError("NOT_SUPPORTED", `unknown method "${method}"`);
     const handler = handlers[method] as Handler<typeof method> | undefined;
-    if (!handler) throw new AgentOpError("NOT_SUPPORTED", `method "${method}" is not implemented by this agent`);
+    if (!handler)
+      throw new AgentOpError("NOT_SUPPORTED", `method "${method}" is not implemented by this agent`);
     const spec = METHODS[method];
     const parsed = spec.params.safeParse(params);
     if (!parsed.success) {
@@ -26,7 +36,8 @@ export function dispatcher(handlers: Handlers): RequestHandler {
     }
     const result = await handler(parsed.data as ParsedParamsOf<typeof method>, ctx);
     const checked = spec.result.safeParse(result);
-    if (!checked.success) throw new AgentOpError("INTERNAL", `the agent produced an invalid ${method} result`);
+    if (!checked.success)
+      throw new AgentOpError("INTERNAL", `the agent produced an invalid ${method} result`);
     return checked.data;
   };
 }

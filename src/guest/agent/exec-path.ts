@@ -29,7 +29,8 @@ export async function resolveInRoot(root: string, p: string): Promise<string> {
       break;
     }
     if (st.isSymbolicLink()) {
-      if (++links > MAX_LINKS) throw new AgentOpError("INVALID_ARGUMENT", `too many levels of symbolic links in ${p}`);
+      if (++links > MAX_LINKS)
+        throw new AgentOpError("INVALID_ARGUMENT", `too many levels of symbolic links in ${p}`);
       const target = await readlink(candidate);
       if (target.startsWith("/")) resolved.length = 0;
       parts.unshift(...target.split("/").filter((c) => c !== "" && c !== "."));
@@ -51,7 +52,12 @@ function searchPath(env: readonly string[]): string[] {
  * missing or non-executable program is reported clearly (exit 127 or 126, as shells do)
  * instead of as an opaque failure of runc or of the spawn.
  */
-export async function checkExecutable(root: string, program: string, env: readonly string[], cwd: string): Promise<void> {
+export async function checkExecutable(
+  root: string,
+  program: string,
+  env: readonly string[],
+  cwd: string,
+): Promise<void> {
   const candidates = program.includes("/")
     ? [program.startsWith("/") ? program : path.posix.join(cwd, program)]
     : searchPath(env).map((dir) => path.posix.join(dir, program));

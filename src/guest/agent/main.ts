@@ -46,10 +46,20 @@ function debugLog(message: string): void {
  * Serves sessions on one stream until it ends. On a serial port a new host can arrive without
  * the old one's disconnect being seen: its HELLO restarts the session on the same stream.
  */
-export function serveSession(stream: Duplex, state: AgentState, handlers: Handlers, restartOnHello = false): Promise<void> {
+export function serveSession(
+  stream: Duplex,
+  state: AgentState,
+  handlers: Handlers,
+  restartOnHello = false,
+): Promise<void> {
   return new Promise((resolve) => {
     const start = (): void => {
-      const conn = new Connection(stream, { role: "server", handler: dispatcher(handlers), agentVersion: AGENT_VERSION, restartOnHello });
+      const conn = new Connection(stream, {
+        role: "server",
+        handler: dispatcher(handlers),
+        agentVersion: AGENT_VERSION,
+        restartOnHello,
+      });
       state.addSession(conn);
       conn.on("protocol-error", (err: Error) => log(`protocol error: ${err.message}`));
       conn.once("restart", (pending: Buffer) => {
@@ -82,7 +92,9 @@ async function agentPorts(): Promise<string[]> {
 
 /** /dev/vsock exists whenever the kernel has vsock; a transport exists only with a device. */
 async function hasVsockTransport(): Promise<boolean> {
-  const entries = await readdir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport").catch(() => [] as string[]);
+  const entries = await readdir("/sys/bus/virtio/drivers/vmw_vsock_virtio_transport").catch(
+    () => [] as string[],
+  );
   return existsSync("/dev/vsock") && entries.some((e) => e.startsWith("virtio"));
 }
 
@@ -96,7 +108,8 @@ async function main(): Promise<void> {
   const onSession = (stream: Duplex): Promise<void> => serveSession(stream, state, handlers);
 
   const ports = await agentPorts();
-  for (const port of ports) void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);
+  for (const port of ports)
+    void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);
 
   await mkdir("/run/cocoon", { recursive: true });
   await rm(AGENT_SOCKET, { force: true });
@@ -107,13 +120,19 @@ async function main(): Promise<void> {
   const vsock = await hasVsockTransport();
   if (vsock) {
     // Node cannot open AF_VSOCK: socat bridges each vsock connection to the unix socket.
-    const bridge = spawn("socat", [`VSOCK-LISTEN:${vsockPort},reuseaddr,fork`, `UNIX-CONNECT:${AGENT_SOCKET}`], {
-      stdio: "ignore",
-    });
+    const bridge = spawn(
+      "socat",
+      [`VSOCK-LISTEN:${vsockPort},reuseaddr,fork`, `UNIX-CONNECT:${AGENT_SOCKET}`],
+      {
+        stdio: "ignore",
+      },
+    );
     bridge.on("error", (e) => log(`vsock bridge: ${e.message}`));
     bridge.on("exit", (code) => log(`vsock bridge exited with ${String(code)}`));
   }
-  log(`ready (version ${AGENT_VERSION}, ${ports.length} serial port(s)${vsock ? `, vsock ${vsockPort}` : ""})`);
+  log(
+    `ready (version ${AGENT_VERSION}, ${ports.length} serial port(s)${vsock ? `, vsock ${vsockPort}` : ""})`,
+  );
   debugLog(`kernel args: ${[...args.keys()].join(" ")}`);
 }
 

@@ -43,7 +43,9 @@ export interface LaunchSpec {
   pidFile?: string;
 }
 
-const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, num]) => [num, name]));
+const SIGNAL_NAMES = new Map<number, string>(
+  Object.entries(osConstants.signals).map(([name, num]) => [num, name]),
+);
 
 export function signalNumber(name: string): number {
   const n = (osConstants.signals as Record<string, number>)[name];
@@ -146,11 +148,15 @@ export class GuestProcess {
 
   async signal(name: string): Promise<void> {
     const num = signalNumber(name);
-    if (!this.running) throw new AgentOpError("INVALID_STATE", `process ${this.spec.execId} has already exited`);
+    if (!this.running)
+      throw new AgentOpError("INVALID_STATE", `process ${this.spec.execId} has already exited`);
     try {
       process.kill(await this.targetPid(), num);
     } catch (err) {
-      throw new AgentOpError("INVALID_STATE", `cannot signal process ${this.spec.execId}: ${(err as Error).message}`);
+      throw new AgentOpError(
+        "INVALID_STATE",
+        `cannot signal process ${this.spec.execId}: ${(err as Error).message}`,
+      );
     }
   }
 
@@ -186,7 +192,11 @@ async function childOf(pid: number): Promise<number | undefined> {
   return undefined;
 }
 
-export function decodeExit(code: number | null, signal: NodeJS.Signals | null, wrapped: boolean): ProcessExit {
+export function decodeExit(
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  wrapped: boolean,
+): ProcessExit {
   if (signal) {
     const num = (osConstants.signals as Record<string, number>)[signal] ?? 0;
     return { exitCode: 128 + num, signal };
@@ -226,15 +236,20 @@ export class ProcessTable {
   async launch(spec: LaunchSpec): Promise<GuestProcess> {
     if (this.procs.has(spec.execId)) {
       const old = this.procs.get(spec.execId)!;
-      if (old.running) throw new AgentOpError("ALREADY_EXISTS", `a process with exec id ${spec.execId} is running`);
+      if (old.running)
+        throw new AgentOpError("ALREADY_EXISTS", `a process with exec id ${spec.execId} is running`);
       this.procs.delete(spec.execId);
     }
-    const argv = spec.terminal ? [PTY_HELPER, String(spec.rows), String(spec.cols), "--", ...spec.argv] : spec.argv;
+    const argv = spec.terminal
+      ? [PTY_HELPER, String(spec.rows), String(spec.cols), "--", ...spec.argv]
+      : spec.argv;
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: spec.cwd,
       env: spec.env,
       // a terminal's stderr is the terminal; fd 3 carries window-size changes to cocoon-pty
-      stdio: spec.terminal ? ["pipe", "pipe", "inherit", "pipe"] : [spec.openStdin ? "pipe" : "ignore", "pipe", "pipe"],
+      stdio: spec.terminal
+        ? ["pipe", "pipe", "inherit", "pipe"]
+        : [spec.openStdin ? "pipe" : "ignore", "pipe", "pipe"],
       ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
       ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
       detached: true, // own session and process group: signals aimed at the agent miss it
@@ -242,8 +257,10 @@ export class ProcessTable {
     await new Promise<void>((resolve, reject) => {
       child.once("spawn", resolve);
       child.once("error", (err: NodeJS.ErrnoException) => {
-        if (err.code === "ENOENT") reject(new AgentOpError("EXEC_NOT_FOUND", `${argv[0]}: no such file or directory`));
-        else if (err.code === "EACCES") reject(new AgentOpError("EXEC_NOT_EXECUTABLE", `${argv[0]}: permission denied`));
+        if (err.code === "ENOENT")
+          reject(new AgentOpError("EXEC_NOT_FOUND", `${argv[0]}: no such file or directory`));
+        else if (err.code === "EACCES")
+          reject(new AgentOpError("EXEC_NOT_EXECUTABLE", `${argv[0]}: permission denied`));
         else reject(new AgentOpError("INTERNAL", `cannot start ${argv[0]}: ${err.message}`));
       });
     });
@@ -262,6 +279,7 @@ export class ProcessTable {
 
   private prune(): void {
     const exited = [...this.procs.values()].filter((p) => p.exit);
-    for (const p of exited.slice(0, Math.max(0, exited.length - MAX_EXITED))) this.procs.delete(p.spec.execId);
+    for (const p of exited.slice(0, Math.max(0, exited.length - MAX_EXITED)))
+      this.procs.delete(p.spec.execId);
   }
 }

@@ -53,7 +53,10 @@ class PortSession extends Duplex {
         const { bytesWritten } = await writeAsync(this.fd, chunk, offset, chunk.length - offset);
         offset += bytesWritten;
       }
-    })().then(() => cb(), (err: Error) => cb(err));
+    })().then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -65,7 +68,11 @@ class PortSession extends Duplex {
  * Serves one virtio-serial port forever: waits for a host to connect (first non-empty read),
  * runs a session until the host disconnects, and starts over.
  */
-export async function servePort(device: string, onSession: (stream: Duplex) => Promise<void>, log: (m: string) => void): Promise<never> {
+export async function servePort(
+  device: string,
+  onSession: (stream: Duplex) => Promise<void>,
+  log: (m: string) => void,
+): Promise<never> {
   const fd = await promisify(open)(device, "r+");
   const probe = Buffer.allocUnsafe(64 * 1024);
   for (;;) {

@@ -21,7 +21,8 @@ export async function scsiDevice(address: string, timeoutMs = DEVICE_WAIT_MS): P
     } catch {
       // not there yet
     }
-    if (Date.now() >= deadline) throw new AgentOpError("NOT_FOUND", `no SCSI disk at ${address} after ${timeoutMs} ms`);
+    if (Date.now() >= deadline)
+      throw new AgentOpError("NOT_FOUND", `no SCSI disk at ${address} after ${timeoutMs} ms`);
     await sleep(50);
   }
 }
@@ -34,7 +35,8 @@ async function waitForPath(p: string, timeoutMs = DEVICE_WAIT_MS): Promise<strin
       await readFile(`/sys/class/block/${path.basename(p)}/dev`);
       return p;
     } catch {
-      if (Date.now() >= deadline) throw new AgentOpError("NOT_FOUND", `no block device ${p} after ${timeoutMs} ms`);
+      if (Date.now() >= deadline)
+        throw new AgentOpError("NOT_FOUND", `no block device ${p} after ${timeoutMs} ms`);
       await sleep(50);
     }
   }

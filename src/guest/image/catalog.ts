@@ -24,11 +24,19 @@ const manifestSchema = z.object({
   buildSeconds: z.number(),
 });
 export type AssetManifest = z.infer<typeof manifestSchema>;
-const manifestKind: DocumentKind<AssetManifest> = { schema: "cocoon.asset", version: 1, data: manifestSchema };
+const manifestKind: DocumentKind<AssetManifest> = {
+  schema: "cocoon.asset",
+  version: 1,
+  data: manifestSchema,
+};
 
 const currentSchema = z.object({ kernel: z.string(), rootfs: z.string() });
 export type CurrentAssets = z.infer<typeof currentSchema>;
-const currentKind: DocumentKind<CurrentAssets> = { schema: "cocoon.assets.current", version: 1, data: currentSchema };
+const currentKind: DocumentKind<CurrentAssets> = {
+  schema: "cocoon.assets.current",
+  version: 1,
+  data: currentSchema,
+};
 
 /** Paths sandboxes boot from. */
 export interface GuestAssets {
@@ -49,7 +57,10 @@ export class AssetCatalog {
 
   /** Held while building, so two builds never write the same asset. */
   withBuildLock<T>(fn: () => Promise<T>): Promise<T> {
-    return withLock(path.join(this.dir, ".build.lock"), fn, { timeoutMs: 60 * 60_000, purpose: "image build" });
+    return withLock(path.join(this.dir, ".build.lock"), fn, {
+      timeoutMs: 60 * 60_000,
+      purpose: "image build",
+    });
   }
 
   async manifest(kind: AssetKind, key: string): Promise<AssetManifest | undefined> {
@@ -72,7 +83,11 @@ export class AssetCatalog {
 
   async writeManifest(manifest: AssetManifest): Promise<void> {
     await mkdir(this.assetDir(manifest.kind, manifest.key), { recursive: true });
-    await writeDocument(path.join(this.assetDir(manifest.kind, manifest.key), "manifest.json"), manifestKind, manifest);
+    await writeDocument(
+      path.join(this.assetDir(manifest.kind, manifest.key), "manifest.json"),
+      manifestKind,
+      manifest,
+    );
   }
 
   async list(): Promise<AssetManifest[]> {
@@ -104,7 +119,10 @@ export class AssetCatalog {
   async remove(kind: AssetKind, key: string, force = false): Promise<void> {
     const cur = await this.current().catch(() => undefined);
     if (!force && cur && cur[kind] === key) {
-      throw new ConfigError("ERR_INVALID_ARGUMENT", `${kind} ${key} is the current guest ${kind}; use --force to remove it`);
+      throw new ConfigError(
+        "ERR_INVALID_ARGUMENT",
+        `${kind} ${key} is the current guest ${kind}; use --force to remove it`,
+      );
     }
     await rm(this.assetDir(kind, key), { recursive: true, force: true });
   }
@@ -119,9 +137,13 @@ export class AssetCatalog {
     }
     for (const kind of ASSET_KINDS) {
       if (!(await this.has(kind, cur[kind]))) {
-        throw new ConfigError("ERR_ASSET_INVALID", `the current guest ${kind} (${cur[kind]}) is missing from ${this.dir}`, {
-          hint: "rebuild it with `cocoon image build`",
-        });
+        throw new ConfigError(
+          "ERR_ASSET_INVALID",
+          `the current guest ${kind} (${cur[kind]}) is missing from ${this.dir}`,
+          {
+            hint: "rebuild it with `cocoon image build`",
+          },
+        );
       }
     }
     return {

@@ -55,10 +55,14 @@ export async function checkRequirements(what: string, requirements: Requirement[
   if (missing.length === 0) return;
   const programs = missing.map((m) => m.program).join(", ");
   const packages = [...new Set(missing.map((m) => m.debianPackage))].join(" ");
-  throw new HostError("ERR_HOST_MISSING_TOOL", `building the ${what} needs ${programs}, which ${missing.length > 1 ? "are" : "is"} missing`, {
-    details: { missing: missing.map((m) => m.program), packages },
-    hint: `install them with: apt-get install ${packages}   (or run scripts/setup.sh)`,
-  });
+  throw new HostError(
+    "ERR_HOST_MISSING_TOOL",
+    `building the ${what} needs ${programs}, which ${missing.length > 1 ? "are" : "is"} missing`,
+    {
+      details: { missing: missing.map((m) => m.program), packages },
+      hint: `install them with: apt-get install ${packages}   (or run scripts/setup.sh)`,
+    },
+  );
 }
 
 export async function fileSize(file: string): Promise<number> {

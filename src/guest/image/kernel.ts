@@ -6,7 +6,14 @@ import { HostError } from "../../errors.js";
 import { ManagedProcess, describeExit } from "../../host/process.js";
 import { runCommand } from "../../host/process.js";
 import type { AssetCatalog } from "./catalog.js";
-import { assetKey, checkRequirements, PACKAGE_ROOT, sha256, sha256File, type ProgressSink } from "./common.js";
+import {
+  assetKey,
+  checkRequirements,
+  PACKAGE_ROOT,
+  sha256,
+  sha256File,
+  type ProgressSink,
+} from "./common.js";
 
 export const KERNEL_FRAGMENT = path.join(PACKAGE_ROOT, "src/guest/kernel/cocoon-guest.config");
 export const KERNEL_SCRIPT = path.join(PACKAGE_ROOT, "scripts/build-kernel.sh");
@@ -37,9 +44,13 @@ async function sourceIdentity(source: string): Promise<Record<string, unknown>> 
       hint: `install it with: apt-get install ${KERNEL_SOURCE_PACKAGE}   (or run scripts/setup.sh)`,
     });
   }
-  const dpkg = await runCommand("dpkg-query", ["-W", "-f=${Version}", KERNEL_SOURCE_PACKAGE]).catch(() => undefined);
+  const dpkg = await runCommand("dpkg-query", ["-W", "-f=${Version}", KERNEL_SOURCE_PACKAGE]).catch(
+    () => undefined,
+  );
   const version = dpkg && dpkg.code === 0 ? dpkg.stdout.trim() : undefined;
-  return version ? { package: KERNEL_SOURCE_PACKAGE, version } : { file: path.basename(source), size: st.size, mtime: st.mtimeMs };
+  return version
+    ? { package: KERNEL_SOURCE_PACKAGE, version }
+    : { file: path.basename(source), size: st.size, mtime: st.mtimeMs };
 }
 
 /** The cache key: the config fragment, the build script and the source version. */
@@ -76,12 +87,20 @@ export async function buildKernel(options: KernelBuildOptions): Promise<BuiltAss
   ]);
   const jobs = options.jobs ?? os.cpus().length;
   const started = Date.now();
-  progress({ asset: "kernel", step: "start", message: `building kernel ${key} with ${jobs} jobs (about 8 minutes on 2 cores)` });
-  const proc = await ManagedProcess.spawn("bash", [KERNEL_SCRIPT, source, KERNEL_FRAGMENT, dir, String(jobs)], {
-    stdout: "pipe",
-    stderr: "pipe",
-    tailBytes: 64 * 1024,
+  progress({
+    asset: "kernel",
+    step: "start",
+    message: `building kernel ${key} with ${jobs} jobs (about 8 minutes on 2 cores)`,
   });
+  const proc = await ManagedProcess.spawn(
+    "bash",
+    [KERNEL_SCRIPT, source, KERNEL_FRAGMENT, dir, String(jobs)],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+      tailBytes: 64 * 1024,
+    },
+  );
   // The script prints "step: <name>"; relay each, plus a heartbeat during the long compile.
   let step = "start";
   const lines = createInterface({ input: proc.stdoutStream! });
@@ -94,16 +113,24 @@ export async function buildKernel(options: KernelBuildOptions): Promise<BuiltAss
   });
   const heartbeat = setInterval(() => {
     const s = Math.round((Date.now() - started) / 1000);
-    progress({ asset: "kernel", step, message: `kernel: ${step} (${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s elapsed)` });
+    progress({
+      asset: "kernel",
+      step,
+      message: `kernel: ${step} (${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s elapsed)`,
+    });
   }, 30_000);
   const status = await proc.exited.finally(() => clearInterval(heartbeat));
   await proc.closed;
   if (status.code !== 0) {
     await rm(`${dir}.partial`, { recursive: true, force: true });
     const tail = proc.stderrTail().trim().split("\n").slice(-15).join("\n");
-    throw new HostError("ERR_IMAGE_BUILD", `the kernel build ${describeExit(status)} during "${step}":\n${tail}`, {
-      details: { step, code: status.code },
-    });
+    throw new HostError(
+      "ERR_IMAGE_BUILD",
+      `the kernel build ${describeExit(status)} during "${step}":\n${tail}`,
+      {
+        details: { step, code: status.code },
+      },
+    );
   }
   const files: Record<string, { size: number; sha256: string }> = {};
   for (const name of ["vmlinux", "bzImage", "config"]) {
@@ -111,7 +138,14 @@ export async function buildKernel(options: KernelBuildOptions): Promise<BuiltAss
     files[name] = { size: (await stat(file)).size, sha256: await sha256File(file) };
   }
   const buildSeconds = Math.round((Date.now() - started) / 1000);
-  await catalog.writeManifest({ kind: "kernel", key, createdAt: new Date().toISOString(), inputs, files, buildSeconds });
+  await catalog.writeManifest({
+    kind: "kernel",
+    key,
+    createdAt: new Date().toISOString(),
+    inputs,
+    files,
+    buildSeconds,
+  });
   progress({ asset: "kernel", step: "done", message: `kernel ${key} built in ${buildSeconds}s` });
   return { key, dir, built: true };
 }

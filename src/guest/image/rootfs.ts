@@ -1,11 +1,30 @@
 import { build } from "esbuild";
-import { chmod, copyFile, lstat, mkdir, readFile, realpath, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  copyFile,
+  lstat,
+  mkdir,
+  readFile,
+  realpath,
+  rename,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import path from "node:path";
 import { HostError, messageOf } from "../../errors.js";
 import { runChecked } from "../../host/process.js";
 import { which } from "../../host/which.js";
 import type { AssetCatalog } from "./catalog.js";
-import { assetKey, checkRequirements, PACKAGE_ROOT, sha256, sha256File, type ProgressSink } from "./common.js";
+import {
+  assetKey,
+  checkRequirements,
+  PACKAGE_ROOT,
+  sha256,
+  sha256File,
+  type ProgressSink,
+} from "./common.js";
 import type { BuiltAsset } from "./kernel.js";
 
 /** Bumped whenever the layout or init changes, so cached images are rebuilt. */
@@ -65,7 +84,10 @@ const STATIC_FILES: Record<string, { content: string; mode: number }> = {
   "/etc/inittab": { content: INITTAB, mode: 0o644 },
   "/etc/init.d/rcS": { content: RCS, mode: 0o755 },
   [GUEST_AGENT_LAUNCHER]: { content: AGENT_LAUNCHER, mode: 0o755 },
-  "/etc/passwd": { content: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n", mode: 0o644 },
+  "/etc/passwd": {
+    content: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    mode: 0o644,
+  },
   "/etc/group": { content: "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", mode: 0o644 },
   "/etc/os-release": { content: 'NAME="cocoon guest"\nID=cocoon\n', mode: 0o644 },
 };
@@ -74,7 +96,18 @@ const SYMLINKS: Record<string, string> = {
   "/etc/resolv.conf": "/run/resolv.conf",
   "/etc/mtab": "/proc/self/mounts",
 };
-const DIRS = ["/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/var/lib", "/var/log", "/mnt", "/sys/fs/cgroup"];
+const DIRS = [
+  "/proc",
+  "/sys",
+  "/dev",
+  "/run",
+  "/tmp",
+  "/root",
+  "/var/lib",
+  "/var/log",
+  "/mnt",
+  "/sys/fs/cgroup",
+];
 
 export interface RootfsBuildOptions {
   catalog: AssetCatalog;
@@ -91,7 +124,9 @@ export interface RootfsBuildOptions {
  */
 export async function bundleAgent(): Promise<string> {
   const entry = path.join(PACKAGE_ROOT, "src/guest/agent/main.ts");
-  const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as { version: string };
+  const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as {
+    version: string;
+  };
   const result = await build({
     entryPoints: [entry],
     bundle: true,
@@ -148,7 +183,9 @@ async function collectInputs(nodeBinary: string): Promise<Inputs> {
   return { files, agent: await bundleAgent(), compiler: cc.stdout.split("\n")[0] ?? "" };
 }
 
-export async function rootfsInputs(nodeBinary = process.execPath): Promise<{ inputs: Inputs; description: Record<string, unknown> }> {
+export async function rootfsInputs(
+  nodeBinary = process.execPath,
+): Promise<{ inputs: Inputs; description: Record<string, unknown> }> {
   await checkRequirements("guest rootfs", [
     ...GUEST_PROGRAMS.map((p) => ({ program: p.program, debianPackage: p.debianPackage })),
     { program: "mkfs.ext4", debianPackage: "e2fsprogs" },
@@ -193,7 +230,9 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   }
   for (const [guest, target] of Object.entries(SYMLINKS)) await symlink(target, await place(guest));
   // cocoon-pty: Node cannot allocate a pseudo-terminal, so a small static C helper does.
-  await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_PTY_HELPER), PTY_SOURCE], { timeoutMs: 120_000 });
+  await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_PTY_HELPER), PTY_SOURCE], {
+    timeoutMs: 120_000,
+  });
   const agentDest = await place(GUEST_AGENT_PATH);
   await writeFile(agentDest, inputs.agent, { mode: 0o644 });
   bytes += inputs.agent.length;
@@ -212,7 +251,11 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
 export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAsset> {
   const progress = options.onProgress ?? (() => undefined);
   const { catalog } = options;
-  progress({ asset: "rootfs", step: "inputs", message: "rootfs: hashing inputs (node, busybox, runc, socat, agent)" });
+  progress({
+    asset: "rootfs",
+    step: "inputs",
+    message: "rootfs: hashing inputs (node, busybox, runc, socat, agent)",
+  });
   const { inputs, description } = await rootfsInputs(options.nodeBinary ?? process.execPath);
   const key = assetKey(description);
   const dir = catalog.assetDir("rootfs", key);
@@ -231,21 +274,49 @@ export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAss
     const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
     const image = path.join(work, "rootfs.ext4");
     progress({ asset: "rootfs", step: "mkfs", message: `rootfs ${key}: mkfs.ext4 (${sizeMiB} MiB)` });
-    await runChecked("mkfs.ext4", ["-q", "-F", "-L", "cocoon-root", "-O", "^has_journal", "-m", "0", "-E", "root_owner=0:0", "-d", root, image, `${sizeMiB}M`], {
-      timeoutMs: 300_000,
-    });
+    await runChecked(
+      "mkfs.ext4",
+      [
+        "-q",
+        "-F",
+        "-L",
+        "cocoon-root",
+        "-O",
+        "^has_journal",
+        "-m",
+        "0",
+        "-E",
+        "root_owner=0:0",
+        "-d",
+        root,
+        image,
+        `${sizeMiB}M`,
+      ],
+      {
+        timeoutMs: 300_000,
+      },
+    );
     await rm(root, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
     await mkdir(path.dirname(dir), { recursive: true });
     await rename(work, dir);
   } catch (err) {
     await rm(work, { recursive: true, force: true });
-    throw err instanceof HostError ? new HostError("ERR_IMAGE_BUILD", `building the rootfs failed: ${err.message}`, { cause: err }) : err;
+    throw err instanceof HostError
+      ? new HostError("ERR_IMAGE_BUILD", `building the rootfs failed: ${err.message}`, { cause: err })
+      : err;
   }
   const file = path.join(dir, "rootfs.ext4");
   const files = { "rootfs.ext4": { size: (await stat(file)).size, sha256: await sha256File(file) } };
   const buildSeconds = Math.round((Date.now() - started) / 1000);
-  await catalog.writeManifest({ kind: "rootfs", key, createdAt: new Date().toISOString(), inputs: description, files, buildSeconds });
+  await catalog.writeManifest({
+    kind: "rootfs",
+    key,
+    createdAt: new Date().toISOString(),
+    inputs: description,
+    files,
+    buildSeconds,
+  });
   progress({ asset: "rootfs", step: "done", message: `rootfs ${key} built in ${buildSeconds}s` });
   return { key, dir, built: true };
 }

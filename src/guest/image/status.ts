@@ -18,7 +18,14 @@ export async function guestAssetChecks(assetsDir: string): Promise<HostCheck[]> 
     return [{ id: "assets", title: "Guest assets", status: "fail", detail: messageOf(err) }];
   }
   if (!current) {
-    return [{ id: "assets", title: "Guest assets", status: "fail", detail: `none in ${assetsDir}: run cocoon image build` }];
+    return [
+      {
+        id: "assets",
+        title: "Guest assets",
+        status: "fail",
+        detail: `none in ${assetsDir}: run cocoon image build`,
+      },
+    ];
   }
   const checks: HostCheck[] = [];
   const expected: Record<"kernel" | "rootfs", () => Promise<string>> = {
@@ -29,7 +36,9 @@ export async function guestAssetChecks(assetsDir: string): Promise<HostCheck[]> 
     const key = current[kind];
     const present = await catalog.has(kind, key);
     let status: HostCheck["status"] = present ? "ok" : "fail";
-    let detail = present ? `${catalog.assetDir(kind, key)}` : `current ${kind} ${key} is missing: run cocoon image build`;
+    let detail = present
+      ? `${catalog.assetDir(kind, key)}`
+      : `current ${kind} ${key} is missing: run cocoon image build`;
     if (present) {
       try {
         const want = await expected[kind]();

@@ -18,7 +18,14 @@ import { parseVersion, type FcVersion } from "../../vmm/firecracker/version.js";
 import { verifyAsset } from "../assets.js";
 import { assetPath, validateHypervisorConfig, type HypervisorConfig } from "../config.js";
 import type { BlockDevice, Device, NetDevice, VsockDevice } from "../devices.js";
-import type { AgentChannel, CreateVmOptions, Hypervisor, HypervisorState, ResizeMemoryResult, ResizeVcpusResult } from "../hypervisor.js";
+import type {
+  AgentChannel,
+  CreateVmOptions,
+  Hypervisor,
+  HypervisorState,
+  ResizeMemoryResult,
+  ResizeVcpusResult,
+} from "../hypervisor.js";
 import { kernelCmdline } from "../params.js";
 import type { DriverContext } from "../registry.js";
 import type { Capabilities, VcpuThreadIds } from "../types.js";
@@ -104,10 +111,15 @@ export class FirecrackerHypervisor implements Hypervisor {
     const config = validateHypervisorConfig(options.config);
     const settings = firecrackerSettingsFromParams(config.hypervisorParams);
     const fcPath = assetPath(config, "hypervisor");
-    if (!fcPath) throw new ConfigError("ERR_INVALID_CONFIG", "no Firecracker binary configured ([hypervisor.firecracker] path)");
+    if (!fcPath)
+      throw new ConfigError(
+        "ERR_INVALID_CONFIG",
+        "no Firecracker binary configured ([hypervisor.firecracker] path)",
+      );
     const jailed = assetPath(config, "jailer") !== "";
     const fcId = firecrackerId(options.id);
-    if (!fcId) throw new ConfigError("ERR_INVALID_CONFIG", `"${options.id}" cannot be turned into a Firecracker id`);
+    if (!fcId)
+      throw new ConfigError("ERR_INVALID_CONFIG", `"${options.id}" cannot be turned into a Firecracker id`);
     // The seed's layout: <jail base>/<exec name>/<id>/root, with or without the jailer. The base
     // must allow exec (the jailer copies Firecracker there), unlike /run.
     const layout: JailLayout = jailLayout(options.paths.jailerBase, fcPath, fcId);
@@ -166,18 +178,31 @@ export class FirecrackerHypervisor implements Hypervisor {
       gid: settings.jailerGid,
       strategy: settings.jailResources,
     };
-    this.jail = new Jail(layout, { jailed, uid: settings.jailerUid, gid: settings.jailerGid, strategy: settings.jailResources });
+    this.jail = new Jail(layout, {
+      jailed,
+      uid: settings.jailerUid,
+      gid: settings.jailerGid,
+      strategy: settings.jailResources,
+    });
     this.pending = [];
   }
 
   private requireState(): DriverState {
-    if (!this.st || !this.jail) throw new HypervisorError("ERR_INVALID_STATE", "the Firecracker VM was not created (call createVM first)");
+    if (!this.st || !this.jail)
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        "the Firecracker VM was not created (call createVM first)",
+      );
     return this.st;
   }
 
   private requireConfig(): HypervisorConfig {
     this.requireState();
-    if (!this.config) throw new HypervisorError("ERR_INVALID_STATE", "the Firecracker driver has no configuration (createVM, or load with a config)");
+    if (!this.config)
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        "the Firecracker driver has no configuration (createVM, or load with a config)",
+      );
     return this.config;
   }
 
@@ -186,10 +211,16 @@ export class FirecrackerHypervisor implements Hypervisor {
   async addDevice(device: Device): Promise<void> {
     const st = this.requireState();
     if (!["block", "net", "vsock"].includes(device.type)) {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `the Firecracker driver cannot cold-plug ${device.type} devices (block, net and vsock only)`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `the Firecracker driver cannot cold-plug ${device.type} devices (block, net and vsock only)`,
+      );
     }
     if (st.phase === "vm-ready") {
-      throw new HypervisorError("ERR_INVALID_STATE", `cold-plug devices must be added before the VM boots; use hotplug for block devices`);
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        `cold-plug devices must be added before the VM boots; use hotplug for block devices`,
+      );
     }
     if (st.phase === "not-ready") {
       // The seed queues devices until the API is up, then applies them in order.
@@ -208,11 +239,21 @@ export class FirecrackerHypervisor implements Hypervisor {
       const d = device as BlockDevice;
       const id = firecrackerDriveId(d.id);
       const fc = await jail.put(d.path, `/blk/${id}`, { readOnly: d.readOnly ?? false });
-      await client.putDrive({ drive_id: id, path_on_host: fc, is_root_device: false, is_read_only: d.readOnly ?? false });
+      await client.putDrive({
+        drive_id: id,
+        path_on_host: fc,
+        is_root_device: false,
+        is_read_only: d.readOnly ?? false,
+      });
     } else if (device.type === "net") {
       const n = device as NetDevice;
-      if (n.model === "macvtap") throw new HypervisorError("ERR_NOT_SUPPORTED", "Firecracker takes tap devices only (no macvtap)");
-      await client.putNetworkInterface({ iface_id: firecrackerDriveId(n.id), host_dev_name: n.tapName, ...(n.mac ? { guest_mac: n.mac } : {}) });
+      if (n.model === "macvtap")
+        throw new HypervisorError("ERR_NOT_SUPPORTED", "Firecracker takes tap devices only (no macvtap)");
+      await client.putNetworkInterface({
+        iface_id: firecrackerDriveId(n.id),
+        host_dev_name: n.tapName,
+        ...(n.mac ? { guest_mac: n.mac } : {}),
+      });
     } else if (device.type === "vsock") {
       const v = device as VsockDevice;
       await client.putVsock({ guest_cid: v.guestCid, uds_path: jail.fcPath(VSOCK_SOCKET) });
@@ -227,7 +268,10 @@ export class FirecrackerHypervisor implements Hypervisor {
     const st = this.requireState();
     const config = this.requireConfig();
     if (this.pid > 0 && (await isProcessAlive(this.pid, this.pidStart))) {
-      throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} is already running (pid ${this.pid})`);
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        `the Firecracker VM ${st.id} is already running (pid ${this.pid})`,
+      );
     }
     const deadline = Date.now() + timeoutMs;
     try {
@@ -237,7 +281,9 @@ export class FirecrackerHypervisor implements Hypervisor {
       this.logger.warn({ err: messageOf(err) }, "Firecracker start failed, stopping it");
       await this.stopVM().catch(() => undefined);
       if (isCocoonError(err)) throw err;
-      throw new HypervisorError("ERR_VMM_START", `starting Firecracker failed: ${messageOf(err)}`, { cause: err });
+      throw new HypervisorError("ERR_VMM_START", `starting Firecracker failed: ${messageOf(err)}`, {
+        cause: err,
+      });
     }
   }
 
@@ -260,7 +306,14 @@ export class FirecrackerHypervisor implements Hypervisor {
     await jail.create(LOG_FILE);
     const fcPath = assetPath(config, "hypervisor");
     const jailerPath = assetPath(config, "jailer");
-    const firecrackerArgs = ["--api-sock", jail.fcPath(API_SOCKET), "--log-path", jail.fcPath(LOG_FILE), "--level", config.debug ? "Debug" : "Warning"];
+    const firecrackerArgs = [
+      "--api-sock",
+      jail.fcPath(API_SOCKET),
+      "--log-path",
+      jail.fcPath(LOG_FILE),
+      "--level",
+      config.debug ? "Debug" : "Warning",
+    ];
     const consoleFd = openSync(st.consolePath, "a", 0o640);
     try {
       const launched = await launchFirecracker({
@@ -303,7 +356,8 @@ export class FirecrackerHypervisor implements Hypervisor {
       pid: this.pid,
       ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}),
       ...(this.proc ? { spawned: this.proc } : {}),
-      describe: async () => [await fileTail(st.logPath), await fileTail(st.consolePath)].filter(Boolean).join("\n"),
+      describe: async () =>
+        [await fileTail(st.logPath), await fileTail(st.consolePath)].filter(Boolean).join("\n"),
     });
     const client = await this.api();
     st.firecrackerVersion = client.version.raw;
@@ -315,10 +369,17 @@ export class FirecrackerHypervisor implements Hypervisor {
     const st = this.st!;
     const jail = this.jail!;
     const client = await this.api();
-    await client.putMachineConfig({ vcpu_count: config.numVCPUs, mem_size_mib: config.memorySize, smt: false });
+    await client.putMachineConfig({
+      vcpu_count: config.numVCPUs,
+      mem_size_mib: config.memorySize,
+      smt: false,
+    });
     const image = assetPath(config, "image");
     const initrd = assetPath(config, "initrd");
-    const params = firecrackerKernelParams(config.kernelParams, { rootFromImage: image !== "", debug: config.debug });
+    const params = firecrackerKernelParams(config.kernelParams, {
+      rootFromImage: image !== "",
+      debug: config.debug,
+    });
     await client.putBootSource({
       kernel_image_path: await jail.put(assetPath(config, "kernel"), "/vmlinux", { readOnly: true }),
       boot_args: kernelCmdline(params),
@@ -327,10 +388,20 @@ export class FirecrackerHypervisor implements Hypervisor {
     });
     if (image) {
       // Read-only and not flagged as root: the root= parameters pick the partition.
-      await client.putDrive({ drive_id: "rootfs", path_on_host: await jail.put(image, "/rootfs", { readOnly: true }), is_root_device: false, is_read_only: true });
+      await client.putDrive({
+        drive_id: "rootfs",
+        path_on_host: await jail.put(image, "/rootfs", { readOnly: true }),
+        is_root_device: false,
+        is_read_only: true,
+      });
     }
     for (let i = 0; i < DRIVE_POOL_SIZE; i++) {
-      await client.putDrive({ drive_id: driveId(i), path_on_host: await jail.create(`/${driveId(i)}`), is_root_device: false, is_read_only: false });
+      await client.putDrive({
+        drive_id: driveId(i),
+        path_on_host: await jail.create(`/${driveId(i)}`),
+        is_root_device: false,
+        is_read_only: false,
+      });
     }
     const queued = this.pending;
     this.pending = [];
@@ -349,18 +420,27 @@ export class FirecrackerHypervisor implements Hypervisor {
     const ac = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        // Settle first, then abort: the aborted guestReady must not win the race.
-        reject(
-          new HypervisorError("ERR_VMM_TIMEOUT", `the Firecracker guest was not ready within the boot timeout`, {
-            hint: "check the guest kernel and rootfs (enable_debug turns on the serial console in console.log)",
-          }),
-        );
-        ac.abort();
-      }, Math.max(0, deadline - Date.now()));
+      timer = setTimeout(
+        () => {
+          // Settle first, then abort: the aborted guestReady must not win the race.
+          reject(
+            new HypervisorError(
+              "ERR_VMM_TIMEOUT",
+              `the Firecracker guest was not ready within the boot timeout`,
+              {
+                hint: "check the guest kernel and rootfs (enable_debug turns on the serial console in console.log)",
+              },
+            ),
+          );
+          ac.abort();
+        },
+        Math.max(0, deadline - Date.now()),
+      );
     });
     const exited = this.watchExit(ac.signal);
-    const ready = this.guestReady ? this.guestReady(this.agentChannel(), ac.signal) : this.waitRunning(ac.signal);
+    const ready = this.guestReady
+      ? this.guestReady(this.agentChannel(), ac.signal)
+      : this.waitRunning(ac.signal);
     try {
       await Promise.race([ready, exited, timeout]);
     } finally {
@@ -383,8 +463,13 @@ export class FirecrackerHypervisor implements Hypervisor {
       if (signal.aborted) return new Promise<never>(() => undefined);
       if (!(await isProcessAlive(this.pid, this.pidStart))) {
         const st = this.st!;
-        const log = [await fileTail(st.logPath, 1500), await fileTail(st.consolePath, 1500)].filter(Boolean).join("\n");
-        throw new HypervisorError("ERR_VMM_EXITED", `Firecracker exited during boot${this.proc?.exitStatus && this.proc.pid === this.pid ? ` (${describeExit(this.proc.exitStatus)})` : ""}: ${log || "(no output)"}`);
+        const log = [await fileTail(st.logPath, 1500), await fileTail(st.consolePath, 1500)]
+          .filter(Boolean)
+          .join("\n");
+        throw new HypervisorError(
+          "ERR_VMM_EXITED",
+          `Firecracker exited during boot${this.proc?.exitStatus && this.proc.pid === this.pid ? ` (${describeExit(this.proc.exitStatus)})` : ""}: ${log || "(no output)"}`,
+        );
       }
       await sleep(50);
     }
@@ -393,7 +478,8 @@ export class FirecrackerHypervisor implements Hypervisor {
   /** The API client (re-connected after load or disconnect). */
   private async api(): Promise<FirecrackerClient> {
     const st = this.requireState();
-    if (!this.client) this.client = await FirecrackerClient.connect({ socketPath: st.socketPath, logger: this.logger });
+    if (!this.client)
+      this.client = await FirecrackerClient.connect({ socketPath: st.socketPath, logger: this.logger });
     return this.client;
   }
 
@@ -401,7 +487,8 @@ export class FirecrackerHypervisor implements Hypervisor {
 
   private requireRunning(): DriverState {
     const st = this.requireState();
-    if (st.phase !== "vm-ready" || this.pid <= 0) throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} is not running`);
+    if (st.phase !== "vm-ready" || this.pid <= 0)
+      throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} is not running`);
     return st;
   }
 
@@ -423,11 +510,21 @@ export class FirecrackerHypervisor implements Hypervisor {
    */
   async saveVM(): Promise<void> {
     const st = this.requireRunning();
-    if (!st.paused) throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} must be paused before it is saved`);
+    if (!st.paused)
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        `the Firecracker VM ${st.id} must be paused before it is saved`,
+      );
     const client = await this.api();
     const jail = this.jail!;
     await mkdir(jail.hostPath("/snapshot"), { recursive: true, mode: 0o700 });
-    await client.createSnapshot(snapshotCreateBody(client.version, { type: "Full", snapshotPath: jail.fcPath("/snapshot/vmstate"), memFilePath: jail.fcPath("/snapshot/mem") }));
+    await client.createSnapshot(
+      snapshotCreateBody(client.version, {
+        type: "Full",
+        snapshotPath: jail.fcPath("/snapshot/vmstate"),
+        memFilePath: jail.fcPath("/snapshot/mem"),
+      }),
+    );
     const snapshot = { vmstate: jail.hostPath("/snapshot/vmstate"), mem: jail.hostPath("/snapshot/mem") };
     const config = this.requireConfig();
     for (const [from, to] of [
@@ -444,15 +541,24 @@ export class FirecrackerHypervisor implements Hypervisor {
 
   async hotplugAddDevice(device: Device): Promise<Device> {
     const st = this.requireRunning();
-    if (device.type !== "block") throw new HypervisorError("ERR_NOT_SUPPORTED", `the Firecracker driver cannot hotplug ${device.type} devices (block only)`);
-    if (st.slots.some((s) => s.deviceId === device.id)) throw new HypervisorError("ERR_ALREADY_EXISTS", `block device ${device.id} is already attached`);
+    if (device.type !== "block")
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `the Firecracker driver cannot hotplug ${device.type} devices (block only)`,
+      );
+    if (st.slots.some((s) => s.deviceId === device.id))
+      throw new HypervisorError("ERR_ALREADY_EXISTS", `block device ${device.id} is already attached`);
     const used = new Set(st.slots.map((s) => s.index));
     let index = device.index;
     if (index === undefined || index < 0 || index >= DRIVE_POOL_SIZE || used.has(index)) {
       index = [...Array(DRIVE_POOL_SIZE).keys()].find((i) => !used.has(i));
     }
     if (index === undefined) {
-      throw new HypervisorError("ERR_RESOURCE_EXHAUSTED", `all ${DRIVE_POOL_SIZE} Firecracker drive slots are in use`, { details: { device: device.id } });
+      throw new HypervisorError(
+        "ERR_RESOURCE_EXHAUSTED",
+        `all ${DRIVE_POOL_SIZE} Firecracker drive slots are in use`,
+        { details: { device: device.id } },
+      );
     }
     const jail = this.jail!;
     const jailPath = `/hotplug/${driveId(index)}`;
@@ -464,7 +570,13 @@ export class FirecrackerHypervisor implements Hypervisor {
       await jail.remove(jailPath).catch(() => undefined);
       throw err;
     }
-    const slot: HotplugSlot = { index, deviceId: device.id, jailPath, hostPath: jail.hostPath(jailPath), readOnly: device.readOnly ?? false };
+    const slot: HotplugSlot = {
+      index,
+      deviceId: device.id,
+      jailPath,
+      hostPath: jail.hostPath(jailPath),
+      readOnly: device.readOnly ?? false,
+    };
     st.slots.push(slot);
     st.resources = jail.resources();
     return { ...device, index, guestPath: st.poolGuestPaths[index]! };
@@ -472,12 +584,23 @@ export class FirecrackerHypervisor implements Hypervisor {
 
   async hotplugRemoveDevice(device: Device): Promise<Device> {
     const st = this.requireRunning();
-    if (device.type !== "block") throw new HypervisorError("ERR_NOT_SUPPORTED", `the Firecracker driver cannot hot-unplug ${device.type} devices`);
-    const slot = st.slots.find((s) => s.deviceId === device.id) ?? st.slots.find((s) => s.index === device.index);
-    if (!slot) throw new HypervisorError("ERR_NOT_FOUND", `block device ${device.id} is not attached to the Firecracker VM ${st.id}`);
+    if (device.type !== "block")
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `the Firecracker driver cannot hot-unplug ${device.type} devices`,
+      );
+    const slot =
+      st.slots.find((s) => s.deviceId === device.id) ?? st.slots.find((s) => s.index === device.index);
+    if (!slot)
+      throw new HypervisorError(
+        "ERR_NOT_FOUND",
+        `block device ${device.id} is not attached to the Firecracker VM ${st.id}`,
+      );
     const jail = this.jail!;
     // Back to the placeholder: the guest sees an empty disk again.
-    await (await this.api()).patchDrive({ drive_id: driveId(slot.index), path_on_host: jail.fcPath(`/${driveId(slot.index)}`) });
+    await (
+      await this.api()
+    ).patchDrive({ drive_id: driveId(slot.index), path_on_host: jail.fcPath(`/${driveId(slot.index)}`) });
     await jail.remove(slot.jailPath);
     st.slots = st.slots.filter((s) => s !== slot);
     st.resources = jail.resources();
@@ -532,10 +655,13 @@ export class FirecrackerHypervisor implements Hypervisor {
   async check(): Promise<void> {
     const st = this.requireState();
     if (this.pid <= 0 || !(await isProcessAlive(this.pid, this.pidStart))) {
-      throw new HypervisorError("ERR_VMM_EXITED", `the Firecracker VM ${st.id} is not running`, { details: { pid: this.pid } });
+      throw new HypervisorError("ERR_VMM_EXITED", `the Firecracker VM ${st.id} is not running`, {
+        details: { pid: this.pid },
+      });
     }
     const state = (await (await this.api()).describeInstance()).body.state;
-    if (state !== "Running" && state !== "Paused") throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} is "${state}"`);
+    if (state !== "Running" && state !== "Paused")
+      throw new HypervisorError("ERR_INVALID_STATE", `the Firecracker VM ${st.id} is "${state}"`);
   }
 
   // -- stopping and cleaning up -----------------------------------------------------------
@@ -550,14 +676,22 @@ export class FirecrackerHypervisor implements Hypervisor {
     this.disconnect();
     if (this.pid > 0) {
       const steps: EscalationStep[] = [
-        options.waitOnly ? { timeoutMs: this.stopTimeoutMs, name: "wait" } : { signal: "SIGTERM", timeoutMs: this.stopTimeoutMs },
+        options.waitOnly
+          ? { timeoutMs: this.stopTimeoutMs, name: "wait" }
+          : { signal: "SIGTERM", timeoutMs: this.stopTimeoutMs },
         { signal: "SIGKILL", timeoutMs: 5_000 },
       ];
       if (this.proc && this.proc.pid === this.pid) await this.proc.terminate(steps);
-      else await terminatePid(this.pid, { ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}), steps, pollMs: this.stopPollMs });
+      else
+        await terminatePid(this.pid, {
+          ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}),
+          steps,
+          pollMs: this.stopPollMs,
+        });
     }
     // The spawned jailer, when it is another process, has exited or exits now: reap it.
-    if (this.proc && this.proc.pid !== this.pid && this.proc.running) await this.proc.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
+    if (this.proc && this.proc.pid !== this.pid && this.proc.running)
+      await this.proc.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
     this.pid = 0;
     this.pidStart = undefined;
     this.proc = undefined;
@@ -601,10 +735,17 @@ export class FirecrackerHypervisor implements Hypervisor {
    * that need none (stop, pause/resume, hotplug, threads, cleanup).
    */
   load(state: HypervisorState): void {
-    if (state.type !== "firecracker") throw new HypervisorError("ERR_STATE_CORRUPT", `cannot load ${state.type} state into the Firecracker driver`);
+    if (state.type !== "firecracker")
+      throw new HypervisorError(
+        "ERR_STATE_CORRUPT",
+        `cannot load ${state.type} state into the Firecracker driver`,
+      );
     const st = parseDriverState(state.driver);
     this.st = st;
-    this.jail = new Jail({ jailDir: st.jailDir, root: st.root, pidFile: st.pidFile, execName: st.execName }, { jailed: st.jailed, uid: st.uid, gid: st.gid, strategy: st.strategy });
+    this.jail = new Jail(
+      { jailDir: st.jailDir, root: st.root, pidFile: st.pidFile, execName: st.execName },
+      { jailed: st.jailed, uid: st.uid, gid: st.gid, strategy: st.strategy },
+    );
     this.jail.adopt(st.resources);
     this.pid = state.pid;
     this.pidStart = state.pidStartTime;
@@ -622,7 +763,13 @@ export class FirecrackerHypervisor implements Hypervisor {
   /** Paths for tests and diagnostics. */
   get paths(): { jailDir: string; root: string; socketPath: string; consolePath: string; logPath: string } {
     const st = this.requireState();
-    return { jailDir: st.jailDir, root: st.root, socketPath: st.socketPath, consolePath: st.consolePath, logPath: st.logPath };
+    return {
+      jailDir: st.jailDir,
+      root: st.root,
+      socketPath: st.socketPath,
+      consolePath: st.consolePath,
+      logPath: st.logPath,
+    };
   }
 }
 

@@ -10,8 +10,18 @@ describe("Firecracker kernel parameters", () => {
   });
 
   it("let configured parameters override by key and add their own", () => {
-    const cmdline = kernelCmdline(firecrackerKernelParams([{ key: "panic", value: "0" }, { key: "init", value: "/sbin/cocoon-init" }], { rootFromImage: false, debug: false }));
-    expect(cmdline).toBe("pci=off reboot=k panic=0 iommu=off 8250.nr_uarts=0 net.ifnames=0 random.trust_cpu=on acpi=off init=/sbin/cocoon-init");
+    const cmdline = kernelCmdline(
+      firecrackerKernelParams(
+        [
+          { key: "panic", value: "0" },
+          { key: "init", value: "/sbin/cocoon-init" },
+        ],
+        { rootFromImage: false, debug: false },
+      ),
+    );
+    expect(cmdline).toBe(
+      "pci=off reboot=k panic=0 iommu=off 8250.nr_uarts=0 net.ifnames=0 random.trust_cpu=on acpi=off init=/sbin/cocoon-init",
+    );
   });
 
   it("turn the serial console on in debug mode", () => {

@@ -30,9 +30,15 @@ export const VIRTIO_BLK_ROOT_PARAMS: readonly Param[] = [
  * With `debug`, the serial console is turned on (console=ttyS0 instead of 8250.nr_uarts=0), so
  * the guest's boot log reaches the console file.
  */
-export function firecrackerKernelParams(configured: readonly Param[], o: { rootFromImage: boolean; debug: boolean }): Param[] {
+export function firecrackerKernelParams(
+  configured: readonly Param[],
+  o: { rootFromImage: boolean; debug: boolean },
+): Param[] {
   const base = o.debug
-    ? [...FIRECRACKER_KERNEL_PARAMS.filter((p) => p.key !== "8250.nr_uarts"), { key: "console", value: "ttyS0" }]
+    ? [
+        ...FIRECRACKER_KERNEL_PARAMS.filter((p) => p.key !== "8250.nr_uarts"),
+        { key: "console", value: "ttyS0" },
+      ]
     : [...FIRECRACKER_KERNEL_PARAMS];
   return mergeParams(o.rootFromImage ? VIRTIO_BLK_ROOT_PARAMS : [], base, configured);
 }

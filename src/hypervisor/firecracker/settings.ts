@@ -34,7 +34,9 @@ const KEYS = {
 const STRATEGIES: readonly JailStrategy[] = ["auto", "bind", "link", "copy"];
 
 function invalid(message: string, key: string): HypervisorError {
-  return new HypervisorError("ERR_INVALID_CONFIG", message, { details: { field: `hypervisor.firecracker.${key}` } });
+  return new HypervisorError("ERR_INVALID_CONFIG", message, {
+    details: { field: `hypervisor.firecracker.${key}` },
+  });
 }
 
 /** The settings as hypervisorParams (what the config loader produces). Defaults are omitted. */
@@ -43,13 +45,15 @@ export function firecrackerSettingsToParams(s: FirecrackerSettings): Param[] {
   const d = DEFAULT_FIRECRACKER_SETTINGS;
   if (s.jailerUid !== d.jailerUid) out.push({ key: KEYS.jailerUid, value: String(s.jailerUid) });
   if (s.jailerGid !== d.jailerGid) out.push({ key: KEYS.jailerGid, value: String(s.jailerGid) });
-  if (s.jailerCgroupVersion !== d.jailerCgroupVersion) out.push({ key: KEYS.jailerCgroupVersion, value: String(s.jailerCgroupVersion) });
+  if (s.jailerCgroupVersion !== d.jailerCgroupVersion)
+    out.push({ key: KEYS.jailerCgroupVersion, value: String(s.jailerCgroupVersion) });
   if (s.jailResources !== d.jailResources) out.push({ key: KEYS.jailResources, value: s.jailResources });
   return out;
 }
 
 function id32(key: string, value: string): number {
-  if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff) throw invalid(`${key} must be a 32-bit unsigned integer, got "${value}"`, key);
+  if (!/^\d{1,10}$/.test(value) || Number(value) > 0xffffffff)
+    throw invalid(`${key} must be a 32-bit unsigned integer, got "${value}"`, key);
   return Number(value);
 }
 
@@ -60,13 +64,18 @@ export function firecrackerSettingsFromParams(params: readonly Param[]): Firecra
     if (key === KEYS.jailerUid) s.jailerUid = id32(key, value);
     else if (key === KEYS.jailerGid) s.jailerGid = id32(key, value);
     else if (key === KEYS.jailerCgroupVersion) {
-      if (value !== "1" && value !== "2") throw invalid(`jailer_cgroup_version must be 1 or 2, got "${value}"`, key);
+      if (value !== "1" && value !== "2")
+        throw invalid(`jailer_cgroup_version must be 1 or 2, got "${value}"`, key);
       s.jailerCgroupVersion = value === "1" ? 1 : 2;
     } else if (key === KEYS.jailResources) {
-      if (!(STRATEGIES as readonly string[]).includes(value)) throw invalid(`jail_resources must be one of ${STRATEGIES.join(", ")}, got "${value}"`, key);
+      if (!(STRATEGIES as readonly string[]).includes(value))
+        throw invalid(`jail_resources must be one of ${STRATEGIES.join(", ")}, got "${value}"`, key);
       s.jailResources = value as JailStrategy;
     } else {
-      throw invalid(`Firecracker takes no hypervisor parameter "${key}${value ? `=${value}` : ""}" (known: ${Object.values(KEYS).join(", ")})`, key || value);
+      throw invalid(
+        `Firecracker takes no hypervisor parameter "${key}${value ? `=${value}` : ""}" (known: ${Object.values(KEYS).join(", ")})`,
+        key || value,
+      );
     }
   }
   return s;

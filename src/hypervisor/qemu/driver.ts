@@ -7,10 +7,23 @@ import { z } from "zod";
 import { ConfigError, HypervisorError, isCocoonError } from "../../errors.js";
 import { chooseAccelerator, type AccelChoice } from "../../host/accel.js";
 import { hostTscKhz, isProcessAlive } from "../../host/proc.js";
-import { describeExit, ManagedProcess, pidStartTime, terminatePid, type EscalationStep, type ExitStatus } from "../../host/process.js";
+import {
+  describeExit,
+  ManagedProcess,
+  pidStartTime,
+  terminatePid,
+  type EscalationStep,
+  type ExitStatus,
+} from "../../host/process.js";
 import { silentLogger } from "../../log.js";
 import { withLock } from "../../store/lock.js";
-import { buildQemuArgs, QEMU_MACHINE_TYPES, type QemuDrive, type QemuMachineType, type QemuVmSpec } from "../../vmm/qemu/cmdline.js";
+import {
+  buildQemuArgs,
+  QEMU_MACHINE_TYPES,
+  type QemuDrive,
+  type QemuMachineType,
+  type QemuVmSpec,
+} from "../../vmm/qemu/cmdline.js";
 import { QmpClient } from "../../vmm/qemu/qmp.js";
 import { verifyAsset } from "../assets.js";
 import { assetPath, validateHypervisorConfig, type HypervisorConfig } from "../config.js";
@@ -34,7 +47,12 @@ const SCSI_CONTROLLER = "scsi0";
 const UNIX_PATH_MAX = 107;
 const MAX_SCSI_LUN = 255;
 
-const blockSlotSchema = z.object({ id: z.string(), lun: z.number(), path: z.string(), readOnly: z.boolean() });
+const blockSlotSchema = z.object({
+  id: z.string(),
+  lun: z.number(),
+  path: z.string(),
+  readOnly: z.boolean(),
+});
 const daemonSchema = z.object({ pid: z.number(), startTime: z.number().optional(), tag: z.string() });
 const driverStateSchema = z.object({
   vmDir: z.string(),
@@ -134,7 +152,9 @@ export class QemuHypervisor implements Hypervisor {
     this.vmDir = options.paths.vmDir;
     this.logger = (options.logger ?? silentLogger()).child({ hypervisor: "qemu", sandbox: options.id });
     this.guestReady = options.guestReady;
-    const longest = [this.qmpSocket, this.consoleSocket, this.agentSocket(AGENT_PORTS - 1) + ".lock"].sort((a, b) => b.length - a.length)[0]!;
+    const longest = [this.qmpSocket, this.consoleSocket, this.agentSocket(AGENT_PORTS - 1) + ".lock"].sort(
+      (a, b) => b.length - a.length,
+    )[0]!;
     if (Buffer.byteLength(longest) > UNIX_PATH_MAX) {
       throw new ConfigError(
         "ERR_INVALID_CONFIG",
@@ -146,7 +166,8 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private requireConfig(): HypervisorConfig {
-    if (!this.config || !this.state) throw new HypervisorError("ERR_INVALID_STATE", "the QEMU VM was not created (call createVM first)");
+    if (!this.config || !this.state)
+      throw new HypervisorError("ERR_INVALID_STATE", "the QEMU VM was not created (call createVM first)");
     return this.config;
   }
 
@@ -157,13 +178,22 @@ export class QemuHypervisor implements Hypervisor {
   async addDevice(device: Device): Promise<void> {
     this.requireConfig();
     if (this.isRunning()) {
-      throw new HypervisorError("ERR_INVALID_STATE", "cold-plug devices must be added before the VM starts; use hotplug");
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        "cold-plug devices must be added before the VM starts; use hotplug",
+      );
     }
     if (!["block", "fs", "serial", "vhost-user"].includes(device.type)) {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `the QEMU driver cannot cold-plug ${device.type} devices yet`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `the QEMU driver cannot cold-plug ${device.type} devices yet`,
+      );
     }
     if (device.type === "fs" && !/^[A-Za-z0-9_.-]{1,31}$/.test(device.tag)) {
-      throw new HypervisorError("ERR_INVALID_ARGUMENT", `invalid mount tag "${device.tag}": 1-31 letters, digits, '_', '.' or '-'`);
+      throw new HypervisorError(
+        "ERR_INVALID_ARGUMENT",
+        `invalid mount tag "${device.tag}": 1-31 letters, digits, '_', '.' or '-'`,
+      );
     }
     this.pending.push(device);
   }
@@ -188,7 +218,9 @@ export class QemuHypervisor implements Hypervisor {
           readOnly: d.readOnly ?? false,
           bus: "scsi",
           lun,
-          ...(config.blockDeviceCacheSet ? { cacheDirect: config.blockDeviceCacheDirect, cacheNoFlush: config.blockDeviceCacheNoflush } : {}),
+          ...(config.blockDeviceCacheSet
+            ? { cacheDirect: config.blockDeviceCacheDirect, cacheNoFlush: config.blockDeviceCacheNoflush }
+            : {}),
         });
       }
     }
@@ -200,10 +232,18 @@ export class QemuHypervisor implements Hypervisor {
       accel === "tcg" && tscKhz ? [{ key: "tsc_early_khz", value: String(tscKhz) }] : [],
       config.kernelParams,
     );
-    if (!image) params.splice(params.findIndex((p) => p.key === "root"), 1);
+    if (!image)
+      params.splice(
+        params.findIndex((p) => p.key === "root"),
+        1,
+      );
     return {
       name: `sandbox-${this.id}`,
-      machine: { type: machine, accel, extraOptions: config.machineAccelerators ? config.machineAccelerators.split(",").filter(Boolean) : [] },
+      machine: {
+        type: machine,
+        accel,
+        extraOptions: config.machineAccelerators ? config.machineAccelerators.split(",").filter(Boolean) : [],
+      },
       cpu: { model: accel === "kvm" ? "host" : "max" },
       smp: { cpus: config.numVCPUs, maxCpus: config.defaultMaxVCPUs },
       memory: {
@@ -211,23 +251,39 @@ export class QemuHypervisor implements Hypervisor {
         slots: config.memSlots,
         maxMiB: config.memorySize + config.memOffset,
         // vhost-user devices (virtio-fs) map guest RAM: it must be a shared memfd.
-        shared: this.pending.some((d) => (d.type === "fs" && d.fsType === "virtio-fs") || d.type === "vhost-user"),
+        shared: this.pending.some(
+          (d) => (d.type === "fs" && d.fsType === "virtio-fs") || d.type === "vhost-user",
+        ),
         prealloc: config.memPrealloc,
         hugePages: config.hugePages,
       },
-      kernel: { path: assetPath(config, "kernel"), ...(initrd ? { initrd } : {}), append: kernelCmdline(params) },
+      kernel: {
+        path: assetPath(config, "kernel"),
+        ...(initrd ? { initrd } : {}),
+        append: kernelCmdline(params),
+      },
       drives,
       scsiController: { id: SCSI_CONTROLLER },
-      serialPorts: Array.from({ length: AGENT_PORTS }, (_, i) => ({ id: `agent${i}`, name: `cocoon.agent.${i}`, socketPath: this.agentSocket(i) })),
+      serialPorts: Array.from({ length: AGENT_PORTS }, (_, i) => ({
+        id: `agent${i}`,
+        name: `cocoon.agent.${i}`,
+        socketPath: this.agentSocket(i),
+      })),
       console: { socketPath: this.consoleSocket, logFile: this.consoleLog },
       qmpSocket: this.qmpSocket,
       pidFile: this.file("qemu.pid"),
       shares9p: this.pending.flatMap((d) =>
-        d.type === "fs" && d.fsType === "virtio-9p" ? [{ id: `fs-${d.tag}`, path: d.hostPath, tag: d.tag, readOnly: d.readOnly ?? false }] : [],
+        d.type === "fs" && d.fsType === "virtio-9p"
+          ? [{ id: `fs-${d.tag}`, path: d.hostPath, tag: d.tag, readOnly: d.readOnly ?? false }]
+          : [],
       ),
       virtiofs: this.pending.flatMap((d) => {
-        if (d.type === "vhost-user" && d.kind === "fs") return [{ id: `vfs-${d.id}`, socketPath: d.socketPath, tag: d.tag ?? d.id, queueSize: 1024 }];
-        if (d.type === "fs" && d.fsType === "virtio-fs") return [{ id: `vfs-${d.tag}`, socketPath: this.virtiofsSocket(d.tag), tag: d.tag, queueSize: 1024 }];
+        if (d.type === "vhost-user" && d.kind === "fs")
+          return [{ id: `vfs-${d.id}`, socketPath: d.socketPath, tag: d.tag ?? d.id, queueSize: 1024 }];
+        if (d.type === "fs" && d.fsType === "virtio-fs")
+          return [
+            { id: `vfs-${d.tag}`, socketPath: this.virtiofsSocket(d.tag), tag: d.tag, queueSize: 1024 },
+          ];
         return [];
       }),
       ...(config.entropySource ? { rng: { source: config.entropySource } } : {}),
@@ -244,7 +300,8 @@ export class QemuHypervisor implements Hypervisor {
     const used = new Set(state.block.map((b) => b.lun));
     let lun = 0;
     while (used.has(lun)) lun++;
-    if (lun > MAX_SCSI_LUN) throw new HypervisorError("ERR_RESOURCE_EXHAUSTED", `all ${MAX_SCSI_LUN + 1} SCSI LUNs are in use`);
+    if (lun > MAX_SCSI_LUN)
+      throw new HypervisorError("ERR_RESOURCE_EXHAUSTED", `all ${MAX_SCSI_LUN + 1} SCSI LUNs are in use`);
     state.block.push({ id, lun, path: file, readOnly });
     return lun;
   }
@@ -274,7 +331,11 @@ export class QemuHypervisor implements Hypervisor {
     this.logger.info({ args, accel: this.accel }, "starting QEMU");
     const logFd = openSync(this.file("qemu.log"), "a");
     try {
-      this.process = await ManagedProcess.spawn(config.hypervisorPath, args, { detached: true, stdout: logFd, stderr: logFd });
+      this.process = await ManagedProcess.spawn(config.hypervisorPath, args, {
+        detached: true,
+        stdout: logFd,
+        stderr: logFd,
+      });
     } catch (err) {
       await this.cleanup();
       throw err;
@@ -303,27 +364,47 @@ export class QemuHypervisor implements Hypervisor {
    */
   private async startVirtiofsDaemons(timeoutMs: number): Promise<void> {
     const config = this.requireConfig();
-    const shares = this.pending.filter((d): d is Extract<Device, { type: "fs" }> => d.type === "fs" && d.fsType === "virtio-fs");
+    const shares = this.pending.filter(
+      (d): d is Extract<Device, { type: "fs" }> => d.type === "fs" && d.fsType === "virtio-fs",
+    );
     if (shares.length === 0) return;
     await verifyAsset({ type: "hypervisor", path: config.virtioFSDaemon });
     for (const share of shares) {
       const socket = this.virtiofsSocket(share.tag);
-      const args = [`--socket-path=${socket}`, "-o", `source=${share.hostPath}`, "-o", `cache=${config.virtioFSCache || "auto"}`, "-f"];
+      const args = [
+        `--socket-path=${socket}`,
+        "-o",
+        `source=${share.hostPath}`,
+        "-o",
+        `cache=${config.virtioFSCache || "auto"}`,
+        "-f",
+      ];
       if (share.readOnly) args.push("-o", "modcaps=-sys_admin");
       const logFd = openSync(this.file(`virtiofsd-${share.tag}.log`), "a");
       let daemon: ManagedProcess;
       try {
-        daemon = await ManagedProcess.spawn(config.virtioFSDaemon, args, { detached: true, stdout: logFd, stderr: logFd });
+        daemon = await ManagedProcess.spawn(config.virtioFSDaemon, args, {
+          detached: true,
+          stdout: logFd,
+          stderr: logFd,
+        });
       } finally {
         closeSync(logFd);
       }
       this.daemons.push(daemon);
-      this.state!.virtiofsd.push({ pid: daemon.pid, tag: share.tag, ...(await pidStartTime(daemon.pid).then((t) => (t === undefined ? {} : { startTime: t }))) });
+      this.state!.virtiofsd.push({
+        pid: daemon.pid,
+        tag: share.tag,
+        ...(await pidStartTime(daemon.pid).then((t) => (t === undefined ? {} : { startTime: t }))),
+      });
       const deadline = Date.now() + Math.min(timeoutMs, 10_000);
       while (!(await fileExists(socket))) {
         if (!daemon.running || Date.now() >= deadline) {
           const log = lastLines(await readTail(this.file(`virtiofsd-${share.tag}.log`)), 4);
-          throw new HypervisorError("ERR_VMM_START", `virtiofsd for ${share.hostPath} ${daemon.running ? "did not create its socket in time" : describeExit(daemon.exitStatus!)}${log ? `: ${log}` : ""}`);
+          throw new HypervisorError(
+            "ERR_VMM_START",
+            `virtiofsd for ${share.hostPath} ${daemon.running ? "did not create its socket in time" : describeExit(daemon.exitStatus!)}${log ? `: ${log}` : ""}`,
+          );
         }
         await sleep(10);
       }
@@ -341,7 +422,12 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /** Whichever comes first: boot done, QEMU exit, kernel panic, timeout. */
-  private async raceBoot(boot: Promise<void>, panic: Promise<string>, deadline: number, ac: AbortController): Promise<void> {
+  private async raceBoot(
+    boot: Promise<void>,
+    panic: Promise<string>,
+    deadline: number,
+    ac: AbortController,
+  ): Promise<void> {
     const proc = this.process!;
     let timer: NodeJS.Timeout | undefined;
     const outcome = await Promise.race([
@@ -368,9 +454,13 @@ export class QemuHypervisor implements Hypervisor {
       // A panic with panic=1 ends in a reboot, which -no-reboot turns into an exit.
       const panicLine = /Kernel panic - not syncing[^\n]*/.exec(await readTail(this.consoleLog, 64 * 1024));
       if (panicLine) {
-        throw new HypervisorError("ERR_GUEST_PANIC", `the guest kernel panicked during boot: ${panicLine[0].trim()}`, {
-          details: { console: consoleTail },
-        });
+        throw new HypervisorError(
+          "ERR_GUEST_PANIC",
+          `the guest kernel panicked during boot: ${panicLine[0].trim()}`,
+          {
+            details: { console: consoleTail },
+          },
+        );
       }
       throw await this.exitError(outcome.status, consoleTail);
     }
@@ -380,21 +470,32 @@ export class QemuHypervisor implements Hypervisor {
     // boot failed: QEMU may have died at the same time, which explains the failure better
     const exited = await proc.waitFor(200);
     if (exited) throw await this.exitError(exited, consoleTail, outcome.err);
-    if (isCocoonError(outcome.err) && (outcome.err.code === "ERR_AGENT_TIMEOUT" || outcome.err.code === "ERR_VMM_TIMEOUT")) {
+    if (
+      isCocoonError(outcome.err) &&
+      (outcome.err.code === "ERR_AGENT_TIMEOUT" || outcome.err.code === "ERR_VMM_TIMEOUT")
+    ) {
       throw this.timeoutError(deadline, consoleTail, outcome.err);
     }
     throw outcome.err;
   }
 
   /** QEMU exited before the guest was up: its stderr says why. */
-  private async exitError(status: ExitStatus, consoleTail: string, cause?: unknown): Promise<HypervisorError> {
+  private async exitError(
+    status: ExitStatus,
+    consoleTail: string,
+    cause?: unknown,
+  ): Promise<HypervisorError> {
     const stderr = lastLines(await readTail(this.file("qemu.log")), 6);
     const hint = this.pvmHint();
-    return new HypervisorError("ERR_VMM_START", `QEMU ${describeExit(status)} during boot${stderr ? `: ${stderr}` : ""}`, {
-      cause,
-      details: { code: status.code, signal: status.signal, stderr, console: consoleTail },
-      ...(hint ? { hint } : {}),
-    });
+    return new HypervisorError(
+      "ERR_VMM_START",
+      `QEMU ${describeExit(status)} during boot${stderr ? `: ${stderr}` : ""}`,
+      {
+        cause,
+        details: { code: status.code, signal: status.signal, stderr, console: consoleTail },
+        ...(hint ? { hint } : {}),
+      },
+    );
   }
 
   /** On a PVM host with KVM forced, a normal guest kernel cannot boot: say so and what to do. */
@@ -412,11 +513,15 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.pvmHint() && !consoleTail) {
       hint = "the guest printed nothing on its console: check the kernel and the accelerator";
     }
-    return new HypervisorError("ERR_VMM_TIMEOUT", `the VM did not come up in time: no answer from the guest agent (boot deadline passed ${new Date(deadline).toISOString()})`, {
-      cause,
-      hint,
-      details: { accelerator: accel?.accelerator, console: consoleTail },
-    });
+    return new HypervisorError(
+      "ERR_VMM_TIMEOUT",
+      `the VM did not come up in time: no answer from the guest agent (boot deadline passed ${new Date(deadline).toISOString()})`,
+      {
+        cause,
+        hint,
+        details: { accelerator: accel?.accelerator, console: consoleTail },
+      },
+    );
   }
 
   /** A failed start leaves nothing behind: kill QEMU, remove its directory. */
@@ -469,13 +574,21 @@ export class QemuHypervisor implements Hypervisor {
       const steps: EscalationStep[] = [];
       const paused = this.state?.paused ?? false;
       if (!paused && options.graceful !== false) {
-        steps.push({ name: "powerdown", action: () => this.qmpFireAndForget("system_powerdown"), timeoutMs: 15_000 });
+        steps.push({
+          name: "powerdown",
+          action: () => this.qmpFireAndForget("system_powerdown"),
+          timeoutMs: 15_000,
+        });
       }
       steps.push({ name: "quit", action: () => this.qmpFireAndForget("quit"), timeoutMs: 5_000 });
       steps.push({ name: "SIGTERM", signal: "SIGTERM", timeoutMs: 5_000 });
       steps.push({ name: "SIGKILL", signal: "SIGKILL", timeoutMs: 5_000 });
       if (this.process) await this.process.terminate(steps);
-      else await terminatePid(pid, { ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}), steps });
+      else
+        await terminatePid(pid, {
+          ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}),
+          steps,
+        });
     }
     this.disconnect();
     this.pid = 0;
@@ -511,7 +624,10 @@ export class QemuHypervisor implements Hypervisor {
   async hotplugAddDevice(device: Device): Promise<Device> {
     this.requireRunning();
     if (device.type !== "block") {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `hot-plugging ${device.type} devices into QEMU is not implemented yet`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `hot-plugging ${device.type} devices into QEMU is not implemented yet`,
+      );
     }
     return this.hotplugBlock(device);
   }
@@ -530,7 +646,14 @@ export class QemuHypervisor implements Hypervisor {
           file: {
             driver: "file",
             filename: device.path,
-            ...(config.blockDeviceCacheSet ? { cache: { direct: config.blockDeviceCacheDirect, "no-flush": config.blockDeviceCacheNoflush } } : {}),
+            ...(config.blockDeviceCacheSet
+              ? {
+                  cache: {
+                    direct: config.blockDeviceCacheDirect,
+                    "no-flush": config.blockDeviceCacheNoflush,
+                  },
+                }
+              : {}),
           },
         });
         try {
@@ -558,7 +681,10 @@ export class QemuHypervisor implements Hypervisor {
   async hotplugRemoveDevice(device: Device): Promise<Device> {
     this.requireRunning();
     if (device.type !== "block") {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `hot-unplugging ${device.type} devices from QEMU is not implemented yet`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `hot-unplugging ${device.type} devices from QEMU is not implemented yet`,
+      );
     }
     const slot = this.state!.block.find((b) => b.id === device.id);
     if (!slot) throw new HypervisorError("ERR_NOT_FOUND", `no hot-plugged block device ${device.id}`);
@@ -596,7 +722,12 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   capabilities(): Capabilities {
-    return { blockDeviceHotplug: true, fsSharing: this.config?.sharedFS !== "none", networkDeviceHotplug: false, multiQueue: false };
+    return {
+      blockDeviceHotplug: true,
+      fsSharing: this.config?.sharedFS !== "none",
+      networkDeviceHotplug: false,
+      multiQueue: false,
+    };
   }
 
   hypervisorConfig(): HypervisorConfig {
@@ -604,7 +735,10 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   async getThreadIDs(): Promise<VcpuThreadIds> {
-    const cpus = (await this.withQmp((qmp) => qmp.execute("query-cpus-fast"))) as { "cpu-index": number; "thread-id": number }[];
+    const cpus = (await this.withQmp((qmp) => qmp.execute("query-cpus-fast"))) as {
+      "cpu-index": number;
+      "thread-id": number;
+    }[];
     return { vcpus: new Map(cpus.map((c) => [c["cpu-index"], c["thread-id"]])) };
   }
 
@@ -614,7 +748,10 @@ export class QemuHypervisor implements Hypervisor {
       // cleanup of a VM that still runs (an error path): it must not outlive its directory
       await this.process.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
     } else if (this.pid > 0 && (await isProcessAlive(this.pid, this.pidStart))) {
-      await terminatePid(this.pid, { ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}), steps: [{ signal: "SIGKILL", timeoutMs: 5_000 }] });
+      await terminatePid(this.pid, {
+        ...(this.pidStart !== undefined ? { startTime: this.pidStart } : {}),
+        steps: [{ signal: "SIGKILL", timeoutMs: 5_000 }],
+      });
     }
     this.pid = 0;
     this.process = undefined;
@@ -624,10 +761,14 @@ export class QemuHypervisor implements Hypervisor {
 
   /** virtiofsd normally exits with QEMU; anything still there is terminated. */
   private async stopDaemons(): Promise<void> {
-    for (const d of this.daemons.splice(0)) if (d.running) await d.terminate([{ signal: "SIGTERM", timeoutMs: 2_000 }]);
+    for (const d of this.daemons.splice(0))
+      if (d.running) await d.terminate([{ signal: "SIGTERM", timeoutMs: 2_000 }]);
     for (const d of this.state?.virtiofsd ?? []) {
       if (await isProcessAlive(d.pid, d.startTime)) {
-        await terminatePid(d.pid, { ...(d.startTime !== undefined ? { startTime: d.startTime } : {}), steps: [{ signal: "SIGTERM", timeoutMs: 2_000 }] });
+        await terminatePid(d.pid, {
+          ...(d.startTime !== undefined ? { startTime: d.startTime } : {}),
+          steps: [{ signal: "SIGTERM", timeoutMs: 2_000 }],
+        });
       }
     }
     if (this.state) this.state.virtiofsd = [];
@@ -666,7 +807,11 @@ export class QemuHypervisor implements Hypervisor {
   load(saved: HypervisorState): void {
     this.requireConfig();
     const parsed = driverStateSchema.safeParse(saved.driver);
-    if (!parsed.success) throw new HypervisorError("ERR_STATE_CORRUPT", `persisted QEMU state is malformed: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new HypervisorError(
+        "ERR_STATE_CORRUPT",
+        `persisted QEMU state is malformed: ${parsed.error.issues[0]?.message}`,
+      );
     this.state = parsed.data;
     this.vmDir = parsed.data.vmDir;
     this.pid = saved.pid;

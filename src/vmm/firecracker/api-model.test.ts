@@ -45,40 +45,64 @@ describe("VersionedApi.checkBody", () => {
   const v16 = VersionedApi.for("1.16.1");
 
   it("refuses a field newer than the running version, naming the version that added it", () => {
-    expect(() => v1.checkBody("MachineConfiguration", { vcpu_count: 1, mem_size_mib: 128, huge_pages: "2M" })).toThrow(
+    expect(() =>
+      v1.checkBody("MachineConfiguration", { vcpu_count: 1, mem_size_mib: 128, huge_pages: "2M" }),
+    ).toThrow(
       /the field MachineConfiguration.huge_pages was added in Firecracker 1.7.0; the running Firecracker is 1.0.0/,
     );
     expect(() =>
-      v1.checkBody("SnapshotLoadParams", { snapshot_path: "/s", mem_backend: { backend_type: "File", backend_path: "/m" } }),
+      v1.checkBody("SnapshotLoadParams", {
+        snapshot_path: "/s",
+        mem_backend: { backend_type: "File", backend_path: "/m" },
+      }),
     ).toThrow(FirecrackerVersionError);
-    v16.checkBody("SnapshotLoadParams", { snapshot_path: "/s", mem_backend: { backend_type: "Uffd", backend_path: "/m" } });
+    v16.checkBody("SnapshotLoadParams", {
+      snapshot_path: "/s",
+      mem_backend: { backend_type: "Uffd", backend_path: "/m" },
+    });
   });
 
   it("refuses a removed field and new enum values", () => {
-    expect(() => v16.checkBody("SnapshotCreateParams", { snapshot_path: "/s", mem_file_path: "/m", version: "1.0.0" })).toThrow(
-      /removed in Firecracker 1.6.0/,
+    expect(() =>
+      v16.checkBody("SnapshotCreateParams", { snapshot_path: "/s", mem_file_path: "/m", version: "1.0.0" }),
+    ).toThrow(/removed in Firecracker 1.6.0/);
+    expect(() => v1.checkBody("Logger", { log_path: "/l", level: "Trace" })).toThrow(
+      /"Trace" of Logger.level was added in Firecracker 1.5.0/,
     );
-    expect(() => v1.checkBody("Logger", { log_path: "/l", level: "Trace" })).toThrow(/"Trace" of Logger.level was added in Firecracker 1.5.0/);
     v16.checkBody("Logger", { level: "Off" });
   });
 
   it("refuses unknown fields and type errors", () => {
-    expect(() => v16.checkBody("MachineConfiguration", { vcpu_count: 1, mem_size_mib: 128, bogus: 1 })).toThrow(FirecrackerRequestError);
-    expect(() => v16.checkBody("MachineConfiguration", { vcpu_count: 0, mem_size_mib: 128 })).toThrow(/vcpu_count must be >= 1/);
-    expect(() => v1.checkBody("Drive", { drive_id: "a", is_root_device: false })).toThrow(/must have required property 'is_read_only'/);
+    expect(() =>
+      v16.checkBody("MachineConfiguration", { vcpu_count: 1, mem_size_mib: 128, bogus: 1 }),
+    ).toThrow(FirecrackerRequestError);
+    expect(() => v16.checkBody("MachineConfiguration", { vcpu_count: 0, mem_size_mib: 128 })).toThrow(
+      /vcpu_count must be >= 1/,
+    );
+    expect(() => v1.checkBody("Drive", { drive_id: "a", is_root_device: false })).toThrow(
+      /must have required property 'is_read_only'/,
+    );
     v16.checkBody("Drive", { drive_id: "a", is_root_device: false, socket: "/vhost.sock" });
   });
 
   it("reports deprecated fields", () => {
-    expect(v1.deprecatedFields("Vsock", { guest_cid: 3, uds_path: "/v", vsock_id: "root" })).toEqual(["Vsock.vsock_id"]);
-    expect(v1.deprecatedFields("SnapshotLoadParams", { snapshot_path: "/s", mem_file_path: "/m" })).toEqual([]);
+    expect(v1.deprecatedFields("Vsock", { guest_cid: 3, uds_path: "/v", vsock_id: "root" })).toEqual([
+      "Vsock.vsock_id",
+    ]);
+    expect(v1.deprecatedFields("SnapshotLoadParams", { snapshot_path: "/s", mem_file_path: "/m" })).toEqual(
+      [],
+    );
     expect(v16.deprecatedFields("SnapshotLoadParams", { snapshot_path: "/s", mem_file_path: "/m" })).toEqual([
       "SnapshotLoadParams.mem_file_path",
     ]);
   });
 
   it("validates responses leniently (v1.0 /vm/config uses kebab-case keys)", () => {
-    v1.validateResponse("FullVmConfiguration", { "boot-source": { kernel_image_path: "/k", initrd_path: null }, drives: [], balloon: null });
+    v1.validateResponse("FullVmConfiguration", {
+      "boot-source": { kernel_image_path: "/k", initrd_path: null },
+      drives: [],
+      balloon: null,
+    });
     expect(() => v1.validateResponse("InstanceInfo", { id: "x" })).toThrow(/invalid InstanceInfo/);
   });
 });
@@ -89,7 +113,9 @@ describe("endpoints", () => {
     expect(m?.info.key).toBe("PUT /drives/{drive_id}");
     expect(m?.params).toEqual({ drive_id: "rootfs" });
     const cpu = matchEndpoint("PUT", "/cpu-config")!;
-    expect(() => VersionedApi.for("1.0.0").checkEndpoint(cpu.info)).toThrow(/endpoint PUT \/cpu-config was added in Firecracker 1.4.0/);
+    expect(() => VersionedApi.for("1.0.0").checkEndpoint(cpu.info)).toThrow(
+      /endpoint PUT \/cpu-config was added in Firecracker 1.4.0/,
+    );
     VersionedApi.for("1.4.0").checkEndpoint(cpu.info);
     expect(matchEndpoint("POST", "/actions")).toBeUndefined();
   });

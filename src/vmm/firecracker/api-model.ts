@@ -103,7 +103,10 @@ export function endpointInfo(method: string, template: string): EndpointInfo | u
 }
 
 /** Finds the endpoint a concrete path ("/drives/rootfs") belongs to, with its path parameters. */
-export function matchEndpoint(method: string, concretePath: string): { info: EndpointInfo; params: Record<string, string> } | undefined {
+export function matchEndpoint(
+  method: string,
+  concretePath: string,
+): { info: EndpointInfo; params: Record<string, string> } | undefined {
   for (const key of Object.keys(ENDPOINT_HISTORY)) {
     const space = key.indexOf(" ");
     if (key.slice(0, space) !== method.toUpperCase()) continue;
@@ -179,7 +182,9 @@ export class VersionedApi {
       throw new FirecrackerVersionError({
         what: `the endpoint ${info.key}`,
         running: this.version.raw,
-        ...(compareVersions(this.version, info.since) < 0 ? { since: info.since } : { removed: info.removed }),
+        ...(compareVersions(this.version, info.since) < 0
+          ? { since: info.since }
+          : { removed: info.removed }),
       });
     }
   }
@@ -195,10 +200,13 @@ export class VersionedApi {
     if (!fn(body)) {
       const e = fn.errors?.[0];
       const where = e?.instancePath ? `${def}${e.instancePath.replace(/\//g, ".")}` : def;
-      throw new FirecrackerRequestError(`invalid ${def} for Firecracker ${this.label}: ${where} ${e?.message ?? "is invalid"}`, {
-        definition: def,
-        ajv: e ? { path: e.instancePath, keyword: e.keyword, params: e.params } : undefined,
-      });
+      throw new FirecrackerRequestError(
+        `invalid ${def} for Firecracker ${this.label}: ${where} ${e?.message ?? "is invalid"}`,
+        {
+          definition: def,
+          ajv: e ? { path: e.instancePath, keyword: e.keyword, params: e.params } : undefined,
+        },
+      );
     }
   }
 
@@ -207,7 +215,11 @@ export class VersionedApi {
     const ref = refName(schema);
     if (ref) {
       if (!this.hasDefinition(ref) && DEFINITION_HISTORY[ref]) {
-        throw new FirecrackerVersionError({ what: `${where} (${ref})`, running: this.version.raw, ...DEFINITION_HISTORY[ref] });
+        throw new FirecrackerVersionError({
+          what: `${where} (${ref})`,
+          running: this.version.raw,
+          ...DEFINITION_HISTORY[ref],
+        });
       }
       this.checkKnown(ref, MERGED_DEFINITIONS[ref], value, where);
       return;
@@ -215,7 +227,11 @@ export class VersionedApi {
     if (Array.isArray(schema.enum) && value !== undefined) {
       const span = ENUM_HISTORY[`${owner}=${String(value)}`];
       if (span && !inSpan(span, this.version)) {
-        throw new FirecrackerVersionError({ what: `the value ${JSON.stringify(value)} of ${where}`, running: this.version.raw, ...span });
+        throw new FirecrackerVersionError({
+          what: `the value ${JSON.stringify(value)} of ${where}`,
+          running: this.version.raw,
+          ...span,
+        });
       }
     }
     if (Array.isArray(value) && isObject(schema.items)) {
@@ -238,7 +254,9 @@ export class VersionedApi {
         throw new FirecrackerVersionError({
           what: `the field ${where === owner ? key : `${where}.${name}`}`,
           running: this.version.raw,
-          ...(span.since !== undefined && compareVersions(this.version, span.since) < 0 ? { since: span.since } : { removed: span.removed }),
+          ...(span.since !== undefined && compareVersions(this.version, span.since) < 0
+            ? { since: span.since }
+            : { removed: span.removed }),
         });
       }
       this.checkKnown(key, sub, value[name], where === owner ? key : `${where}.${name}`);

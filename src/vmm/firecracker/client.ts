@@ -88,16 +88,37 @@ export function apiErrorFrom(method: string, path: string, res: RawResponse): Fi
     parsed = undefined;
   }
   const fault = faultSchema.safeParse(parsed);
-  if (fault.success) return new FirecrackerApiError({ status: res.status, faultMessage: fault.data.fault_message, bodyKey: "fault_message", method, path });
+  if (fault.success)
+    return new FirecrackerApiError({
+      status: res.status,
+      faultMessage: fault.data.fault_message,
+      bodyKey: "fault_message",
+      method,
+      path,
+    });
   const err = microHttpErrorSchema.safeParse(parsed);
-  if (err.success) return new FirecrackerApiError({ status: res.status, faultMessage: err.data.error, bodyKey: "error", method, path });
-  return new FirecrackerApiError({ status: res.status, faultMessage: res.text.trim() || "(no body)", bodyKey: "none", method, path });
+  if (err.success)
+    return new FirecrackerApiError({
+      status: res.status,
+      faultMessage: err.data.error,
+      bodyKey: "error",
+      method,
+      path,
+    });
+  return new FirecrackerApiError({
+    status: res.status,
+    faultMessage: res.text.trim() || "(no body)",
+    bodyKey: "none",
+    method,
+    path,
+  });
 }
 
 function expandPath(template: string, params: Record<string, string>): string {
   return template.replace(/\{(\w+)\}/g, (_m, name: string) => {
     const value = params[name];
-    if (value === undefined) throw new FirecrackerRequestError(`missing path parameter ${name} for ${template}`);
+    if (value === undefined)
+      throw new FirecrackerRequestError(`missing path parameter ${name} for ${template}`);
     if (!RESOURCE_ID_RE.test(value)) {
       throw new FirecrackerRequestError(
         `invalid ${name} "${value}": Firecracker resource ids may only contain letters, digits and underscores`,
@@ -154,7 +175,10 @@ export class FirecrackerClient {
   /** The running Firecracker's version (after connect / learnVersion). */
   get version(): FcVersion {
     if (!this.runningVersion) {
-      throw new HypervisorError("ERR_INVALID_STATE", "the Firecracker client has not learned the version yet: call connect() first");
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        "the Firecracker client has not learned the version yet: call connect() first",
+      );
     }
     return this.runningVersion;
   }
@@ -175,10 +199,17 @@ export class FirecrackerClient {
     }
     if (res.status !== 200) throw apiErrorFrom("GET", "/version", res);
     const body = z.object({ firecracker_version: z.string() }).safeParse(safeJson(res.text));
-    if (!body.success) throw new HypervisorError("ERR_VMM_API", `Firecracker answered GET /version with ${res.text.slice(0, 200)}`);
+    if (!body.success)
+      throw new HypervisorError(
+        "ERR_VMM_API",
+        `Firecracker answered GET /version with ${res.text.slice(0, 200)}`,
+      );
     const v = parseVersion(body.data.firecracker_version);
     if (compareVersions(v, MIN_SUPPORTED_VERSION) < 0) {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `Firecracker ${v.raw} is older than ${MIN_SUPPORTED_VERSION}, which cocoon does not support`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `Firecracker ${v.raw} is older than ${MIN_SUPPORTED_VERSION}, which cocoon does not support`,
+      );
     }
     this.runningVersion = v;
     this.versioned = VersionedApi.for(v);
@@ -189,21 +220,38 @@ export class FirecrackerClient {
    * Sends one request with no checks at all (tests of Firecracker's own refusals use this).
    * `body` is sent as is when a string or Buffer, else as JSON.
    */
-  async raw(method: string, path: string, body?: unknown, options: CallOptions & { headers?: Record<string, string> } = {}): Promise<RawResponse> {
+  async raw(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: CallOptions & { headers?: Record<string, string> } = {},
+  ): Promise<RawResponse> {
     try {
       return await this.rawOnce(method, path, body, options);
     } catch (err) {
       // micro-http closes the connection after a transport error; a GET that met the closing
       // socket was never read, so it is safe (and needed) to send it again on a new one.
       const code = errnoCode(err instanceof FirecrackerConnectionError ? err.cause : err);
-      if (method === "GET" && (code === "UND_ERR_SOCKET" || code === "ECONNRESET")) return this.rawOnce(method, path, body, options);
+      if (method === "GET" && (code === "UND_ERR_SOCKET" || code === "ECONNRESET"))
+        return this.rawOnce(method, path, body, options);
       throw err;
     }
   }
 
-  private async rawOnce(method: string, path: string, body: unknown, options: CallOptions & { headers?: Record<string, string> }): Promise<RawResponse> {
-    if (this.closed) throw new FirecrackerConnectionError(this.socketPath, "the Firecracker client is closed");
-    const payload = body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+  private async rawOnce(
+    method: string,
+    path: string,
+    body: unknown,
+    options: CallOptions & { headers?: Record<string, string> },
+  ): Promise<RawResponse> {
+    if (this.closed)
+      throw new FirecrackerConnectionError(this.socketPath, "the Firecracker client is closed");
+    const payload =
+      body === undefined
+        ? undefined
+        : typeof body === "string" || Buffer.isBuffer(body)
+          ? body
+          : JSON.stringify(body);
     const timeout = options.timeoutMs ?? this.timeoutMs;
     try {
       const res = await this.http.request({
@@ -220,7 +268,8 @@ export class FirecrackerClient {
       });
       const text = await res.body.text();
       const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
+      for (const [k, v] of Object.entries(res.headers))
+        if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(", ") : v;
       return { status: res.statusCode, headers, text };
     } catch (err) {
       const code = errnoCode(err);
@@ -232,10 +281,14 @@ export class FirecrackerClient {
             : code === "UND_ERR_HEADERS_TIMEOUT" || code === "UND_ERR_BODY_TIMEOUT"
               ? `no answer within ${timeout} ms`
               : messageOf(err);
-      throw new FirecrackerConnectionError(this.socketPath, `cannot reach the Firecracker API at ${this.socketPath} (${method} ${path}): ${why}`, {
-        cause: err,
-        details: { code },
-      });
+      throw new FirecrackerConnectionError(
+        this.socketPath,
+        `cannot reach the Firecracker API at ${this.socketPath} (${method} ${path}): ${why}`,
+        {
+          cause: err,
+          details: { code },
+        },
+      );
     }
   }
 
@@ -266,7 +319,9 @@ export class FirecrackerClient {
           const field = BODY_ID_FIELD[name];
           const value = field ? (body as Record<string, unknown>)[field] : undefined;
           if (field && value !== undefined && value !== pathParams[name]) {
-            throw new FirecrackerRequestError(`${key}: the body's ${field} "${String(value)}" differs from the path's "${pathParams[name]}"`);
+            throw new FirecrackerRequestError(
+              `${key}: the body's ${field} "${String(value)}" differs from the path's "${pathParams[name]}"`,
+            );
           }
         }
       }
@@ -277,14 +332,22 @@ export class FirecrackerClient {
     if (res.status < 200 || res.status > 299) throw apiErrorFrom(method, path, res);
     const deprecated = res.headers["deprecation"] === "true";
     if (deprecated) {
-      const notice: DeprecationNotice = { method, path, fields: info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : [] };
+      const notice: DeprecationNotice = {
+        method,
+        path,
+        fields: info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : [],
+      };
       if (this.options.onDeprecation) this.options.onDeprecation(notice);
       else this.options.logger?.warn(notice, `Firecracker deprecates something in ${method} ${path}`);
     }
     let parsed: unknown = undefined;
     if (info.response) {
       const json = safeJson(res.text);
-      if (json === undefined) throw new HypervisorError("ERR_VMM_API", `Firecracker answered ${method} ${path} with a body that is not JSON: ${res.text.slice(0, 200)}`);
+      if (json === undefined)
+        throw new HypervisorError(
+          "ERR_VMM_API",
+          `Firecracker answered ${method} ${path} with a body that is not JSON: ${res.text.slice(0, 200)}`,
+        );
       parsed = this.api.validateResponse(info.response, json);
     }
     return { status: res.status, body: parsed as Operations[K]["response"], deprecated };

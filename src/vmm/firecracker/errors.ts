@@ -13,13 +13,29 @@ export class FirecrackerApiError extends HypervisorError {
   readonly path: string;
 
   constructor(
-    init: { status: number; faultMessage: string; bodyKey: FirecrackerApiError["bodyKey"]; method: string; path: string },
+    init: {
+      status: number;
+      faultMessage: string;
+      bodyKey: FirecrackerApiError["bodyKey"];
+      method: string;
+      path: string;
+    },
     options: CocoonErrorOptions = {},
   ) {
-    super("ERR_VMM_API", `Firecracker refused ${init.method} ${init.path} (${init.status}): ${init.faultMessage}`, {
-      ...options,
-      details: { status: init.status, method: init.method, path: init.path, faultMessage: init.faultMessage, ...options.details },
-    });
+    super(
+      "ERR_VMM_API",
+      `Firecracker refused ${init.method} ${init.path} (${init.status}): ${init.faultMessage}`,
+      {
+        ...options,
+        details: {
+          status: init.status,
+          method: init.method,
+          path: init.path,
+          faultMessage: init.faultMessage,
+          ...options.details,
+        },
+      },
+    );
     this.status = init.status;
     this.faultMessage = init.faultMessage;
     this.bodyKey = init.bodyKey;

@@ -20,7 +20,12 @@ describe("Jail", () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), "cocoon-jail-"));
     dirs.push(dir);
     const layout = jailLayout(path.join(dir, "base"), "/usr/bin/firecracker", "vm1");
-    const jail = new Jail(layout, { jailed, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, strategy: "auto" });
+    const jail = new Jail(layout, {
+      jailed,
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      strategy: "auto",
+    });
     const src = path.join(dir, "disk.img");
     await writeFile(src, "disk");
     return { dir, layout, jail, src };
@@ -39,7 +44,9 @@ describe("Jail", () => {
     ]);
     await jail.remove("/drives/d.img");
     expect((await stat(src)).nlink).toBe(1);
-    await expect(jail.put(path.join(layout.root, "missing"), "/x")).rejects.toMatchObject({ code: "ERR_ASSET_INVALID" });
+    await expect(jail.put(path.join(layout.root, "missing"), "/x")).rejects.toMatchObject({
+      code: "ERR_ASSET_INVALID",
+    });
   });
 
   it("gives host paths when Firecracker runs without a jailer", async () => {
@@ -48,18 +55,21 @@ describe("Jail", () => {
     expect(await jail.put(src, "/rootfs")).toBe(path.join(layout.root, "rootfs"));
   });
 
-  it.skipIf(process.getuid?.() !== 0)("bind-mounts (read-only on request) and never deletes through a mount", async () => {
-    const { jail, src, layout, dir } = await setup();
-    await jail.prepare();
-    await jail.put(src, "/ro.img", { strategy: "bind", readOnly: true });
-    expect((await mountsUnder(dir)).map((m) => m.target)).toEqual([path.join(layout.root, "ro.img")]);
-    await expect(writeFile(path.join(layout.root, "ro.img"), "x")).rejects.toThrow(/read-only/i);
-    await jail.cleanup();
-    await jail.cleanup();
-    expect(await mountsUnder(dir)).toEqual([]);
-    await expect(lstat(layout.jailDir)).rejects.toThrow();
-    expect(await readFile(src, "utf8")).toBe("disk");
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    "bind-mounts (read-only on request) and never deletes through a mount",
+    async () => {
+      const { jail, src, layout, dir } = await setup();
+      await jail.prepare();
+      await jail.put(src, "/ro.img", { strategy: "bind", readOnly: true });
+      expect((await mountsUnder(dir)).map((m) => m.target)).toEqual([path.join(layout.root, "ro.img")]);
+      await expect(writeFile(path.join(layout.root, "ro.img"), "x")).rejects.toThrow(/read-only/i);
+      await jail.cleanup();
+      await jail.cleanup();
+      expect(await mountsUnder(dir)).toEqual([]);
+      await expect(lstat(layout.jailDir)).rejects.toThrow();
+      expect(await readFile(src, "utf8")).toBe("disk");
+    },
+  );
 
   it("removes a stale jail but refuses one whose Firecracker answers", async () => {
     const { jail, layout } = await setup();
@@ -77,7 +87,9 @@ describe("Jail", () => {
       server.close();
     }
     await writeFile(layout.pidFile, String(process.pid));
-    await expect(jail.prepare()).rejects.toThrow(new RegExp(`a Firecracker is running in it \\(pid ${process.pid}\\)`));
+    await expect(jail.prepare()).rejects.toThrow(
+      new RegExp(`a Firecracker is running in it \\(pid ${process.pid}\\)`),
+    );
     expect(await readPidFile(layout.pidFile)).toBe(process.pid);
   });
 });

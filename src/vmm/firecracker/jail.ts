@@ -1,4 +1,17 @@
-import { chown, copyFile, link, lstat, mkdir, readFile, realpath, rm, stat, truncate, unlink, writeFile } from "node:fs/promises";
+import {
+  chown,
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  readFile,
+  realpath,
+  rm,
+  stat,
+  truncate,
+  unlink,
+  writeFile,
+} from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { ConfigError, HypervisorError, errnoCode, messageOf } from "../../errors.js";
@@ -108,13 +121,20 @@ export class Jail {
    * Puts `source` into the jail at `jailPath` and returns the path Firecracker must be given.
    * "auto" hard-links when source and jail share a filesystem, else bind-mounts.
    */
-  async put(source: string, jailPath: string, options: { readOnly?: boolean; strategy?: JailStrategy; chown?: boolean } = {}): Promise<string> {
+  async put(
+    source: string,
+    jailPath: string,
+    options: { readOnly?: boolean; strategy?: JailStrategy; chown?: boolean } = {},
+  ): Promise<string> {
     if (!source) throw new ConfigError("ERR_ASSET_INVALID", `no source file for ${jailPath}`);
     let real: string;
     try {
       real = await realpath(source);
     } catch (err) {
-      throw new ConfigError("ERR_ASSET_INVALID", `cannot put ${source} into the jail: ${messageOf(err)}`, { cause: err, details: { source } });
+      throw new ConfigError("ERR_ASSET_INVALID", `cannot put ${source} into the jail: ${messageOf(err)}`, {
+        cause: err,
+        details: { source },
+      });
     }
     const dest = this.hostPath(jailPath);
     if (this.placed.has(path.resolve("/", jailPath)) || (await exists(dest))) await this.remove(jailPath);
@@ -129,7 +149,11 @@ export class Jail {
       } catch (err) {
         const code = errnoCode(err);
         if (strategy === "link" || (code !== "EXDEV" && code !== "EPERM" && code !== "EMLINK")) {
-          throw new HypervisorError("ERR_HOST_PROBE", `cannot hard-link ${real} into the jail at ${dest}: ${messageOf(err)}`, { cause: err });
+          throw new HypervisorError(
+            "ERR_HOST_PROBE",
+            `cannot hard-link ${real} into the jail at ${dest}: ${messageOf(err)}`,
+            { cause: err },
+          );
         }
       }
     }
@@ -175,7 +199,9 @@ export class Jail {
     for (const m of await mountsUnder(dest)) await unmount(m.target, { lazy: true });
     const left = await mountsUnder(dest);
     if (left.length) {
-      throw new HypervisorError("ERR_HOST_PROBE", `cannot unmount ${dest}: it stays in the jail`, { details: { mounts: left.map((m) => m.target) } });
+      throw new HypervisorError("ERR_HOST_PROBE", `cannot unmount ${dest}: it stays in the jail`, {
+        details: { mounts: left.map((m) => m.target) },
+      });
     }
     await rm(dest, { recursive: true, force: true });
     this.placed.delete(key);
@@ -193,9 +219,13 @@ export class Jail {
     }
     const left = await mountsUnder(dir);
     if (left.length) {
-      throw new HypervisorError("ERR_HOST_PROBE", `cannot unmount ${left.map((m) => m.target).join(", ")}: the jail ${dir} was left in place`, {
-        details: { mounts: left.map((m) => m.target) },
-      });
+      throw new HypervisorError(
+        "ERR_HOST_PROBE",
+        `cannot unmount ${left.map((m) => m.target).join(", ")}: the jail ${dir} was left in place`,
+        {
+          details: { mounts: left.map((m) => m.target) },
+        },
+      );
     }
     await rm(dir, { recursive: true, force: true });
     this.placed.clear();

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { buildJailerArgs, checkJailerId, hostPathOf, jailLayout, spawnedPidIsFirecracker, writesPidFile } from "./jailer.js";
+import {
+  buildJailerArgs,
+  checkJailerId,
+  hostPathOf,
+  jailLayout,
+  spawnedPidIsFirecracker,
+  writesPidFile,
+} from "./jailer.js";
 import { parseVersion } from "./version.js";
 
 const v1_0 = parseVersion("1.0.0");
@@ -27,10 +34,35 @@ describe("buildJailerArgs", () => {
         v1_16,
       ),
     ).toEqual([
-      "--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "123", "--gid", "456",
-      "--chroot-base-dir", "/var/lib/cocoon/jails", "--netns", "/var/run/netns/ns1", "--daemonize", "--new-pid-ns",
-      "--cgroup", "cpuset.cpus=0", "--cgroup", "cpuset.mems=0", "--cgroup-version", "2", "--parent-cgroup", "cocoon",
-      "--resource-limit", "fsize=1024", "--resource-limit", "no-file=4096", "--", "--api-sock", "/api.socket",
+      "--id",
+      "vm-1",
+      "--exec-file",
+      "/usr/bin/firecracker",
+      "--uid",
+      "123",
+      "--gid",
+      "456",
+      "--chroot-base-dir",
+      "/var/lib/cocoon/jails",
+      "--netns",
+      "/var/run/netns/ns1",
+      "--daemonize",
+      "--new-pid-ns",
+      "--cgroup",
+      "cpuset.cpus=0",
+      "--cgroup",
+      "cpuset.mems=0",
+      "--cgroup-version",
+      "2",
+      "--parent-cgroup",
+      "cocoon",
+      "--resource-limit",
+      "fsize=1024",
+      "--resource-limit",
+      "no-file=4096",
+      "--",
+      "--api-sock",
+      "/api.socket",
     ]);
   });
 
@@ -43,11 +75,17 @@ describe("buildJailerArgs", () => {
 
   it("refuses what the jailer refuses", () => {
     expect(() => buildJailerArgs({ ...base, id: "bad_id" }, v1_16)).toThrow(/cannot be a jailer id/);
-    expect(() => buildJailerArgs({ ...base, execFile: "/opt/fc" }, parseVersion("1.5.0"))).toThrow(/must.*contain|contains "firecracker"/);
+    expect(() => buildJailerArgs({ ...base, execFile: "/opt/fc" }, parseVersion("1.5.0"))).toThrow(
+      /must.*contain|contains "firecracker"/,
+    );
     expect(buildJailerArgs({ ...base, execFile: "/opt/fc" }, v1_16)).toContain("/opt/fc");
     expect(() => buildJailerArgs({ ...base, parentCgroup: "../up" }, v1_16)).toThrow(/relative path/);
-    expect(() => buildJailerArgs({ ...base, cgroups: ["cpus"] }, v1_16)).toThrow(/<controller>\.<file>=<value>/);
-    expect(() => buildJailerArgs({ ...base, firecrackerArgs: ["--id", "x"] }, v1_16)).toThrow(/jailer passes its own --id/);
+    expect(() => buildJailerArgs({ ...base, cgroups: ["cpus"] }, v1_16)).toThrow(
+      /<controller>\.<file>=<value>/,
+    );
+    expect(() => buildJailerArgs({ ...base, firecrackerArgs: ["--id", "x"] }, v1_16)).toThrow(
+      /jailer passes its own --id/,
+    );
     expect(() => buildJailerArgs({ ...base, uid: -1 }, v1_16)).toThrow(/uid must be/);
     expect(checkJailerId("a-Z-9")).toBe("a-Z-9");
     expect(() => checkJailerId("x".repeat(65))).toThrow();

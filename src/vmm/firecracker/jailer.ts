@@ -41,7 +41,10 @@ function invalid(message: string, details: Record<string, unknown> = {}): Config
 /** Refuses an id the jailer would refuse (it is stricter than cocoon's ids: no '_' or '.'). */
 export function checkJailerId(id: string): string {
   if (!JAILER_ID_RE.test(id)) {
-    throw invalid(`"${id}" cannot be a jailer id: use 1-64 letters, digits or '-' (the jailer refuses '_', '.' and others)`, { id });
+    throw invalid(
+      `"${id}" cannot be a jailer id: use 1-64 letters, digits or '-' (the jailer refuses '_', '.' and others)`,
+      { id },
+    );
   }
   return id;
 }
@@ -54,24 +57,42 @@ export function checkJailerId(id: string): string {
 export function buildJailerArgs(o: JailerOptions, jailerVersion: FcVersion): string[] {
   checkJailerId(o.id);
   const execName = path.basename(o.execFile);
-  if (atLeast(jailerVersion, "1.2.0") && !atLeast(jailerVersion, "1.13.0") && !execName.includes("firecracker")) {
-    throw invalid(`jailer ${jailerVersion.raw} needs an exec file whose name contains "firecracker" (got ${execName})`, { execFile: o.execFile });
+  if (
+    atLeast(jailerVersion, "1.2.0") &&
+    !atLeast(jailerVersion, "1.13.0") &&
+    !execName.includes("firecracker")
+  ) {
+    throw invalid(
+      `jailer ${jailerVersion.raw} needs an exec file whose name contains "firecracker" (got ${execName})`,
+      { execFile: o.execFile },
+    );
   }
-  for (const [name, v] of [["uid", o.uid], ["gid", o.gid]] as const) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw invalid(`jailer ${name} must be a 32-bit unsigned integer, got ${String(v)}`);
+  for (const [name, v] of [
+    ["uid", o.uid],
+    ["gid", o.gid],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+      throw invalid(`jailer ${name} must be a 32-bit unsigned integer, got ${String(v)}`);
   }
-  if (o.parentCgroup !== undefined && (path.isAbsolute(o.parentCgroup) || o.parentCgroup.split("/").some((c) => c === "." || c === ".."))) {
-    throw invalid(`the jailer's parent cgroup must be a relative path without "." or "..": ${o.parentCgroup}`);
+  if (
+    o.parentCgroup !== undefined &&
+    (path.isAbsolute(o.parentCgroup) || o.parentCgroup.split("/").some((c) => c === "." || c === ".."))
+  ) {
+    throw invalid(
+      `the jailer's parent cgroup must be a relative path without "." or "..": ${o.parentCgroup}`,
+    );
   }
   const fcArgs = o.firecrackerArgs ?? [];
-  if (fcArgs.includes("--id")) throw invalid("do not pass --id to Firecracker under the jailer: the jailer passes its own --id");
+  if (fcArgs.includes("--id"))
+    throw invalid("do not pass --id to Firecracker under the jailer: the jailer passes its own --id");
   const args = ["--id", o.id, "--exec-file", o.execFile, "--uid", String(o.uid), "--gid", String(o.gid)];
   if (o.chrootBaseDir !== undefined) args.push("--chroot-base-dir", o.chrootBaseDir);
   if (o.netns !== undefined) args.push("--netns", o.netns);
   if (o.daemonize) args.push("--daemonize");
   if (o.newPidNs) args.push("--new-pid-ns");
   for (const c of o.cgroups ?? []) {
-    if (!/^[a-z_]+\.[a-z_.]+=.+$/.test(c)) throw invalid(`a jailer cgroup setting must look like <controller>.<file>=<value>: "${c}"`);
+    if (!/^[a-z_]+\.[a-z_.]+=.+$/.test(c))
+      throw invalid(`a jailer cgroup setting must look like <controller>.<file>=<value>: "${c}"`);
     args.push("--cgroup", c);
   }
   if (o.cgroupVersion !== undefined) args.push("--cgroup-version", String(o.cgroupVersion));
@@ -115,7 +136,10 @@ export function writesPidFile(jailerVersion: FcVersion, o: Pick<JailerOptions, "
  * Whether the process cocoon spawns becomes Firecracker (the jailer execs in place). Not with
  * --new-pid-ns (Firecracker is a cloned child), nor with --daemonize since 1.7 (double fork).
  */
-export function spawnedPidIsFirecracker(jailerVersion: FcVersion, o: Pick<JailerOptions, "newPidNs" | "daemonize">): boolean {
+export function spawnedPidIsFirecracker(
+  jailerVersion: FcVersion,
+  o: Pick<JailerOptions, "newPidNs" | "daemonize">,
+): boolean {
   if (o.newPidNs) return false;
   return !(o.daemonize && atLeast(jailerVersion, "1.7.0"));
 }
@@ -124,11 +148,14 @@ export function spawnedPidIsFirecracker(jailerVersion: FcVersion, o: Pick<Jailer
 export async function binaryVersion(file: string, what: "Firecracker" | "Jailer"): Promise<FcVersion> {
   const res = await runCommand(file, ["--version"], { timeoutMs: 10_000 });
   if (res.code !== 0) {
-    throw new ConfigError("ERR_ASSET_INVALID", `${file} --version failed (${res.code ?? res.signal}): ${res.stderr.trim().slice(0, 300)}`, {
-      details: { file },
-    });
+    throw new ConfigError(
+      "ERR_ASSET_INVALID",
+      `${file} --version failed (${res.code ?? res.signal}): ${res.stderr.trim().slice(0, 300)}`,
+      {
+        details: { file },
+      },
+    );
   }
   const m = new RegExp(`${what}\\s+v?(\\d+\\.\\d+\\.\\d+\\S*)`, "i").exec(res.stdout);
   return parseVersion(m?.[1] ?? res.stdout, what);
 }
-

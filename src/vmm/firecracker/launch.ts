@@ -19,7 +19,11 @@ export interface LaunchRequest {
   /** Firecracker flags other than --id (the jailer adds it; unjailed launches add it here). */
   firecrackerArgs: string[];
   id: string;
-  jailer?: { path: string; version: FcVersion; options: Omit<JailerOptions, "execFile" | "firecrackerArgs" | "id"> };
+  jailer?: {
+    path: string;
+    version: FcVersion;
+    options: Omit<JailerOptions, "execFile" | "firecrackerArgs" | "id">;
+  };
   /** Host path of the jailer pid file (jailed launches). */
   pidFile?: string;
   stdout?: SpawnOptions["stdout"];
@@ -43,7 +47,10 @@ export async function launchFirecracker(r: LaunchRequest): Promise<Launched> {
   const jailed = r.jailer !== undefined;
   const file = jailed ? r.jailer!.path : r.firecrackerPath;
   const argv = jailed
-    ? buildJailerArgs({ ...r.jailer!.options, id: r.id, execFile: r.firecrackerPath, firecrackerArgs: r.firecrackerArgs }, r.jailer!.version)
+    ? buildJailerArgs(
+        { ...r.jailer!.options, id: r.id, execFile: r.firecrackerPath, firecrackerArgs: r.firecrackerArgs },
+        r.jailer!.version,
+      )
     : ["--id", r.id, ...r.firecrackerArgs];
   const spawned = await ManagedProcess.spawn(file, argv, {
     stdin: "ignore",
@@ -59,7 +66,10 @@ export async function launchFirecracker(r: LaunchRequest): Promise<Launched> {
     if (!spawnedPidIsFirecracker(r.jailer!.version, o) || viaPidFile) {
       if (!viaPidFile || !r.pidFile) {
         await spawned.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
-        throw new HypervisorError("ERR_VMM_START", "cannot find Firecracker's pid: this jailer mode forks and writes no pid file");
+        throw new HypervisorError(
+          "ERR_VMM_START",
+          "cannot find Firecracker's pid: this jailer mode forks and writes no pid file",
+        );
       }
       pid = await waitPidFile(r.pidFile, spawned, r.timeoutMs ?? 5_000);
     }
@@ -77,9 +87,15 @@ async function waitPidFile(pidFile: string, spawned: ManagedProcess, timeoutMs: 
     const status = spawned.exitStatus;
     if (status && (status.code !== 0 || status.signal)) {
       await spawned.closed;
-      throw new HypervisorError("ERR_VMM_START", `the jailer ${describeExit(status)}: ${tail(spawned)}`, { details: { pidFile } });
+      throw new HypervisorError("ERR_VMM_START", `the jailer ${describeExit(status)}: ${tail(spawned)}`, {
+        details: { pidFile },
+      });
     }
-    if (Date.now() >= deadline) throw new HypervisorError("ERR_VMM_TIMEOUT", `the jailer wrote no pid file (${pidFile}) within ${timeoutMs} ms`);
+    if (Date.now() >= deadline)
+      throw new HypervisorError(
+        "ERR_VMM_TIMEOUT",
+        `the jailer wrote no pid file (${pidFile}) within ${timeoutMs} ms`,
+      );
     await sleep(10);
   }
 }
@@ -130,10 +146,14 @@ export async function waitForApi(socketPath: string, o: WaitApiOptions): Promise
         );
       }
       if (Date.now() >= deadline) {
-        throw new HypervisorError("ERR_VMM_TIMEOUT", `Firecracker's API at ${socketPath} did not answer within ${o.timeoutMs} ms`, {
-          details: { socketPath },
-          hint: "check that the Firecracker binary runs on this host (KVM access) and look at its log or console",
-        });
+        throw new HypervisorError(
+          "ERR_VMM_TIMEOUT",
+          `Firecracker's API at ${socketPath} did not answer within ${o.timeoutMs} ms`,
+          {
+            details: { socketPath },
+            hint: "check that the Firecracker binary runs on this host (KVM access) and look at its log or console",
+          },
+        );
       }
       await sleep(o.pollMs ?? 10);
     }

@@ -11,14 +11,31 @@ import { createTap, deleteTap, macFromIp, netnsPath } from "../../network/tap.js
 import type { BalloonStats, Drive, InstanceInfo, RateLimiter } from "../../gen/firecracker/index.js";
 import { FirecrackerClient } from "./client.js";
 import { Jail, type JailStrategy } from "./jail.js";
-import { DEFAULT_CHROOT_BASE, binaryVersion, jailLayout, writesPidFile, type JailerOptions } from "./jailer.js";
+import {
+  DEFAULT_CHROOT_BASE,
+  binaryVersion,
+  jailLayout,
+  writesPidFile,
+  type JailerOptions,
+} from "./jailer.js";
 import { fileTail, launchFirecracker, waitForApi, type Launched } from "./launch.js";
 import { mmdsDataFromFile } from "./mmds.js";
-import { snapshotCreateBody, snapshotLoadBody, type MemoryBackendType, type Snapshot, type SnapshotType } from "./snapshot.js";
+import {
+  snapshotCreateBody,
+  snapshotLoadBody,
+  type MemoryBackendType,
+  type Snapshot,
+  type SnapshotType,
+} from "./snapshot.js";
 import { LineReader, makeFifo, parseMetricsLine, type MetricsLine } from "./telemetry.js";
 import { apiThread, setAffinity, vcpuThreads, vmmThread } from "./threads.js";
 import { atLeast, type FcVersion } from "./version.js";
-import { connectHybridVsock, listenGuestPort, type HybridVsockConnectOptions, type HybridVsockConnection } from "./vsock.js";
+import {
+  connectHybridVsock,
+  listenGuestPort,
+  type HybridVsockConnectOptions,
+  type HybridVsockConnection,
+} from "./vsock.js";
 
 /**
  * One Firecracker microVM for tests and tools: the TypeScript counterpart of the Firecracker
@@ -211,16 +228,22 @@ export class MicroVM {
   }
 
   /** Puts a host file where Firecracker can open it and returns the path to give Firecracker. */
-  async jailResource(hostFile: string, jailPath = `/${path.basename(hostFile)}`, options: { readOnly?: boolean } = {}): Promise<string> {
+  async jailResource(
+    hostFile: string,
+    jailPath = `/${path.basename(hostFile)}`,
+    options: { readOnly?: boolean } = {},
+  ): Promise<string> {
     return this.requireJail().put(hostFile, jailPath, options);
   }
 
   // -- spawning ---------------------------------------------------------------------------
 
   async spawn(s: SpawnOptions = {}): Promise<void> {
-    if (this.launched) throw new HypervisorError("ERR_INVALID_STATE", `microVM ${this.id} was already spawned`);
+    if (this.launched)
+      throw new HypervisorError("ERR_INVALID_STATE", `microVM ${this.id} was already spawned`);
     const jailed = s.jailed ?? this.o.jailerPath !== undefined;
-    if (jailed && !this.o.jailerPath) throw new HypervisorError("ERR_INVALID_ARGUMENT", "a jailed spawn needs jailerPath");
+    if (jailed && !this.o.jailerPath)
+      throw new HypervisorError("ERR_INVALID_ARGUMENT", "a jailed spawn needs jailerPath");
     this.isJailed = jailed;
     this.fcVersion = await binaryVersion(this.o.firecrackerPath, "Firecracker");
     const j = this.o.jailer ?? {};
@@ -230,7 +253,12 @@ export class MicroVM {
     // Unjailed, the same layout lives in the resource directory (short paths: sockets allow 107 bytes).
     const layout = jailed
       ? jailLayout(base, this.o.firecrackerPath, this.id)
-      : { jailDir: path.join(this.path, "jail"), root: path.join(this.path, "jail", "root"), pidFile: "", execName: path.basename(this.o.firecrackerPath) };
+      : {
+          jailDir: path.join(this.path, "jail"),
+          root: path.join(this.path, "jail", "root"),
+          pidFile: "",
+          execName: path.basename(this.o.firecrackerPath),
+        };
     this.jail = new Jail(layout, { jailed, uid, gid, strategy: this.o.jailStrategy ?? "auto" });
     const apiSockJail = jailed ? "/run/firecracker.socket" : "/api.socket";
     this.apiSocketHost = this.jail.hostPath(apiSockJail);
@@ -244,7 +272,12 @@ export class MicroVM {
       await rm(fifo, { force: true });
       await makeFifo(fifo);
       this.logReader = await LineReader.open(fifo);
-      fcArgs.push("--log-path", await this.jail.put(fifo, "/log_fifo", { chown: true }), "--level", s.logLevel ?? "Debug");
+      fcArgs.push(
+        "--log-path",
+        await this.jail.put(fifo, "/log_fifo", { chown: true }),
+        "--level",
+        s.logLevel ?? "Debug",
+      );
       if (s.showLevel ?? true) fcArgs.push("--show-level");
       if (s.showLogOrigin) fcArgs.push("--show-log-origin");
     }
@@ -309,13 +342,20 @@ export class MicroVM {
       spawned: this.launched.spawned,
       describe: () => fileTail(this.consolePath!),
     });
-    this.apiClient = await FirecrackerClient.connect({ socketPath: this.apiSocketHost, ...(this.o.logger ? { logger: this.o.logger } : {}) });
+    this.apiClient = await FirecrackerClient.connect({
+      socketPath: this.apiSocketHost,
+      ...(this.o.logger ? { logger: this.o.logger } : {}),
+    });
     if (metricsViaApi) await this.apiClient.putMetrics({ metrics_path: metricsViaApi });
   }
 
   /** Whether the jailer of this VM writes a pid file (v1.7+, or --new-pid-ns). */
   get expectsPidFile(): boolean {
-    return this.isJailed && this.jailerVersion !== undefined && writesPidFile(this.jailerVersion, { newPidNs: this.o.jailer?.newPidNs ?? false });
+    return (
+      this.isJailed &&
+      this.jailerVersion !== undefined &&
+      writesPidFile(this.jailerVersion, { newPidNs: this.o.jailer?.newPidNs ?? false })
+    );
   }
 
   // -- configuration ----------------------------------------------------------------------
@@ -331,12 +371,24 @@ export class MicroVM {
     });
     if (!this.kernelFile) throw new HypervisorError("ERR_INVALID_ARGUMENT", "basicConfig needs kernelFile");
     await this.client.putBootSource({
-      kernel_image_path: await this.jailResource(this.kernelFile, `/${path.basename(this.kernelFile)}`, { readOnly: true }),
+      kernel_image_path: await this.jailResource(this.kernelFile, `/${path.basename(this.kernelFile)}`, {
+        readOnly: true,
+      }),
       ...(c.bootArgs !== undefined ? { boot_args: c.bootArgs } : {}),
-      ...(c.useInitrd && this.initrdFile ? { initrd_path: await this.jailResource(this.initrdFile, `/${path.basename(this.initrdFile)}`, { readOnly: true }) } : {}),
+      ...(c.useInitrd && this.initrdFile
+        ? {
+            initrd_path: await this.jailResource(this.initrdFile, `/${path.basename(this.initrdFile)}`, {
+              readOnly: true,
+            }),
+          }
+        : {}),
     });
     if ((c.addRootDevice ?? true) && this.rootfsFile) {
-      await this.addDrive("rootfs", this.rootfsFile, { rootDevice: true, readOnly: c.rootfsReadOnly ?? false, ...(c.rootfsIoEngine ? { ioEngine: c.rootfsIoEngine } : {}) });
+      await this.addDrive("rootfs", this.rootfsFile, {
+        rootDevice: true,
+        readOnly: c.rootfsReadOnly ?? false,
+        ...(c.rootfsIoEngine ? { ioEngine: c.rootfsIoEngine } : {}),
+      });
     }
   }
 
@@ -370,11 +422,18 @@ export class MicroVM {
       jailPath = this.drivePath(driveId, file);
       fc = await this.jailResource(file, jailPath);
     }
-    await this.client.patchDrive({ drive_id: driveId, ...(fc !== undefined ? { path_on_host: fc } : {}), ...(rateLimiter ? { rate_limiter: rateLimiter } : {}) });
+    await this.client.patchDrive({
+      drive_id: driveId,
+      ...(fc !== undefined ? { path_on_host: fc } : {}),
+      ...(rateLimiter ? { rate_limiter: rateLimiter } : {}),
+    });
     if (file !== undefined && jailPath !== undefined) {
       const old = this.drives.get(driveId);
       this.drives.set(driveId, { jailPath, hostPath: file });
-      if (old) await this.requireJail().remove(old.jailPath).catch(() => undefined);
+      if (old)
+        await this.requireJail()
+          .remove(old.jailPath)
+          .catch(() => undefined);
     }
   }
 
@@ -390,7 +449,10 @@ export class MicroVM {
     };
     iface.guestMac = macFromIp(iface.guestIp);
     if (n.createTap ?? true) {
-      await createTap(iface.tapName, { ...(this.o.netns ? { netns: this.o.netns } : {}), address: `${iface.hostIp}/${n.netmaskLen ?? 30}` });
+      await createTap(iface.tapName, {
+        ...(this.o.netns ? { netns: this.o.netns } : {}),
+        address: `${iface.hostIp}/${n.netmaskLen ?? 30}`,
+      });
       this.taps.push({ name: iface.tapName, ...(this.o.netns ? { netns: this.o.netns } : {}) });
     }
     await this.client.putNetworkInterface({
@@ -415,7 +477,8 @@ export class MicroVM {
   }
 
   private requireVsock(): { jailPath: string; hostPath: string } {
-    if (!this.vsockUds) throw new HypervisorError("ERR_INVALID_STATE", `microVM ${this.id} has no vsock device`);
+    if (!this.vsockUds)
+      throw new HypervisorError("ERR_INVALID_STATE", `microVM ${this.id} has no vsock device`);
     return this.vsockUds;
   }
 
@@ -431,7 +494,14 @@ export class MicroVM {
     return server.path;
   }
 
-  async configureMmds(o: { version?: "V1" | "V2"; networkInterfaces?: string[]; ipv4Address?: string; imdsCompat?: boolean } = {}): Promise<void> {
+  async configureMmds(
+    o: {
+      version?: "V1" | "V2";
+      networkInterfaces?: string[];
+      ipv4Address?: string;
+      imdsCompat?: boolean;
+    } = {},
+  ): Promise<void> {
     await this.client.putMmdsConfig({
       network_interfaces: o.networkInterfaces ?? this.ifaces.map((i) => i.ifaceId),
       ...(o.version ? { version: o.version } : {}),
@@ -444,7 +514,11 @@ export class MicroVM {
     await this.client.putMmds(await mmdsDataFromFile(file));
   }
 
-  async addBalloon(o: { amountMib: number; deflateOnOom?: boolean; statsPollingIntervalS?: number }): Promise<void> {
+  async addBalloon(o: {
+    amountMib: number;
+    deflateOnOom?: boolean;
+    statsPollingIntervalS?: number;
+  }): Promise<void> {
     await this.client.putBalloon({
       amount_mib: o.amountMib,
       deflate_on_oom: o.deflateOnOom ?? true,
@@ -468,7 +542,12 @@ export class MicroVM {
 
   private async expectState(expected: InstanceInfo["state"], what: string): Promise<void> {
     const s = await this.state();
-    if (s !== expected) throw new HypervisorError("ERR_INVALID_STATE", `microVM ${this.id} is "${s}" ${what}, expected "${expected}"`, { details: { state: s } });
+    if (s !== expected)
+      throw new HypervisorError(
+        "ERR_INVALID_STATE",
+        `microVM ${this.id} is "${s}" ${what}, expected "${expected}"`,
+        { details: { state: s } },
+      );
   }
 
   /** InstanceStart, checking the state is "Not started" before and "Running" after. */
@@ -489,7 +568,9 @@ export class MicroVM {
   }
 
   /** Pauses (when running) and writes a snapshot into the jail; returns it with host paths. */
-  async snapshot(o: { type?: SnapshotType; memName?: string; vmstateName?: string; targetVersion?: string } = {}): Promise<Snapshot> {
+  async snapshot(
+    o: { type?: SnapshotType; memName?: string; vmstateName?: string; targetVersion?: string } = {},
+  ): Promise<Snapshot> {
     if ((await this.state()) === "Running") await this.pause();
     const jail = this.requireJail();
     const type = o.type ?? "Full";
@@ -508,7 +589,11 @@ export class MicroVM {
       vmstate: jail.hostPath(stateJail),
       mem: jail.hostPath(memJail),
       firecrackerVersion: this.version.raw,
-      disks: [...this.drives.entries()].map(([driveId, d]) => ({ driveId, jailPath: d.jailPath, hostPath: d.hostPath })),
+      disks: [...this.drives.entries()].map(([driveId, d]) => ({
+        driveId,
+        jailPath: d.jailPath,
+        hostPath: d.hostPath,
+      })),
       ...(this.vsockUds ? { vsockUdsPath: this.vsockUds.jailPath } : {}),
       netIfaces: this.ifaces.map((i) => ({ ifaceId: i.ifaceId, hostDevName: i.tapName })),
     };
@@ -529,14 +614,25 @@ export class MicroVM {
    */
   async restoreFromSnapshot(
     snap: Snapshot,
-    o: { resume?: boolean; backend?: MemoryBackendType; uffdSocket?: string; trackDirtyPages?: boolean; networkOverrides?: { iface_id: string; host_dev_name: string }[]; vsockOverride?: string } = {},
+    o: {
+      resume?: boolean;
+      backend?: MemoryBackendType;
+      uffdSocket?: string;
+      trackDirtyPages?: boolean;
+      networkOverrides?: { iface_id: string; host_dev_name: string }[];
+      vsockOverride?: string;
+    } = {},
   ): Promise<void> {
     const jail = this.requireJail();
     const stateFc = await jail.put(snap.vmstate, "/restore/vmstate", { readOnly: true });
     const backend = o.backend ?? "File";
     let backendPath: string;
     if (backend === "Uffd") {
-      if (!o.uffdSocket) throw new HypervisorError("ERR_INVALID_ARGUMENT", "the Uffd backend needs the handler's socket (uffdSocket)");
+      if (!o.uffdSocket)
+        throw new HypervisorError(
+          "ERR_INVALID_ARGUMENT",
+          "the Uffd backend needs the handler's socket (uffdSocket)",
+        );
       backendPath = await jail.put(o.uffdSocket, "/restore/uffd.sock");
     } else {
       backendPath = await jail.put(snap.mem, "/restore/mem");
@@ -545,7 +641,11 @@ export class MicroVM {
       await jail.put(d.hostPath, d.jailPath);
       this.drives.set(d.driveId, { jailPath: d.jailPath, hostPath: d.hostPath });
     }
-    if (snap.vsockUdsPath) this.vsockUds = { jailPath: snap.vsockUdsPath, hostPath: jail.hostPath(o.vsockOverride ?? snap.vsockUdsPath) };
+    if (snap.vsockUdsPath)
+      this.vsockUds = {
+        jailPath: snap.vsockUdsPath,
+        hostPath: jail.hostPath(o.vsockOverride ?? snap.vsockUdsPath),
+      };
     await this.client.loadSnapshot(
       snapshotLoadBody(this.version, {
         snapshotPath: stateFc,
@@ -625,10 +725,14 @@ export class MicroVM {
     this.killed = true;
     const { pid, startTime, spawned } = this.launched;
     await this.apiClient?.close();
-    await terminatePid(pid, { ...(startTime !== undefined ? { startTime } : {}), steps: [{ signal: "SIGKILL", timeoutMs: 10_000 }] });
+    await terminatePid(pid, {
+      ...(startTime !== undefined ? { startTime } : {}),
+      steps: [{ signal: "SIGKILL", timeoutMs: 10_000 }],
+    });
     if (spawned.running) await spawned.terminate([{ signal: "SIGKILL", timeoutMs: 10_000 }]);
     await spawned.exited;
-    if (await isProcessAlive(pid, startTime)) throw new HypervisorError("ERR_PROCESS", `Firecracker ${pid} of microVM ${this.id} survived SIGKILL`);
+    if (await isProcessAlive(pid, startTime))
+      throw new HypervisorError("ERR_PROCESS", `Firecracker ${pid} of microVM ${this.id} survived SIGKILL`);
   }
 
   /** Kills, closes readers and listeners, deletes taps, unmounts and removes the jail and the resource directory. Idempotent. */
@@ -646,11 +750,17 @@ export class MicroVM {
     await attempt(async () => this.apiClient?.close());
     await attempt(async () => this.logReader?.close());
     await attempt(async () => this.metricsReader?.close());
-    for (const l of this.listeners.splice(0)) await attempt(() => new Promise<void>((resolve) => l.close(() => resolve())));
+    for (const l of this.listeners.splice(0))
+      await attempt(() => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const t of this.taps.splice(0)) await attempt(() => deleteTap(t.name, t.netns));
     if (this.jail) await attempt(() => this.jail!.cleanup());
     await attempt(() => rm(this.path, { recursive: true, force: true }));
-    if (errors.length) throw new HypervisorError("ERR_PROCESS", `cleaning up microVM ${this.id} failed: ${errors.map(messageOf).join("; ")}`, { cause: errors[0] });
+    if (errors.length)
+      throw new HypervisorError(
+        "ERR_PROCESS",
+        `cleaning up microVM ${this.id} failed: ${errors.map(messageOf).join("; ")}`,
+        { cause: errors[0] },
+      );
     this.cleaned = true;
   }
 }

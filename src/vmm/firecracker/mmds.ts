@@ -31,7 +31,10 @@ export class MmdsGuestClient {
   constructor(private readonly o: MmdsGuestClientOptions) {
     const ttl = o.tokenTtlSeconds ?? 60;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > MMDS_MAX_TOKEN_TTL_S) {
-      throw new HypervisorError("ERR_INVALID_ARGUMENT", `MMDS token TTL must be 1..${MMDS_MAX_TOKEN_TTL_S} seconds, got ${ttl}`);
+      throw new HypervisorError(
+        "ERR_INVALID_ARGUMENT",
+        `MMDS token TTL must be 1..${MMDS_MAX_TOKEN_TTL_S} seconds, got ${ttl}`,
+      );
     }
     this.dispatcher = new Agent(o.socketPath ? { connect: { socketPath: o.socketPath } } : {});
     this.origin = `http://${o.address ?? MMDS_DEFAULT_ADDRESS}:${o.port ?? 80}`;
@@ -47,7 +50,11 @@ export class MmdsGuestClient {
       dispatcher: this.dispatcher,
     });
     const text = await res.body.text();
-    if (res.statusCode !== 200) throw new HypervisorError("ERR_VMM_API", `MMDS refused a session token (${res.statusCode}): ${text.trim()}`);
+    if (res.statusCode !== 200)
+      throw new HypervisorError(
+        "ERR_VMM_API",
+        `MMDS refused a session token (${res.statusCode}): ${text.trim()}`,
+      );
     this.token = { value: text.trim(), expires: Date.now() + ttl * 1000 };
     return this.token.value;
   }
@@ -58,17 +65,30 @@ export class MmdsGuestClient {
     if (options.json) headers.accept = "application/json";
     if (this.o.version === "V2") headers["x-metadata-token"] = await this.sessionToken();
     try {
-      const res = await request(`${this.origin}${path.startsWith("/") ? path : `/${path}`}`, { method: "GET", headers, dispatcher: this.dispatcher });
+      const res = await request(`${this.origin}${path.startsWith("/") ? path : `/${path}`}`, {
+        method: "GET",
+        headers,
+        dispatcher: this.dispatcher,
+      });
       return { status: res.statusCode, body: await res.body.text() };
     } catch (err) {
-      throw new HypervisorError("ERR_VMM_API", `cannot reach MMDS at ${this.o.socketPath ?? this.origin}: ${messageOf(err)}`, { cause: err });
+      throw new HypervisorError(
+        "ERR_VMM_API",
+        `cannot reach MMDS at ${this.o.socketPath ?? this.origin}: ${messageOf(err)}`,
+        { cause: err },
+      );
     }
   }
 
   /** GET as JSON, parsed; throws on a non-200 answer. */
   async getJson(path: string): Promise<unknown> {
     const res = await this.get(path, { json: true });
-    if (res.status !== 200) throw new HypervisorError("ERR_VMM_API", `MMDS GET ${path} answered ${res.status}: ${res.body.trim()}`, { details: { status: res.status } });
+    if (res.status !== 200)
+      throw new HypervisorError(
+        "ERR_VMM_API",
+        `MMDS GET ${path} answered ${res.status}: ${res.body.trim()}`,
+        { details: { status: res.status } },
+      );
     return JSON.parse(res.body) as unknown;
   }
 
@@ -83,7 +103,11 @@ export async function mmdsDataFromFile(file: string): Promise<Record<string, unk
   try {
     raw = JSON.parse(await readFile(file, "utf8"));
   } catch (err) {
-    throw new HypervisorError("ERR_INVALID_ARGUMENT", `cannot read MMDS data from ${file}: ${messageOf(err)}`, { cause: err });
+    throw new HypervisorError(
+      "ERR_INVALID_ARGUMENT",
+      `cannot read MMDS data from ${file}: ${messageOf(err)}`,
+      { cause: err },
+    );
   }
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new HypervisorError("ERR_INVALID_ARGUMENT", `MMDS data in ${file} must be a JSON object`);

@@ -38,7 +38,10 @@ export interface CreateSnapshotRequest {
 
 export function snapshotCreateBody(v: FcVersion, r: CreateSnapshotRequest): SnapshotCreateParams {
   if (r.targetVersion !== undefined && atLeast(v, "1.6.0")) {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", `Firecracker ${v.raw} cannot write older snapshot formats (the "version" field was removed in 1.6.0)`);
+    throw new HypervisorError(
+      "ERR_NOT_SUPPORTED",
+      `Firecracker ${v.raw} cannot write older snapshot formats (the "version" field was removed in 1.6.0)`,
+    );
   }
   return {
     snapshot_type: r.type ?? "Full",
@@ -67,7 +70,10 @@ export function snapshotLoadBody(v: FcVersion, r: LoadSnapshotRequest): Snapshot
     body.mem_backend = { backend_type: r.backend, backend_path: r.backendPath };
   } else {
     if (r.backend === "Uffd") {
-      throw new HypervisorError("ERR_NOT_SUPPORTED", `Firecracker ${v.raw} can only load memory from a file (the Uffd backend was added in 1.1.0)`);
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `Firecracker ${v.raw} can only load memory from a file (the Uffd backend was added in 1.1.0)`,
+      );
     }
     body.mem_file_path = r.backendPath;
   }

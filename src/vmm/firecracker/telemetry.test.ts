@@ -3,11 +3,23 @@ import { openSync, writeSync, closeSync, constants } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { LineReader, apiCallDurations, makeFifo, metric, parseExitCode, parseLogLine, parseMetricsLine } from "./telemetry.js";
+import {
+  LineReader,
+  apiCallDurations,
+  makeFifo,
+  metric,
+  parseExitCode,
+  parseLogLine,
+  parseMetricsLine,
+} from "./telemetry.js";
 
 describe("log lines", () => {
   it("parses Firecracker's log line format", () => {
-    expect(parseLogLine('2026-01-02T03:04:05.123456789 [probe2:fc_api:INFO] The API server received a Put request on "/metrics" with body "{}".')).toEqual({
+    expect(
+      parseLogLine(
+        '2026-01-02T03:04:05.123456789 [probe2:fc_api:INFO] The API server received a Put request on "/metrics" with body "{}".',
+      ),
+    ).toEqual({
       timestamp: "2026-01-02T03:04:05.123456789",
       instanceId: "probe2",
       thread: "fc_api",
@@ -20,17 +32,29 @@ describe("log lines", () => {
       origin: "src/vmm/src/lib.rs:42",
     });
     const plain = parseLogLine("2026-01-02T03:04:05.1 [anonymous-instance:main] Running Firecracker v1.0.0");
-    expect(plain).toMatchObject({ instanceId: "anonymous-instance", thread: "main", message: "Running Firecracker v1.0.0" });
+    expect(plain).toMatchObject({
+      instanceId: "anonymous-instance",
+      thread: "main",
+      message: "Running Firecracker v1.0.0",
+    });
     expect(plain?.level).toBeUndefined();
     expect(parseLogLine("not a log line")).toBeUndefined();
     expect(parseExitCode(["a", "... Firecracker exiting with error. exit_code=152"])).toBe(152);
-    expect(apiCallDurations(["Total previous API call duration: 12 us.", "x", "Total previous API call duration: 7 us."])).toEqual([12, 7]);
+    expect(
+      apiCallDurations([
+        "Total previous API call duration: 12 us.",
+        "x",
+        "Total previous API call duration: 7 us.",
+      ]),
+    ).toEqual([12, 7]);
   });
 });
 
 describe("metrics lines", () => {
   it("parses a flush and reads counters", () => {
-    const line = parseMetricsLine('{"utc_timestamp_ms":1,"put_api_requests":{"actions_count":2},"vcpu":{"exit_io_in_agg":{"min_us":1,"max_us":3,"sum_us":4}}}');
+    const line = parseMetricsLine(
+      '{"utc_timestamp_ms":1,"put_api_requests":{"actions_count":2},"vcpu":{"exit_io_in_agg":{"min_us":1,"max_us":3,"sum_us":4}}}',
+    );
     expect(metric(line, "put_api_requests", "actions_count")).toBe(2);
     expect(metric(line, "nope", "x")).toBeUndefined();
     expect(() => parseMetricsLine("{")).toThrow(/not JSON/);

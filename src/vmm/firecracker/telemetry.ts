@@ -96,7 +96,8 @@ export class LineReader {
     while (this.queue.length === 0) {
       if (this.closed) throw new HypervisorError("ERR_INVALID_STATE", `the reader of ${this.path} is closed`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new HypervisorError("ERR_VMM_TIMEOUT", `no line from ${this.path} within ${timeoutMs} ms`);
+      if (left <= 0)
+        throw new HypervisorError("ERR_VMM_TIMEOUT", `no line from ${this.path} within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => {
@@ -118,7 +119,11 @@ export class LineReader {
       if (found !== undefined) return found;
       seen = this.history.length;
       const left = deadline - Date.now();
-      if (left <= 0) throw new HypervisorError("ERR_VMM_TIMEOUT", `no line matching ${String(match)} in ${this.path} within ${timeoutMs} ms`);
+      if (left <= 0)
+        throw new HypervisorError(
+          "ERR_VMM_TIMEOUT",
+          `no line matching ${String(match)} in ${this.path} within ${timeoutMs} ms`,
+        );
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, 100));
         this.waiters.push(() => {
@@ -198,11 +203,16 @@ export function parseMetricsLine(line: string): MetricsLine {
   try {
     raw = JSON.parse(line);
   } catch (err) {
-    throw new HypervisorError("ERR_VMM_API", `a Firecracker metrics line is not JSON: ${messageOf(err)}`, { details: { line: line.slice(0, 200) } });
+    throw new HypervisorError("ERR_VMM_API", `a Firecracker metrics line is not JSON: ${messageOf(err)}`, {
+      details: { line: line.slice(0, 200) },
+    });
   }
   const parsed = metricsLineSchema.safeParse(raw);
   if (!parsed.success) {
-    throw new HypervisorError("ERR_VMM_API", `a Firecracker metrics line has an unexpected shape: ${parsed.error.issues[0]?.message ?? "?"}`);
+    throw new HypervisorError(
+      "ERR_VMM_API",
+      `a Firecracker metrics line has an unexpected shape: ${parsed.error.issues[0]?.message ?? "?"}`,
+    );
   }
   return parsed.data as MetricsLine;
 }

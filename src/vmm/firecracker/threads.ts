@@ -19,13 +19,19 @@ export async function listThreads(pid: number, procRoot = "/proc"): Promise<Thre
   try {
     tids = await readdir(`${procRoot}/${pid}/task`);
   } catch (err) {
-    if (errnoCode(err) === "ENOENT") throw new HostError("ERR_NOT_FOUND", `no process ${pid}`, { details: { pid } });
-    throw new HostError("ERR_HOST_PROBE", `cannot list the threads of ${pid}: ${messageOf(err)}`, { cause: err });
+    if (errnoCode(err) === "ENOENT")
+      throw new HostError("ERR_NOT_FOUND", `no process ${pid}`, { details: { pid } });
+    throw new HostError("ERR_HOST_PROBE", `cannot list the threads of ${pid}: ${messageOf(err)}`, {
+      cause: err,
+    });
   }
   const out: ThreadInfo[] = [];
   for (const t of tids) {
     try {
-      out.push({ tid: Number(t), name: (await readFile(`${procRoot}/${pid}/task/${t}/comm`, "utf8")).trim() });
+      out.push({
+        tid: Number(t),
+        name: (await readFile(`${procRoot}/${pid}/task/${t}/comm`, "utf8")).trim(),
+      });
     } catch {
       // the thread ended between readdir and readFile
     }

@@ -21,9 +21,13 @@ export function tryParseVersion(text: string): FcVersion | undefined {
 export function parseVersion(text: string, what = "Firecracker"): FcVersion {
   const v = tryParseVersion(text);
   if (!v) {
-    throw new HypervisorError("ERR_VMM_API", `cannot read a ${what} version in "${text.trim().slice(0, 200)}"`, {
-      details: { text: text.slice(0, 200) },
-    });
+    throw new HypervisorError(
+      "ERR_VMM_API",
+      `cannot read a ${what} version in "${text.trim().slice(0, 200)}"`,
+      {
+        details: { text: text.slice(0, 200) },
+      },
+    );
   }
   return v;
 }

@@ -6,7 +6,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import { connectHybridVsock, guestInitiatedPath, hybridVsockHandshake, listenGuestPort } from "./vsock.js";
 
 /** A stand-in for Firecracker's vsock socket that answers each CONNECT as `answer` says. */
-async function fakeMuxer(file: string, answer: (port: number, sock: net.Socket) => void): Promise<net.Server> {
+async function fakeMuxer(
+  file: string,
+  answer: (port: number, sock: net.Socket) => void,
+): Promise<net.Server> {
   const server = net.createServer((sock) => {
     sock.once("data", (c: Buffer) => {
       const m = /^CONNECT (\d+)\n/.exec(c.toString());
@@ -54,21 +57,27 @@ describe("hybrid vsock", () => {
   it("retries until the guest listens, then gives up with a timeout", async () => {
     const file = sockPath();
     let calls = 0;
-    servers.push(await fakeMuxer(file, (port, sock) => (++calls < 3 ? sock.destroy() : sock.write(`OK ${port}\n`))));
+    servers.push(
+      await fakeMuxer(file, (port, sock) => (++calls < 3 ? sock.destroy() : sock.write(`OK ${port}\n`))),
+    );
     const ok = await connectHybridVsock(file, 9, { timeoutMs: 2_000, retryDelayMs: 10 });
     expect(calls).toBe(3);
     ok.socket.destroy();
-    await expect(connectHybridVsock(sockPath(), 9, { timeoutMs: 100, retryDelayMs: 10 })).rejects.toThrow(/no guest program accepted vsock port 9/);
+    await expect(connectHybridVsock(sockPath(), 9, { timeoutMs: 100, retryDelayMs: 10 })).rejects.toThrow(
+      /no guest program accepted vsock port 9/,
+    );
   });
 
   it("listens for guest-initiated connections on <uds>_<port>", async () => {
     const uds = sockPath();
     expect(guestInitiatedPath(uds, 52)).toBe(`${uds}_52`);
     const got = new Promise<string>((resolve) => {
-      void listenGuestPort(uds, 52, (s) => s.once("data", (c: Buffer) => resolve(c.toString()))).then((server) => {
-        servers.push(server);
-        const c = net.connect(`${uds}_52`, () => c.end("from guest"));
-      });
+      void listenGuestPort(uds, 52, (s) => s.once("data", (c: Buffer) => resolve(c.toString()))).then(
+        (server) => {
+          servers.push(server);
+          const c = net.connect(`${uds}_52`, () => c.end("from guest"));
+        },
+      );
     });
     expect(await got).toBe("from guest");
   });

@@ -29,7 +29,11 @@ export interface HybridVsockConnection {
 const OK_RE = /^OK (\d+)$/;
 
 /** One handshake attempt; rejects when Firecracker closes or answers anything but `OK <n>`. */
-export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 2_000): Promise<HybridVsockConnection> {
+export function hybridVsockHandshake(
+  udsPath: string,
+  port: number,
+  timeoutMs = 2_000,
+): Promise<HybridVsockConnection> {
   if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) {
     return Promise.reject(new HypervisorError("ERR_INVALID_ARGUMENT", `invalid vsock port ${String(port)}`));
   }
@@ -42,7 +46,12 @@ export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 
       settled = true;
       clearTimeout(timer);
       socket.destroy();
-      reject(new HypervisorError("ERR_AGENT_DISCONNECTED", `hybrid vsock ${udsPath} port ${port}: ${why}`, { cause, details: { udsPath, port } }));
+      reject(
+        new HypervisorError("ERR_AGENT_DISCONNECTED", `hybrid vsock ${udsPath} port ${port}: ${why}`, {
+          cause,
+          details: { udsPath, port },
+        }),
+      );
     };
     const timer = setTimeout(() => fail(`no "OK" within ${timeoutMs} ms`), timeoutMs);
     // Paused-mode reads ('readable'): bytes after the OK line stay in the stream for the caller.
@@ -52,7 +61,8 @@ export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 
         buf = Buffer.concat([buf, chunk]);
         const nl = buf.indexOf(10);
         if (nl === -1) {
-          if (buf.length > 64) fail(`unexpected answer ${JSON.stringify(buf.toString("latin1").slice(0, 64))}`);
+          if (buf.length > 64)
+            fail(`unexpected answer ${JSON.stringify(buf.toString("latin1").slice(0, 64))}`);
           continue;
         }
         const line = buf.subarray(0, nl).toString("latin1");
@@ -68,7 +78,8 @@ export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 
         resolve({ socket, hostPort: Number(m[1]) });
       }
     };
-    const onClose = () => fail("closed by Firecracker (nothing listens on that port in the guest, or the VM is not running)");
+    const onClose = () =>
+      fail("closed by Firecracker (nothing listens on that port in the guest, or the VM is not running)");
     const onError = (err: Error) => fail(messageOf(err), err);
     socket.on("readable", onReadable);
     socket.once("close", onClose);
@@ -78,11 +89,16 @@ export function hybridVsockHandshake(udsPath: string, port: number, timeoutMs = 
 }
 
 /** Connects to guest port `port`, retrying until the guest listens or the time is up. */
-export async function connectHybridVsock(udsPath: string, port: number, options: HybridVsockConnectOptions = {}): Promise<HybridVsockConnection> {
+export async function connectHybridVsock(
+  udsPath: string,
+  port: number,
+  options: HybridVsockConnectOptions = {},
+): Promise<HybridVsockConnection> {
   const deadline = Date.now() + (options.timeoutMs ?? 20_000);
   let last: unknown;
   for (;;) {
-    if (options.signal?.aborted) throw new HypervisorError("ERR_CANCELLED", `connecting to vsock port ${port} was cancelled`);
+    if (options.signal?.aborted)
+      throw new HypervisorError("ERR_CANCELLED", `connecting to vsock port ${port} was cancelled`);
     try {
       return await hybridVsockHandshake(udsPath, port, options.attemptTimeoutMs ?? 2_000);
     } catch (err) {
@@ -91,10 +107,14 @@ export async function connectHybridVsock(udsPath: string, port: number, options:
     if (Date.now() >= deadline) break;
     await sleep(options.retryDelayMs ?? 100);
   }
-  throw new HypervisorError("ERR_AGENT_TIMEOUT", `no guest program accepted vsock port ${port} on ${udsPath}: ${messageOf(last)}`, {
-    cause: last,
-    details: { udsPath, port },
-  });
+  throw new HypervisorError(
+    "ERR_AGENT_TIMEOUT",
+    `no guest program accepted vsock port ${port} on ${udsPath}: ${messageOf(last)}`,
+    {
+      cause: last,
+      details: { udsPath, port },
+    },
+  );
 }
 
 /** The unix socket Firecracker connects to when the guest dials host port `port`. */
@@ -106,7 +126,11 @@ export function guestInitiatedPath(udsPath: string, port: number): string {
  * Listens for connections the guest initiates to host port `port`. Close the returned server
  * to stop; its socket file is removed then.
  */
-export async function listenGuestPort(udsPath: string, port: number, onConnection: (socket: net.Socket) => void): Promise<net.Server & { path: string }> {
+export async function listenGuestPort(
+  udsPath: string,
+  port: number,
+  onConnection: (socket: net.Socket) => void,
+): Promise<net.Server & { path: string }> {
   const p = guestInitiatedPath(udsPath, port);
   await rm(p, { force: true });
   const server = net.createServer(onConnection);

@@ -48,7 +48,12 @@ describe("QEMU command line", () => {
   });
 
   it("uses PCI devices, memory hotplug and root ports on q35", () => {
-    const args = buildQemuArgs({ ...base, machine: { type: "q35", accel: "kvm", extraOptions: ["nosmm"] }, cpu: { model: "host" }, pcieRootPorts: 2 });
+    const args = buildQemuArgs({
+      ...base,
+      machine: { type: "q35", accel: "kvm", extraOptions: ["nosmm"] },
+      cpu: { model: "host" },
+      pcieRootPorts: 2,
+    });
     const joined = args.join(" ");
     expect(joined).toContain("-machine q35,nosmm");
     expect(joined).toContain("-smp cpus=1,maxcpus=4");
@@ -62,21 +67,32 @@ describe("QEMU command line", () => {
     const args = buildQemuArgs({
       ...base,
       memory: { sizeMiB: 256, shared: true },
-      drives: [...base.drives, { id: "d1", file: "/d1", format: "raw", readOnly: false, bus: "scsi", lun: 3, cacheDirect: true }],
+      drives: [
+        ...base.drives,
+        { id: "d1", file: "/d1", format: "raw", readOnly: false, bus: "scsi", lun: 3, cacheDirect: true },
+      ],
       virtiofs: [{ id: "vfs0", socketPath: "/vm/vfs.sock", tag: "cocoon", queueSize: 1024 }],
       shares9p: [{ id: "fs0", path: "/share", tag: "s9", readOnly: true }],
     }).join(" ");
-    expect(args).toContain("-machine microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,memory-backend=mem");
+    expect(args).toContain(
+      "-machine microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,memory-backend=mem",
+    );
     expect(args).toContain("-object memory-backend-memfd,id=mem,size=256M,share=on");
     expect(args).toContain("-device vhost-user-fs-device,chardev=vfs0,tag=cocoon,queue-size=1024");
-    expect(args).toContain("-fsdev local,id=fs0,path=/share,security_model=none,readonly=on -device virtio-9p-device,fsdev=fs0,mount_tag=s9");
+    expect(args).toContain(
+      "-fsdev local,id=fs0,path=/share,security_model=none,readonly=on -device virtio-9p-device,fsdev=fs0,mount_tag=s9",
+    );
     expect(args).toContain("-drive if=none,id=d1,file=/d1,format=raw,cache.direct=on");
     expect(args).toContain("-device scsi-hd,id=dev-d1,drive=d1,bus=scsi0.0,channel=0,scsi-id=0,lun=3");
   });
 
   it("refuses a SCSI drive without a controller", () => {
     expect(() =>
-      buildQemuArgs({ ...base, scsiController: undefined, drives: [{ id: "x", file: "/x", format: "raw", readOnly: false, bus: "scsi" }] }),
+      buildQemuArgs({
+        ...base,
+        scsiController: undefined,
+        drives: [{ id: "x", file: "/x", format: "raw", readOnly: false, bus: "scsi" }],
+      }),
     ).toThrow(/no SCSI controller/);
   });
 });

@@ -109,9 +109,7 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
   if (spec.uuid) args.push("-uuid", spec.uuid);
 
   const machineProps: Record<string, string | boolean | undefined> =
-    m === "microvm"
-      ? { "x-option-roms": false, rtc: true, "isa-serial": true, acpi: true }
-      : {};
+    m === "microvm" ? { "x-option-roms": false, rtc: true, "isa-serial": true, acpi: true } : {};
   if (spec.memory.shared) machineProps["memory-backend"] = "mem";
   const machineArg = [opts(m, machineProps), ...(spec.machine.extraOptions ?? [])].join(",");
   args.push("-machine", machineArg, "-accel", spec.machine.accel, "-cpu", spec.cpu.model);
@@ -119,8 +117,14 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
   const maxCpus = m === "microvm" ? spec.smp.cpus : Math.max(spec.smp.cpus, spec.smp.maxCpus);
   args.push("-smp", `cpus=${spec.smp.cpus},maxcpus=${maxCpus}`);
 
-  const hotplugMemory = m !== "microvm" && spec.memory.slots && spec.memory.maxMiB && spec.memory.maxMiB > spec.memory.sizeMiB;
-  args.push("-m", hotplugMemory ? `${spec.memory.sizeMiB}M,slots=${spec.memory.slots},maxmem=${spec.memory.maxMiB}M` : `${spec.memory.sizeMiB}M`);
+  const hotplugMemory =
+    m !== "microvm" && spec.memory.slots && spec.memory.maxMiB && spec.memory.maxMiB > spec.memory.sizeMiB;
+  args.push(
+    "-m",
+    hotplugMemory
+      ? `${spec.memory.sizeMiB}M,slots=${spec.memory.slots},maxmem=${spec.memory.maxMiB}M`
+      : `${spec.memory.sizeMiB}M`,
+  );
   if (spec.memory.shared) {
     args.push(
       "-object",
@@ -148,7 +152,10 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
   }
 
   for (let i = 0; i < (spec.pcieRootPorts ?? 0); i++) {
-    args.push("-device", opts("pcie-root-port", { id: `rp${i}`, bus: "pcie.0", chassis: i + 1, slot: i + 1 }));
+    args.push(
+      "-device",
+      opts("pcie-root-port", { id: `rp${i}`, bus: "pcie.0", chassis: i + 1, slot: i + 1 }),
+    );
   }
 
   args.push(
@@ -159,7 +166,14 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
   );
   args.push(
     "-chardev",
-    opts("socket", { id: "console", path: spec.console.socketPath, server: true, wait: false, logfile: spec.console.logFile, logappend: true }),
+    opts("socket", {
+      id: "console",
+      path: spec.console.socketPath,
+      server: true,
+      wait: false,
+      logfile: spec.console.logFile,
+      logappend: true,
+    }),
     "-serial",
     "chardev:console",
   );
@@ -183,10 +197,21 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
       if (!spec.scsiController) throw new Error(`drive ${d.id} is on SCSI but the VM has no SCSI controller`);
       args.push(
         "-device",
-        opts("scsi-hd", { id: `dev-${d.id}`, drive: d.id, bus: `${spec.scsiController.id}.0`, channel: 0, "scsi-id": 0, lun: d.lun ?? 0, serial: d.serial }),
+        opts("scsi-hd", {
+          id: `dev-${d.id}`,
+          drive: d.id,
+          bus: `${spec.scsiController.id}.0`,
+          channel: 0,
+          "scsi-id": 0,
+          lun: d.lun ?? 0,
+          serial: d.serial,
+        }),
       );
     } else {
-      args.push("-device", opts(virtioDevice(m, "blk"), { id: `dev-${d.id}`, drive: d.id, serial: d.serial }));
+      args.push(
+        "-device",
+        opts(virtioDevice(m, "blk"), { id: `dev-${d.id}`, drive: d.id, serial: d.serial }),
+      );
     }
   }
 
@@ -205,7 +230,12 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
   for (const s of spec.shares9p ?? []) {
     args.push(
       "-fsdev",
-      opts("local", { id: s.id, path: s.path, security_model: "none", readonly: s.readOnly ? true : undefined }),
+      opts("local", {
+        id: s.id,
+        path: s.path,
+        security_model: "none",
+        readonly: s.readOnly ? true : undefined,
+      }),
       "-device",
       opts(virtioDevice(m, "9p"), { fsdev: s.id, mount_tag: s.tag }),
     );
@@ -220,7 +250,12 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
     );
   }
   if (spec.rng) {
-    args.push("-object", opts("rng-random", { id: "rng0", filename: spec.rng.source }), "-device", opts(virtioDevice(m, "rng"), { rng: "rng0" }));
+    args.push(
+      "-object",
+      opts("rng-random", { id: "rng0", filename: spec.rng.source }),
+      "-device",
+      opts(virtioDevice(m, "rng"), { rng: "rng0" }),
+    );
   }
   args.push("-pidfile", spec.pidFile);
   args.push(...(spec.extraArgs ?? []));

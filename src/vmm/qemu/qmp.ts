@@ -13,7 +13,10 @@ import { HypervisorError, errnoCode, messageOf } from "../../errors.js";
 
 const greetingSchema = z.object({
   QMP: z.object({
-    version: z.object({ qemu: z.object({ major: z.number(), minor: z.number(), micro: z.number() }), package: z.string().optional() }),
+    version: z.object({
+      qemu: z.object({ major: z.number(), minor: z.number(), micro: z.number() }),
+      package: z.string().optional(),
+    }),
     capabilities: z.array(z.string()),
   }),
 });
@@ -74,7 +77,8 @@ export class QmpClient extends EventEmitter {
     let socket: net.Socket | undefined;
     let lastErr: unknown;
     while (!socket) {
-      if (options.signal?.aborted) throw new HypervisorError("ERR_CANCELLED", "connecting to QMP was cancelled");
+      if (options.signal?.aborted)
+        throw new HypervisorError("ERR_CANCELLED", "connecting to QMP was cancelled");
       try {
         socket = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.connect(path);
@@ -91,10 +95,16 @@ export class QmpClient extends EventEmitter {
         lastErr = err;
         const code = errnoCode(err);
         if (code !== "ENOENT" && code !== "ECONNREFUSED") {
-          throw new HypervisorError("ERR_VMM_API", `cannot connect to QMP at ${path}: ${messageOf(err)}`, { cause: err });
+          throw new HypervisorError("ERR_VMM_API", `cannot connect to QMP at ${path}: ${messageOf(err)}`, {
+            cause: err,
+          });
         }
         if (Date.now() >= deadline) {
-          throw new HypervisorError("ERR_VMM_TIMEOUT", `QMP socket ${path} did not come up: ${messageOf(lastErr)}`, { cause: err });
+          throw new HypervisorError(
+            "ERR_VMM_TIMEOUT",
+            `QMP socket ${path} did not come up: ${messageOf(lastErr)}`,
+            { cause: err },
+          );
         }
         await sleep(10, undefined, { signal: options.signal }).catch(() => undefined);
       }
@@ -111,7 +121,10 @@ export class QmpClient extends EventEmitter {
 
   private start(timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new HypervisorError("ERR_VMM_TIMEOUT", "QEMU sent no QMP greeting")), timeoutMs);
+      const timer = setTimeout(
+        () => reject(new HypervisorError("ERR_VMM_TIMEOUT", "QEMU sent no QMP greeting")),
+        timeoutMs,
+      );
       let greeted = false;
       this.socket.setEncoding("utf8");
       this.socket.on("data", (chunk: string) => {
@@ -148,7 +161,11 @@ export class QmpClient extends EventEmitter {
       });
       const onGone = (err?: Error): void => {
         clearTimeout(timer);
-        const e = new HypervisorError("ERR_VMM_EXITED", `the QMP connection closed${err ? `: ${err.message}` : ""}`, { cause: err });
+        const e = new HypervisorError(
+          "ERR_VMM_EXITED",
+          `the QMP connection closed${err ? `: ${err.message}` : ""}`,
+          { cause: err },
+        );
         if (!greeted) reject(e);
         this.shutdown(e);
       };
@@ -180,21 +197,33 @@ export class QmpClient extends EventEmitter {
   }
 
   /** Runs a QMP command and resolves with its `return` value. */
-  execute(command: string, args?: Record<string, unknown>, timeoutMs = this.commandTimeoutMs): Promise<unknown> {
+  execute(
+    command: string,
+    args?: Record<string, unknown>,
+    timeoutMs = this.commandTimeoutMs,
+  ): Promise<unknown> {
     if (this.closedError) return Promise.reject(this.closedError);
     const id = `c${this.nextId++}`;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new HypervisorError("ERR_VMM_TIMEOUT", `QEMU did not answer ${command} within ${timeoutMs} ms`));
+        reject(
+          new HypervisorError("ERR_VMM_TIMEOUT", `QEMU did not answer ${command} within ${timeoutMs} ms`),
+        );
       }, timeoutMs);
       this.pending.set(id, { command, resolve, reject, timer });
-      this.socket.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + "\n");
+      this.socket.write(
+        JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + "\n",
+      );
     });
   }
 
   /** Resolves with the first event named `name` that passes `match`, or fails after the timeout. */
-  waitForEvent(name: string, match: (data: Record<string, unknown>) => boolean = () => true, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+  waitForEvent(
+    name: string,
+    match: (data: Record<string, unknown>) => boolean = () => true,
+    timeoutMs = 10_000,
+  ): Promise<Record<string, unknown>> {
     return new Promise((resolve, reject) => {
       const onEvent = (data: Record<string, unknown>): void => {
         if (!match(data)) return;

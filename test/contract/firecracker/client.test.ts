@@ -6,11 +6,28 @@
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { FirecrackerClient, apiErrorFrom, type DeprecationNotice } from "../../../src/vmm/firecracker/client.js";
-import { FirecrackerApiError, FirecrackerRequestError, FirecrackerVersionError } from "../../../src/vmm/firecracker/errors.js";
+import {
+  FirecrackerClient,
+  apiErrorFrom,
+  type DeprecationNotice,
+} from "../../../src/vmm/firecracker/client.js";
+import {
+  FirecrackerApiError,
+  FirecrackerRequestError,
+  FirecrackerVersionError,
+} from "../../../src/vmm/firecracker/errors.js";
 import { MicroVM } from "../../../src/vmm/firecracker/microvm.js";
 import { atLeast } from "../../../src/vmm/firecracker/version.js";
-import { VERSIONS, guestKernel, guestRootfs, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+import {
+  VERSIONS,
+  guestKernel,
+  guestRootfs,
+  leaks,
+  removeTmp,
+  shortTmp,
+  target,
+  type Target,
+} from "./helpers.js";
 
 /** One raw HTTP exchange on the socket, to see the status line as Firecracker writes it. */
 function rawExchange(socketPath: string, request: string): Promise<string> {
@@ -45,7 +62,10 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     vm = await MicroVM.create({ id: "client-1", firecrackerPath: t.firecracker, resourceDir: dir });
     vm.kernelFile = await guestKernel(dir);
     await vm.spawn({ jailed: false, log: false, metrics: false });
-    client = await FirecrackerClient.connect({ socketPath: vm.apiSocketPath, onDeprecation: (n) => notices.push(n) });
+    client = await FirecrackerClient.connect({
+      socketPath: vm.apiSocketPath,
+      onDeprecation: (n) => notices.push(n),
+    });
   });
 
   afterAll(async () => {
@@ -63,7 +83,11 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
 
   it("round-trips the machine configuration", async () => {
     await client.putMachineConfig({ vcpu_count: 2, mem_size_mib: 256 });
-    expect((await client.getMachineConfig()).body).toMatchObject({ vcpu_count: 2, mem_size_mib: 256, smt: false });
+    expect((await client.getMachineConfig()).body).toMatchObject({
+      vcpu_count: 2,
+      mem_size_mib: 256,
+      smt: false,
+    });
   });
 
   it("refuses a field newer than the running version, naming the version that added it", async () => {
@@ -73,7 +97,9 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     } else {
       const err = await send().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(FirecrackerVersionError);
-      expect((err as Error).message).toMatch(/MachineConfiguration\.huge_pages was added in Firecracker 1\.7\.0/);
+      expect((err as Error).message).toMatch(
+        /MachineConfiguration\.huge_pages was added in Firecracker 1\.7\.0/,
+      );
       expect((err as FirecrackerVersionError).code).toBe("ERR_NOT_SUPPORTED");
     }
   });
@@ -84,11 +110,15 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
       .catch((e: unknown) => e);
     if (atLeast(client.version, "1.6.0")) {
       expect(err).toBeInstanceOf(FirecrackerVersionError);
-      expect((err as Error).message).toMatch(/SnapshotCreateParams\.version was removed in Firecracker 1\.6\.0/);
+      expect((err as Error).message).toMatch(
+        /SnapshotCreateParams\.version was removed in Firecracker 1\.6\.0/,
+      );
     } else {
       // v1.0 knows the field: Firecracker itself refuses the call before boot.
       expect(err).toBeInstanceOf(FirecrackerApiError);
-      expect((err as FirecrackerApiError).faultMessage).toBe("The requested operation is not supported before starting the microVM.");
+      expect((err as FirecrackerApiError).faultMessage).toBe(
+        "The requested operation is not supported before starting the microVM.",
+      );
     }
   });
 
@@ -115,13 +145,19 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     const e = err as FirecrackerApiError;
     expect(e.status).toBe(400);
     expect(e.bodyKey).toBe("error");
-    expect(e.faultMessage).toMatch(/^Request payload with size \d+ is larger than the limit of 51200 allowed by server\./);
+    expect(e.faultMessage).toMatch(
+      /^Request payload with size \d+ is larger than the limit of 51200 allowed by server\./,
+    );
     // micro-http drops the connection after that error; the client reconnects.
     expect((await client.describeInstance()).status).toBe(200);
   });
 
   it("surfaces the Deprecation header (vsock_id)", async () => {
-    const res = await client.putVsock({ guest_cid: 3, uds_path: path.join(vm.chroot, "v.sock"), vsock_id: "root" });
+    const res = await client.putVsock({
+      guest_cid: 3,
+      uds_path: path.join(vm.chroot, "v.sock"),
+      vsock_id: "root",
+    });
     expect(res.deprecated).toBe(true);
     expect(notices.at(-1)).toEqual({ method: "PUT", path: "/vsock", fields: ["Vsock.vsock_id"] });
   });
@@ -129,44 +165,78 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
   it("is answered with serde's message for an unknown field (raw request)", async () => {
     const res = await client.raw("PUT", "/machine-config", '{"vcpu_count":1,"mem_size_mib":128,"bogus":1}');
     expect(res.status).toBe(400);
-    const fields = atLeast(client.version, "1.7.0") ? "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`, `huge_pages`" : "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`";
+    const fields = atLeast(client.version, "1.7.0")
+      ? "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`, `huge_pages`"
+      : "`vcpu_count`, `mem_size_mib`, `smt`, `cpu_template`, `track_dirty_pages`";
     const fault = apiErrorFrom("PUT", "/machine-config", res).faultMessage;
     if (t.real && atLeast(client.version, "1.1.0")) {
       // Only v1.0's text was observed; a newer real Firecracker may list its fields otherwise.
-      expect(fault).toMatch(/^An error occurred when deserializing the json body of a request: unknown field `bogus`/);
+      expect(fault).toMatch(
+        /^An error occurred when deserializing the json body of a request: unknown field `bogus`/,
+      );
     } else {
-      expect(fault).toBe(`An error occurred when deserializing the json body of a request: unknown field \`bogus\`, expected one of ${fields} at line 1 column 42.`);
+      expect(fault).toBe(
+        `An error occurred when deserializing the json body of a request: unknown field \`bogus\`, expected one of ${fields} at line 1 column 42.`,
+      );
     }
-    await expect(client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, bogus: 1 } as never)).rejects.toBeInstanceOf(FirecrackerRequestError);
+    await expect(
+      client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, bogus: 1 } as never),
+    ).rejects.toBeInstanceOf(FirecrackerRequestError);
   });
 
   it("answers the removed BlockDeviceRescan action and unknown routes like Firecracker", async () => {
-    const rescan = await client.raw("PUT", "/actions", '{"action_type":"BlockDeviceRescan","payload":"drive_0"}');
+    const rescan = await client.raw(
+      "PUT",
+      "/actions",
+      '{"action_type":"BlockDeviceRescan","payload":"drive_0"}',
+    );
     expect(apiErrorFrom("PUT", "/actions", rescan).faultMessage).toBe(
       "An error occurred when deserializing the json body of a request: unknown variant `BlockDeviceRescan`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel` at line 1 column 34.",
     );
     const route = await client.raw("GET", "/nonexistent");
-    expect(JSON.parse(route.text)).toEqual({ fault_message: "Invalid request method and/or path: GET nonexistent." });
+    expect(JSON.parse(route.text)).toEqual({
+      fault_message: "Invalid request method and/or path: GET nonexistent.",
+    });
     const notJson = await client.raw("PUT", "/actions", "not json");
     expect(JSON.parse(notJson.text)).toEqual({
-      fault_message: "An error occurred when deserializing the json body of a request: expected ident at line 1 column 2.",
+      fault_message:
+        "An error occurred when deserializing the json body of a request: expected ident at line 1 column 2.",
     });
   });
 
   it("checks path ids: refused locally, and by Firecracker when sent raw", async () => {
-    await expect(client.call("PUT /drives/{drive_id}", { drive_id: "x" }, { drive_id: "y", path_on_host: "/p", is_root_device: false, is_read_only: true })).rejects.toThrow(
-      /differs from the path/,
-    );
-    await expect(client.putDrive({ drive_id: "bad-id", path_on_host: "/p", is_root_device: false, is_read_only: true })).rejects.toThrow(/letters, digits and underscores/);
-    const res = await client.raw("PUT", "/drives/x", { drive_id: "y", path_on_host: "/p", is_root_device: false, is_read_only: true });
-    expect(JSON.parse(res.text)).toEqual({ fault_message: "The id from the path does not match the id from the body!" });
+    await expect(
+      client.call(
+        "PUT /drives/{drive_id}",
+        { drive_id: "x" },
+        { drive_id: "y", path_on_host: "/p", is_root_device: false, is_read_only: true },
+      ),
+    ).rejects.toThrow(/differs from the path/);
+    await expect(
+      client.putDrive({ drive_id: "bad-id", path_on_host: "/p", is_root_device: false, is_read_only: true }),
+    ).rejects.toThrow(/letters, digits and underscores/);
+    const res = await client.raw("PUT", "/drives/x", {
+      drive_id: "y",
+      path_on_host: "/p",
+      is_root_device: false,
+      is_read_only: true,
+    });
+    expect(JSON.parse(res.text)).toEqual({
+      fault_message: "The id from the path does not match the id from the body!",
+    });
   });
 
   it("writes status lines without a reason phrase and Firecracker's headers", async () => {
-    const ok = await rawExchange(vm.apiSocketPath, "GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n");
+    const ok = await rawExchange(
+      vm.apiSocketPath,
+      "GET / HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n",
+    );
     expect(ok.split("\r\n")[0]).toBe("HTTP/1.1 200 ");
     expect(ok).toMatch(/\r\nServer: Firecracker API\r\n/);
-    const noContent = await rawExchange(vm.apiSocketPath, 'PUT /mmds HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}');
+    const noContent = await rawExchange(
+      vm.apiSocketPath,
+      "PUT /mmds HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    );
     expect(noContent.split("\r\n")[0]).toBe("HTTP/1.1 204 ");
     expect(noContent).not.toMatch(/Content-Type/);
   });
@@ -174,11 +244,34 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
   it("exports the VM configuration, nulls and kebab-case keys included", async () => {
     const rootfs = await guestRootfs(dir);
     await client.putBootSource({ kernel_image_path: vm.kernelFile });
-    await client.putDrive({ drive_id: "rootfs", path_on_host: rootfs, is_root_device: false, is_read_only: true });
+    await client.putDrive({
+      drive_id: "rootfs",
+      path_on_host: rootfs,
+      is_root_device: false,
+      is_read_only: true,
+    });
     const cfg = (await client.getVmConfig()).body as Record<string, unknown>;
     expect(cfg["boot-source"]).toMatchObject({ kernel_image_path: vm.kernelFile });
-    expect(cfg.drives).toEqual([expect.objectContaining({ drive_id: "rootfs", path_on_host: rootfs, is_read_only: true })]);
-    expect(cfg["machine-config"]).toMatchObject({ vcpu_count: expect.any(Number), mem_size_mib: expect.any(Number), smt: false });
-    expect(Object.keys(cfg)).toEqual(expect.arrayContaining(["balloon", "drives", "boot-source", "logger", "machine-config", "metrics", "mmds-config", "network-interfaces", "vsock"]));
+    expect(cfg.drives).toEqual([
+      expect.objectContaining({ drive_id: "rootfs", path_on_host: rootfs, is_read_only: true }),
+    ]);
+    expect(cfg["machine-config"]).toMatchObject({
+      vcpu_count: expect.any(Number),
+      mem_size_mib: expect.any(Number),
+      smt: false,
+    });
+    expect(Object.keys(cfg)).toEqual(
+      expect.arrayContaining([
+        "balloon",
+        "drives",
+        "boot-source",
+        "logger",
+        "machine-config",
+        "metrics",
+        "mmds-config",
+        "network-interfaces",
+        "vsock",
+      ]),
+    );
   });
 });

@@ -16,7 +16,18 @@ import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import { silentLogger } from "../../../src/log.js";
 import { Store } from "../../../src/store/store.js";
 import { RuntimePaths } from "../../../src/store/paths.js";
-import { VERSIONS, exists, guestKernel, guestRootfs, leaks, processesMentioning, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+import {
+  VERSIONS,
+  exists,
+  guestKernel,
+  guestRootfs,
+  leaks,
+  processesMentioning,
+  removeTmp,
+  shortTmp,
+  target,
+  type Target,
+} from "./helpers.js";
 
 /** A guest check like the sandbox's: the agent port answers through hybrid vsock (the fake guest echoes). */
 async function echoReady(channel: AgentChannel, signal: AbortSignal): Promise<void> {
@@ -67,26 +78,44 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
       initrdPath: o.image === false ? await guestRootfs(dir, "initrd.img") : "",
       numVCPUs: 2,
       memorySize: 256,
-      kernelParams: [{ key: "quiet", value: "" }, { key: "root", value: "/dev/vda" }],
+      kernelParams: [
+        { key: "quiet", value: "" },
+        { key: "root", value: "/dev/vda" },
+      ],
       debug: o.debug ?? false,
     };
-    const paths = { vmDir: path.join(dir, "run", "vm", o.id ?? "sb1"), jailerBase: path.join(dir, "lib", "jails") };
+    const paths = {
+      vmDir: path.join(dir, "run", "vm", o.id ?? "sb1"),
+      jailerBase: path.join(dir, "lib", "jails"),
+    };
     await mkdir(paths.jailerBase, { recursive: true });
     const options: CreateVmOptions = { id: o.id ?? "sb1", config, paths };
     return { dir, config, paths, options };
   }
 
   function driver(stopTimeoutMs?: number): FirecrackerHypervisor {
-    const d = new FirecrackerHypervisor({ logger: silentLogger() }, stopTimeoutMs !== undefined ? { stopTimeoutMs } : {});
+    const d = new FirecrackerHypervisor(
+      { logger: silentLogger() },
+      stopTimeoutMs !== undefined ? { stopTimeoutMs } : {},
+    );
     drivers.push(d);
     return d;
   }
 
   it("is registered for the firecracker type and reports its capabilities", () => {
-    const paths = new RuntimePaths({ stateRoot: "/tmp/x/run", libRoot: "/tmp/x/lib", assetsDir: "/tmp/x/assets" });
+    const paths = new RuntimePaths({
+      stateRoot: "/tmp/x/run",
+      libRoot: "/tmp/x/lib",
+      assetsDir: "/tmp/x/assets",
+    });
     const hv = newHypervisor("firecracker", { logger: silentLogger(), store: new Store(paths) });
     expect(hv).toBeInstanceOf(FirecrackerHypervisor);
-    expect(hv.capabilities()).toEqual({ blockDeviceHotplug: true, fsSharing: false, networkDeviceHotplug: false, multiQueue: false });
+    expect(hv.capabilities()).toEqual({
+      blockDeviceHotplug: true,
+      fsSharing: false,
+      networkDeviceHotplug: false,
+      multiQueue: false,
+    });
   });
 
   it("boots with queued devices, the drive pool, Firecracker's kernel params and a hybrid-vsock agent channel", async () => {
@@ -104,17 +133,37 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
         drives: { drive_id: string; is_read_only: boolean; is_root_device: boolean; path_on_host: string }[];
         "boot-source": { boot_args: string };
       };
-      expect(cfg.drives.map((x) => x.drive_id)).toEqual(["rootfs", ...Array.from({ length: 8 }, (_, i) => `drive_${i}`), "data_1"]);
+      expect(cfg.drives.map((x) => x.drive_id)).toEqual([
+        "rootfs",
+        ...Array.from({ length: 8 }, (_, i) => `drive_${i}`),
+        "data_1",
+      ]);
       expect(cfg.drives[0]).toMatchObject({ is_read_only: true, is_root_device: false });
       expect(cfg.drives.find((x) => x.drive_id === "data_1")).toMatchObject({ is_read_only: true });
       const args = cfg["boot-source"].boot_args;
-      for (const p of ["pci=off", "reboot=k", "panic=1", "iommu=off", "8250.nr_uarts=0", "net.ifnames=0", "random.trust_cpu=on", "acpi=off", "quiet"]) {
+      for (const p of [
+        "pci=off",
+        "reboot=k",
+        "panic=1",
+        "iommu=off",
+        "8250.nr_uarts=0",
+        "net.ifnames=0",
+        "random.trust_cpu=on",
+        "acpi=off",
+        "quiet",
+      ]) {
         expect(args.split(" ")).toContain(p);
       }
       // The configured root= overrides the seed's virtio-blk default in place.
       expect(args).toMatch(/^root=\/dev\/vda rootflags=data=ordered,errors=remount-ro ro rootfstype=ext4 /);
       expect(cfg.vsock).toMatchObject({ guest_cid: 42 });
-      expect(cfg["network-interfaces"]).toEqual([expect.objectContaining({ iface_id: "eth0", host_dev_name: "tapfc0", guest_mac: "06:00:AC:10:00:02" })]);
+      expect(cfg["network-interfaces"]).toEqual([
+        expect.objectContaining({
+          iface_id: "eth0",
+          host_dev_name: "tapfc0",
+          guest_mac: "06:00:AC:10:00:02",
+        }),
+      ]);
       expect((await client.describeInstance()).body.state).toBe("Running");
       if (t.jailer) {
         // Firecracker sees jail paths.
@@ -143,7 +192,12 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect(second).toMatchObject({ index: 5, guestPath: "/dev/vdg" });
     expect(d.save().blockIndexMap).toEqual([0, 5]);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
-    const drive0 = async () => ((await client.getVmConfig()).body as unknown as { drives: { drive_id: string; path_on_host: string }[] }).drives.find((x) => x.drive_id === "drive_0")!;
+    const drive0 = async () =>
+      (
+        (await client.getVmConfig()).body as unknown as {
+          drives: { drive_id: string; path_on_host: string }[];
+        }
+      ).drives.find((x) => x.drive_id === "drive_0")!;
     try {
       expect((await drive0()).path_on_host).toMatch(/hotplug\/drive_0$/);
       await d.hotplugRemoveDevice({ type: "block", id: "hot", path: disk });
@@ -152,16 +206,30 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     } finally {
       await client.close();
     }
-    await expect(d.hotplugAddDevice({ type: "net", id: "n", tapName: "t", mac: "06:00:00:00:00:01" })).rejects.toThrow(/cannot hotplug net/);
-    await expect(d.hotplugRemoveDevice({ type: "block", id: "nope", path: disk })).rejects.toThrow(/not attached/);
+    await expect(
+      d.hotplugAddDevice({ type: "net", id: "n", tapName: "t", mac: "06:00:00:00:00:01" }),
+    ).rejects.toThrow(/cannot hotplug net/);
+    await expect(d.hotplugRemoveDevice({ type: "block", id: "nope", path: disk })).rejects.toThrow(
+      /not attached/,
+    );
     for (let i = 0; i < 7; i++) await d.hotplugAddDevice({ type: "block", id: `fill${i}`, path: disk });
-    await expect(d.hotplugAddDevice({ type: "block", id: "one-too-many", path: disk })).rejects.toThrow(/all 8 Firecracker drive slots are in use/);
+    await expect(d.hotplugAddDevice({ type: "block", id: "one-too-many", path: disk })).rejects.toThrow(
+      /all 8 Firecracker drive slots are in use/,
+    );
   });
 
   it("pauses, saves into the jail and the template paths, resumes", async () => {
     const { options, dir } = await setup();
     const d = driver();
-    const tpl = { ...options, config: { ...options.config, bootToBeTemplate: true, memoryPath: path.join(dir, "tpl", "mem"), devicesStatePath: path.join(dir, "tpl", "state") } };
+    const tpl = {
+      ...options,
+      config: {
+        ...options.config,
+        bootToBeTemplate: true,
+        memoryPath: path.join(dir, "tpl", "mem"),
+        devicesStatePath: path.join(dir, "tpl", "state"),
+      },
+    };
     await d.createVM(tpl);
     await d.startVM(20_000);
     await expect(d.saveVM()).rejects.toThrow(/must be paused/);
@@ -216,7 +284,9 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect(await isProcessAlive(pid)).toBe(false);
     await second.cleanup();
     expect(await exists(second.paths.jailDir)).toBe(false);
-    expect(() => second.load({ ...state, driver: { ...state.driver, slots: "nope" } })).toThrow(/driver state is invalid at slots/);
+    expect(() => second.load({ ...state, driver: { ...state.driver, slots: "nope" } })).toThrow(
+      /driver state is invalid at slots/,
+    );
   });
 
   it("boots from an initrd (no rootfs drive, no root= defaults)", async () => {
@@ -226,7 +296,10 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.startVM(20_000);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
     try {
-      const cfg = (await client.getVmConfig()).body as unknown as { drives: { drive_id: string }[]; "boot-source": { boot_args: string; initrd_path: string | null } };
+      const cfg = (await client.getVmConfig()).body as unknown as {
+        drives: { drive_id: string }[];
+        "boot-source": { boot_args: string; initrd_path: string | null };
+      };
       expect(cfg.drives[0]!.drive_id).toBe("drive_0");
       expect(cfg["boot-source"].initrd_path).toBeTruthy();
       expect(cfg["boot-source"].boot_args).not.toMatch(/root=/);
@@ -239,7 +312,9 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     const { options, dir } = await setup();
     const d = driver();
     const deep = path.join(dir, "x".repeat(60), "y".repeat(40));
-    const err = await d.createVM({ ...options, paths: { ...options.paths, jailerBase: deep } }).catch((e: unknown) => e);
+    const err = await d
+      .createVM({ ...options, paths: { ...options.paths, jailerBase: deep } })
+      .catch((e: unknown) => e);
     expect((err as { code?: string }).code).toBe("ERR_INVALID_CONFIG");
     expect((err as Error).message).toMatch(new RegExp(`unix sockets allow at most ${UNIX_PATH_MAX}`));
     expect((err as { hint?: string }).hint).toMatch(/shorter/);
@@ -260,7 +335,11 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   it("fails a boot whose guest never gets ready, with a timeout, and leaves nothing running", async () => {
     const { options } = await setup();
     const d = driver();
-    await d.createVM({ ...options, guestReady: (_c, signal) => new Promise((_, reject) => signal.addEventListener("abort", () => reject(new Error("aborted")))) });
+    await d.createVM({
+      ...options,
+      guestReady: (_c, signal) =>
+        new Promise((_, reject) => signal.addEventListener("abort", () => reject(new Error("aborted")))),
+    });
     const err = await d.startVM(1_500).catch((e: unknown) => e);
     expect((err as { code?: string }).code).toBe("ERR_VMM_TIMEOUT");
     expect(d.getPids()).toEqual([]);
@@ -273,10 +352,19 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     // A Firecracker whose API socket path already exists refuses to start.
     await d.createVM(options);
     const bogus = path.join(dir, "not-firecracker.sh");
-    await writeFile(bogus, "#!/bin/sh\necho 'Firecracker v1.0.0' ; [ \"$1\" = --version ] && exit 0; echo boom >&2; exit 3\n", { mode: 0o755 });
+    await writeFile(
+      bogus,
+      "#!/bin/sh\necho 'Firecracker v1.0.0' ; [ \"$1\" = --version ] && exit 0; echo boom >&2; exit 3\n",
+      { mode: 0o755 },
+    );
     const e = new FirecrackerHypervisor({ logger: silentLogger() });
     drivers.push(e);
-    await e.createVM({ ...options, id: "sb2", paths: { ...options.paths, vmDir: path.join(dir, "run", "vm", "sb2") }, config: { ...options.config, hypervisorPath: bogus } });
+    await e.createVM({
+      ...options,
+      id: "sb2",
+      paths: { ...options.paths, vmDir: path.join(dir, "run", "vm", "sb2") },
+      config: { ...options.config, hypervisorPath: bogus },
+    });
     const err = await e.startVM(5_000).catch((x: unknown) => x);
     expect((err as { code?: string }).code).toBe("ERR_VMM_START");
     expect((err as Error).message).toMatch(/boom/);
@@ -285,7 +373,10 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   it("cleans up twice, unmounting and removing the jail and the VM directory", async () => {
     const { options, dir } = await setup();
     const d = driver();
-    await d.createVM({ ...options, config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] } });
+    await d.createVM({
+      ...options,
+      config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] },
+    });
     await d.startVM(20_000);
     const disk = await guestRootfs(dir, "hot.img");
     await d.hotplugAddDevice({ type: "block", id: "hot", path: disk, readOnly: true });

@@ -14,7 +14,17 @@ import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
 import { waitForApi } from "../../../src/vmm/firecracker/launch.js";
 import { atLeast, parseVersion } from "../../../src/vmm/firecracker/version.js";
 import { fakeBinaries } from "../../fakes/firecracker/build.js";
-import { REAL, VERSIONS, exists, guestKernel, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+import {
+  REAL,
+  VERSIONS,
+  exists,
+  guestKernel,
+  leaks,
+  removeTmp,
+  shortTmp,
+  target,
+  type Target,
+} from "./helpers.js";
 
 describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
   let t: Target;
@@ -26,7 +36,8 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
   });
 
   afterEach(async () => {
-    for (const p of procs.splice(0)) if (p.running) await p.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
+    for (const p of procs.splice(0))
+      if (p.running) await p.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
     for (const dir of dirs.splice(0)) {
       await removeTmp(dir);
     }
@@ -41,13 +52,24 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
 
   const v = () => parseVersion(t.version);
   const jailerArgs = (dir: string, id: string, extra: string[] = []) => [
-    "--id", id, "--exec-file", t.firecracker, "--uid", "0", "--gid", "0", "--chroot-base-dir", path.join(dir, "jails"), ...extra,
+    "--id",
+    id,
+    "--exec-file",
+    t.firecracker,
+    "--uid",
+    "0",
+    "--gid",
+    "0",
+    "--chroot-base-dir",
+    path.join(dir, "jails"),
+    ...extra,
   ];
 
   it("reports its version", async () => {
     const fc = await runCommand(t.firecracker, ["--version"]);
     expect(fc.stdout).toMatch(new RegExp(`^Firecracker v${t.version.replace(/\./g, "\\.")}`));
-    if (t.jailer) expect((await runCommand(t.jailer, ["--version"])).stdout).toMatch(/^Jailer v\d+\.\d+\.\d+/);
+    if (t.jailer)
+      expect((await runCommand(t.jailer, ["--version"])).stdout).toMatch(/^Jailer v\d+\.\d+\.\d+/);
   });
 
   it("jailer: refuses the flags v1.0 removed, bad ids, and a leftover jail", async (ctx) => {
@@ -64,14 +86,23 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     expect(badId.stderr).toMatch(/Invalid instance ID: bad_id/);
 
     // A first jailer run builds the jail; SIGKILL it and the jail stays behind.
-    const first = await ManagedProcess.spawn(t.jailer, [...jailerArgs(dir, "j1"), "--", "--api-sock", "/api.socket"]);
+    const first = await ManagedProcess.spawn(t.jailer, [
+      ...jailerArgs(dir, "j1"),
+      "--",
+      "--api-sock",
+      "/api.socket",
+    ]);
     procs.push(first);
     const root = path.join(dir, "jails", "firecracker", "j1", "root");
     await waitForApi(path.join(root, "api.socket"), { timeoutMs: 10_000, pid: first.pid, spawned: first });
     await first.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
-    const again = await runCommand(t.jailer, [...jailerArgs(dir, "j1"), "--", "--api-sock", "/api.socket"], { timeoutMs: 10_000 });
+    const again = await runCommand(t.jailer, [...jailerArgs(dir, "j1"), "--", "--api-sock", "/api.socket"], {
+      timeoutMs: 10_000,
+    });
     expect(again.code).toBe(old ? 101 : 1);
-    expect(again.stderr).toMatch(/Failed to create \/dev\/net\/tun via mknod inside the jail: File exists \(os error 17\)/);
+    expect(again.stderr).toMatch(
+      /Failed to create \/dev\/net\/tun via mknod inside the jail: File exists \(os error 17\)/,
+    );
   });
 
   it("jailer: refuses an existing pid file (1.7+ writes one on every run)", async (ctx) => {
@@ -80,7 +111,9 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     const root = path.join(dir, "jails", "firecracker", "j6", "root");
     await mkdir(root, { recursive: true });
     await writeFile(path.join(root, "firecracker.pid"), "1");
-    const res = await runCommand(t.jailer, [...jailerArgs(dir, "j6"), "--", "--api-sock", "/api.socket"], { timeoutMs: 10_000 });
+    const res = await runCommand(t.jailer, [...jailerArgs(dir, "j6"), "--", "--api-sock", "/api.socket"], {
+      timeoutMs: 10_000,
+    });
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/firecracker\.pid: File exists \(os error 17\)/);
   });
@@ -88,23 +121,41 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
   it("jailer: builds the real layout, sets limits, clears the environment but FAKE_FC_*, keeps the pid", async (ctx) => {
     if (!t.jailer || t.real) return ctx.skip();
     const dir = await tmp();
-    const fc = await ManagedProcess.spawn(t.jailer, [...jailerArgs(dir, "j2", ["--resource-limit", "no-file=1234"]), "--", "--api-sock", "/api.socket"], {
-      env: { ...process.env, FAKE_FC_GUEST_DIAL: "", SECRET_VAR: "x" },
-    });
+    const fc = await ManagedProcess.spawn(
+      t.jailer,
+      [...jailerArgs(dir, "j2", ["--resource-limit", "no-file=1234"]), "--", "--api-sock", "/api.socket"],
+      {
+        env: { ...process.env, FAKE_FC_GUEST_DIAL: "", SECRET_VAR: "x" },
+      },
+    );
     procs.push(fc);
     const root = path.join(dir, "jails", "firecracker", "j2", "root");
     await waitForApi(path.join(root, "api.socket"), { timeoutMs: 10_000, pid: fc.pid, spawned: fc });
     // Plain mode: the jailer exec'd in place, so the spawned pid is Firecracker.
     const cmdline = (await readFile(`/proc/${fc.pid}/cmdline`, "utf8")).split("\0");
-    expect(cmdline).toEqual(expect.arrayContaining([path.join(root, "firecracker"), "--id", "j2", "--start-time-us", "--start-time-cpu-us", "--parent-cpu-time-us", "--api-sock", "/api.socket"]));
+    expect(cmdline).toEqual(
+      expect.arrayContaining([
+        path.join(root, "firecracker"),
+        "--id",
+        "j2",
+        "--start-time-us",
+        "--start-time-cpu-us",
+        "--parent-cpu-time-us",
+        "--api-sock",
+        "/api.socket",
+      ]),
+    );
     const environ = (await readFile(`/proc/${fc.pid}/environ`, "utf8")).split("\0").filter(Boolean);
     expect(environ).toContain(`FAKE_FC_JAIL_ROOT=${root}`);
     expect(environ.some((e) => e.startsWith("SECRET_VAR=") || e.startsWith("PATH="))).toBe(false);
     expect(await readFile(`/proc/${fc.pid}/limits`, "utf8")).toMatch(/Max open files\s+1234\s+1234/);
-    expect((await readdir(path.join(root, "dev"))).sort()).toEqual(expect.arrayContaining(["kvm", "net", "urandom"]));
+    expect((await readdir(path.join(root, "dev"))).sort()).toEqual(
+      expect.arrayContaining(["kvm", "net", "urandom"]),
+    );
     expect(await exists(path.join(root, "run"))).toBe(true);
     expect(await exists(path.join(root, "firecracker.pid"))).toBe(atLeast(v(), "1.7.0"));
-    if (atLeast(v(), "1.7.0")) expect(Number(await readFile(path.join(root, "firecracker.pid"), "utf8"))).toBe(fc.pid);
+    if (atLeast(v(), "1.7.0"))
+      expect(Number(await readFile(path.join(root, "firecracker.pid"), "utf8"))).toBe(fc.pid);
     const client = await FirecrackerClient.connect({ socketPath: path.join(root, "api.socket") });
     expect((await client.describeInstance()).body.id).toBe("j2");
     await client.close();
@@ -113,14 +164,22 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
   it("jailer: v1.0 --daemonize cannot setsid as a process-group leader; v1.7+ double-forks", async (ctx) => {
     if (!t.jailer || t.real) return ctx.skip();
     const dir = await tmp();
-    const p = await ManagedProcess.spawn(t.jailer, [...jailerArgs(dir, "j3", ["--daemonize"]), "--", "--api-sock", "/api.socket"], { detached: true });
+    const p = await ManagedProcess.spawn(
+      t.jailer,
+      [...jailerArgs(dir, "j3", ["--daemonize"]), "--", "--api-sock", "/api.socket"],
+      { detached: true },
+    );
     procs.push(p);
     const status = await p.exited;
     await p.closed;
     const root = path.join(dir, "jails", "firecracker", "j3", "root");
     if (atLeast(v(), "1.7.0")) {
       expect(status.code).toBe(0);
-      const pid = Number(await readFile(path.join(root, "firecracker.pid"), "utf8").catch(async () => (await sleep(200), readFile(path.join(root, "firecracker.pid"), "utf8"))));
+      const pid = Number(
+        await readFile(path.join(root, "firecracker.pid"), "utf8").catch(
+          async () => (await sleep(200), readFile(path.join(root, "firecracker.pid"), "utf8")),
+        ),
+      );
       await waitForApi(path.join(root, "api.socket"), { timeoutMs: 10_000, pid });
       process.kill(pid, "SIGKILL");
     } else {
@@ -133,11 +192,31 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     if (!t.jailer || t.real) return ctx.skip();
     const dir = await tmp();
     const cg = path.join(dir, "cgroup");
-    const p = await ManagedProcess.spawn(t.jailer, [...jailerArgs(dir, "j4", ["--cgroup", "cpuset.cpus=0", "--cgroup-version", "2", "--parent-cgroup", "cocoon"]), "--", "--api-sock", "/api.socket"], {
-      env: { ...process.env, FAKE_JAILER_CGROUP_ROOT: cg },
-    });
+    const p = await ManagedProcess.spawn(
+      t.jailer,
+      [
+        ...jailerArgs(dir, "j4", [
+          "--cgroup",
+          "cpuset.cpus=0",
+          "--cgroup-version",
+          "2",
+          "--parent-cgroup",
+          "cocoon",
+        ]),
+        "--",
+        "--api-sock",
+        "/api.socket",
+      ],
+      {
+        env: { ...process.env, FAKE_JAILER_CGROUP_ROOT: cg },
+      },
+    );
     procs.push(p);
-    await waitForApi(path.join(dir, "jails", "firecracker", "j4", "root", "api.socket"), { timeoutMs: 10_000, pid: p.pid, spawned: p });
+    await waitForApi(path.join(dir, "jails", "firecracker", "j4", "root", "api.socket"), {
+      timeoutMs: 10_000,
+      pid: p.pid,
+      spawned: p,
+    });
     expect(await readFile(path.join(cg, "cocoon", "j4", "cpuset.cpus"), "utf8")).toBe("0\n");
     const bad = await runCommand(t.jailer, jailerArgs(dir, "j5", ["--cgroup", "cpus"]));
     expect(bad.code).not.toBe(0);
@@ -152,12 +231,19 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     expect(taken.code).toBe(1);
     // --metrics-path came with 1.2 (a newer Firecracker would start and serve: not run then).
     if (!atLeast(v(), "1.2.0")) {
-      const metrics = await runCommand(t.firecracker, ["--api-sock", path.join(dir, "m.sock"), "--metrics-path", path.join(dir, "m")], { timeoutMs: 10_000 });
+      const metrics = await runCommand(
+        t.firecracker,
+        ["--api-sock", path.join(dir, "m.sock"), "--metrics-path", path.join(dir, "m")],
+        { timeoutMs: 10_000 },
+      );
       expect(metrics.code).toBe(153);
       expect(metrics.stderr).toMatch(/Arguments parsing error: Found argument 'metrics-path'/);
     }
     const cfg = path.join(dir, "vm.json");
-    await writeFile(cfg, JSON.stringify({ "machine-config": { vcpu_count: 1, mem_size_mib: 128, bogus: true } }));
+    await writeFile(
+      cfg,
+      JSON.stringify({ "machine-config": { vcpu_count: 1, mem_size_mib: 128, bogus: true } }),
+    );
     const bad = await runCommand(t.firecracker, ["--no-api", "--config-file", cfg], { timeoutMs: 10_000 });
     expect(bad.code).toBe(152);
   });
@@ -167,8 +253,19 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     const dir = await tmp();
     const kernel = await guestKernel(dir);
     const cfg = path.join(dir, "vm.json");
-    await writeFile(cfg, JSON.stringify({ "boot-source": { kernel_image_path: kernel }, "machine-config": { vcpu_count: 1, mem_size_mib: 128 } }));
-    const p = await ManagedProcess.spawn(t.firecracker, ["--api-sock", path.join(dir, "a.sock"), "--config-file", cfg]);
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        "boot-source": { kernel_image_path: kernel },
+        "machine-config": { vcpu_count: 1, mem_size_mib: 128 },
+      }),
+    );
+    const p = await ManagedProcess.spawn(t.firecracker, [
+      "--api-sock",
+      path.join(dir, "a.sock"),
+      "--config-file",
+      cfg,
+    ]);
     procs.push(p);
     await waitForApi(path.join(dir, "a.sock"), { timeoutMs: 10_000, spawned: p, pid: p.pid });
     const client = await FirecrackerClient.connect({ socketPath: path.join(dir, "a.sock") });
@@ -188,11 +285,20 @@ describe.each(VERSIONS)("fake jailer and Firecracker %s", (label) => {
     procs.push(p);
     await waitForApi(sock, { timeoutMs: 10_000, spawned: p, pid: p.pid });
     const client = new FirecrackerClient({ socketPath: sock });
-    expect(JSON.parse((await client.raw("GET", "/", "{}")).text)).toEqual({ fault_message: "GET request cannot have a body." });
-    expect(JSON.parse((await client.raw("PUT", "/actions", "")).text)).toEqual({ fault_message: "Empty PUT request." });
+    expect(JSON.parse((await client.raw("GET", "/", "{}")).text)).toEqual({
+      fault_message: "GET request cannot have a body.",
+    });
+    expect(JSON.parse((await client.raw("PUT", "/actions", "")).text)).toEqual({
+      fault_message: "Empty PUT request.",
+    });
     await client.close();
     const conns: net.Socket[] = [];
-    for (let i = 0; i < 10; i++) conns.push(await new Promise<net.Socket>((r) => { const s = net.connect(sock, () => r(s)); }));
+    for (let i = 0; i < 10; i++)
+      conns.push(
+        await new Promise<net.Socket>((r) => {
+          const s = net.connect(sock, () => r(s));
+        }),
+      );
     const eleventh = await new Promise<string>((resolve) => {
       const s = net.connect(sock);
       let data = "";
@@ -212,14 +318,25 @@ describe.skipIf(REAL)("fake Firecracker claiming a version between the two specs
     const sock = path.join(dir, "a.sock");
     // Before 1.14 the metrics file must exist.
     await writeFile(path.join(dir, "m.json"), "");
-    const p = await ManagedProcess.spawn(b.firecracker, ["--api-sock", sock, "--metrics-path", path.join(dir, "m.json")]);
+    const p = await ManagedProcess.spawn(b.firecracker, [
+      "--api-sock",
+      sock,
+      "--metrics-path",
+      path.join(dir, "m.json"),
+    ]);
     try {
       await waitForApi(sock, { timeoutMs: 10_000, spawned: p, pid: p.pid });
       const client = await FirecrackerClient.connect({ socketPath: sock });
       expect(client.version.raw).toBe("1.7.0");
       await client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, huge_pages: "None" });
-      await expect(client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "tap0", mtu: 1500 })).rejects.toThrow(/NetworkInterface\.mtu was added in Firecracker 1\.16\.0/);
-      const raw = await client.raw("PUT", "/network-interfaces/eth0", { iface_id: "eth0", host_dev_name: "tap0", mtu: 1500 });
+      await expect(
+        client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "tap0", mtu: 1500 }),
+      ).rejects.toThrow(/NetworkInterface\.mtu was added in Firecracker 1\.16\.0/);
+      const raw = await client.raw("PUT", "/network-interfaces/eth0", {
+        iface_id: "eth0",
+        host_dev_name: "tap0",
+        mtu: 1500,
+      });
       expect(JSON.parse(raw.text).fault_message).toMatch(/unknown field `mtu`/);
       await client.close();
     } finally {

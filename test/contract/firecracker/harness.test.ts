@@ -16,7 +16,17 @@ import { MmdsGuestClient } from "../../../src/vmm/firecracker/mmds.js";
 import { metric, parseLogLine } from "../../../src/vmm/firecracker/telemetry.js";
 import { getAffinity, listThreads, vcpuThreads } from "../../../src/vmm/firecracker/threads.js";
 import { atLeast, parseVersion } from "../../../src/vmm/firecracker/version.js";
-import { VERSIONS, exists, guestKernel, guestRootfs, leaks, removeTmp, shortTmp, target, type Target } from "./helpers.js";
+import {
+  VERSIONS,
+  exists,
+  guestKernel,
+  guestRootfs,
+  leaks,
+  removeTmp,
+  shortTmp,
+  target,
+  type Target,
+} from "./helpers.js";
 
 describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   let t: Target;
@@ -79,8 +89,11 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     }
     // The real chroot layout.
     const root = vm.chroot;
-    expect(root).toBe(path.join(path.dirname(path.dirname(vm.chroot)), path.basename(path.dirname(vm.chroot)), "root"));
-    for (const f of ["firecracker", "dev/kvm", "dev/net/tun", "dev/urandom", "run/firecracker.socket"]) expect(await exists(path.join(root, f))).toBe(true);
+    expect(root).toBe(
+      path.join(path.dirname(path.dirname(vm.chroot)), path.basename(path.dirname(vm.chroot)), "root"),
+    );
+    for (const f of ["firecracker", "dev/kvm", "dev/net/tun", "dev/urandom", "run/firecracker.socket"])
+      expect(await exists(path.join(root, f))).toBe(true);
     expect((await stat(path.join(root, "firecracker"))).nlink).toBe(1);
     expect(await vm.state()).toBe("Not started");
   });
@@ -88,7 +101,11 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   it("boots, then refuses a drive PUT after boot and accepts a PATCH that swaps the backing file", async () => {
     const { vm, dir } = await newVm();
     await vm.spawn();
-    await vm.basicConfig({ vcpuCount: 2, memSizeMib: 256, bootArgs: "console=ttyS0 reboot=k panic=1 pci=off" });
+    await vm.basicConfig({
+      vcpuCount: 2,
+      memSizeMib: 256,
+      bootArgs: "console=ttyS0 reboot=k panic=1 pci=off",
+    });
     const scratch = await guestRootfs(dir, "scratch.img");
     await vm.addDrive("scratch", scratch);
     await vm.start();
@@ -97,15 +114,21 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect((err as FirecrackerApiError).status).toBe(400);
     if (!t.real || !atLeast(v(), "1.16.0")) {
       expect((err as FirecrackerApiError).faultMessage).toMatch(
-        atLeast(v(), "1.16.0") ? /PCI is not enabled/ : /^The requested operation is not supported after starting the microVM\.$/,
+        atLeast(v(), "1.16.0")
+          ? /PCI is not enabled/
+          : /^The requested operation is not supported after starting the microVM\.$/,
       );
     }
     const other = await guestRootfs(dir, "other.img");
     await vm.patchDrive("scratch", other);
-    const cfg = (await vm.client.getVmConfig()).body as { drives: { drive_id: string; path_on_host: string }[] };
+    const cfg = (await vm.client.getVmConfig()).body as {
+      drives: { drive_id: string; path_on_host: string }[];
+    };
     const patched = cfg.drives.find((d) => d.drive_id === "scratch")!;
     expect(patched.path_on_host).toMatch(/other\.img$/);
-    await expect(vm.client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128 })).rejects.toThrow(/not supported after starting the microVM/);
+    await expect(vm.client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128 })).rejects.toThrow(
+      /not supported after starting the microVM/,
+    );
   });
 
   it("captures the serial console of an unjailed VM", async (ctx) => {
@@ -123,9 +146,13 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     await vm.basicConfig({ trackDirtyPages: true });
     await vm.addVsock(3);
     await vm.start();
-    const running = await vm.client.createSnapshot({ snapshot_path: "/vmstate", mem_file_path: "/mem" }).catch((e: unknown) => e);
+    const running = await vm.client
+      .createSnapshot({ snapshot_path: "/vmstate", mem_file_path: "/mem" })
+      .catch((e: unknown) => e);
     expect(running).toBeInstanceOf(FirecrackerApiError);
-    expect((running as FirecrackerApiError).faultMessage).toBe("Cannot save the microVM state: Operation not allowed: save/restore unavailable while running");
+    expect((running as FirecrackerApiError).faultMessage).toBe(
+      "Cannot save the microVM state: Operation not allowed: save/restore unavailable while running",
+    );
     const full = await vm.snapshotFull();
     expect(await vm.state()).toBe("Paused");
     expect((await stat(full.mem)).size).toBe(256 * 1024 * 1024);
@@ -157,7 +184,9 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     await new Promise<void>((r) => handler.listen(uffdSock, () => r()));
     try {
       if (!atLeast(v(), "1.1.0")) {
-        await expect(fresh.restoreFromSnapshot(snap, { backend: "Uffd", uffdSocket: uffdSock })).rejects.toThrow(/Uffd backend was added in 1\.1\.0/);
+        await expect(
+          fresh.restoreFromSnapshot(snap, { backend: "Uffd", uffdSocket: uffdSock }),
+        ).rejects.toThrow(/Uffd backend was added in 1\.1\.0/);
         return;
       }
       if (t.real) return; // a real restore would wait for page faults to be served
@@ -175,12 +204,19 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     const { vm } = await newVm();
     await vm.spawn();
     const err = await vm.client
-      .loadSnapshot(atLeast(v(), "1.1.0") ? { snapshot_path: "/nonexistent", mem_backend: { backend_type: "File", backend_path: "/mem" } } : { snapshot_path: "/nonexistent", mem_file_path: "/mem" })
+      .loadSnapshot(
+        atLeast(v(), "1.1.0")
+          ? { snapshot_path: "/nonexistent", mem_backend: { backend_type: "File", backend_path: "/mem" } }
+          : { snapshot_path: "/nonexistent", mem_file_path: "/mem" },
+      )
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FirecrackerApiError);
-    expect((err as FirecrackerApiError).faultMessage).toMatch(/^Load microVM snapshot error: Cannot perform open on the snapshot backing file/);
+    expect((err as FirecrackerApiError).faultMessage).toMatch(
+      /^Load microVM snapshot error: Cannot perform open on the snapshot backing file/,
+    );
     const deadline = Date.now() + 5_000;
-    while ((await isProcessAlive(vm.firecrackerPid!)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while ((await isProcessAlive(vm.firecrackerPid!)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
     expect(await isProcessAlive(vm.firecrackerPid!)).toBe(false);
   });
 
@@ -193,12 +229,16 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     const dialed = new Promise<string>((resolve) => {
       void vm.vsockListen(5000, (sock) => sock.once("data", (c: Buffer) => resolve(c.toString())));
     });
-    await expect(vm.vsockConnect(1024, { timeoutMs: 200, attemptTimeoutMs: 100 })).rejects.toThrow(/no guest program accepted vsock port 1024/);
+    await expect(vm.vsockConnect(1024, { timeoutMs: 200, attemptTimeoutMs: 100 })).rejects.toThrow(
+      /no guest program accepted vsock port 1024/,
+    );
     await vm.start();
     const { socket, hostPort } = await vm.vsockConnect(1024);
     expect(hostPort).toBeGreaterThanOrEqual(2 ** 30);
     socket.write("ping\n");
-    const echo = await new Promise<string>((resolve) => socket.once("data", (c: Buffer) => resolve(c.toString())));
+    const echo = await new Promise<string>((resolve) =>
+      socket.once("data", (c: Buffer) => resolve(c.toString())),
+    );
     expect(echo).toBe("ping\n");
     socket.destroy();
     expect(await dialed).toBe("hello from cid 7 port 5000\n");
@@ -218,7 +258,17 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     const m = await vm.flushMetrics();
     expect(m.utc_timestamp_ms).toBeGreaterThan(0);
     expect(metric(m, "put_api_requests", "actions_count")).toBeGreaterThanOrEqual(1);
-    for (const group of ["api_server", "block", "get_api_requests", "latencies_us", "logger", "vcpu", "vmm", "vsock"]) expect(m).toHaveProperty(group);
+    for (const group of [
+      "api_server",
+      "block",
+      "get_api_requests",
+      "latencies_us",
+      "logger",
+      "vcpu",
+      "vmm",
+      "vsock",
+    ])
+      expect(m).toHaveProperty(group);
   });
 
   it("configures MMDS (V1 and V2), stores data, and serves the guest side with session tokens", async () => {
@@ -297,7 +347,13 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     if (jailedOnly()) return ctx.skip();
     const { vm, dir } = await newVm({ id: "same-id" });
     await vm.spawn();
-    const twin = await MicroVM.create({ id: "same-id", firecrackerPath: t.firecracker, jailerPath: t.jailer!, resourceDir: path.join(dir, "res2"), chrootBaseDir: path.join(dir, "jails") });
+    const twin = await MicroVM.create({
+      id: "same-id",
+      firecrackerPath: t.firecracker,
+      jailerPath: t.jailer!,
+      resourceDir: path.join(dir, "res2"),
+      chrootBaseDir: path.join(dir, "jails"),
+    });
     vms.push(twin);
     const err = await twin.spawn().catch((e: unknown) => e);
     expect((err as { code?: string }).code).toBe("ERR_ALREADY_EXISTS");
@@ -316,8 +372,16 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     try {
       const { vm } = await newVm({ netns: ns });
       await vm.spawn();
-      const iface = await vm.addNetIface({ index: 3, rxRateLimiter: { bandwidth: { size: 1_000_000, refill_time: 100 } } });
-      expect(iface).toMatchObject({ ifaceId: "eth3", tapName: "tap3", guestIp: "192.168.3.2", guestMac: "06:00:C0:A8:03:02" });
+      const iface = await vm.addNetIface({
+        index: 3,
+        rxRateLimiter: { bandwidth: { size: 1_000_000, refill_time: 100 } },
+      });
+      expect(iface).toMatchObject({
+        ifaceId: "eth3",
+        tapName: "tap3",
+        guestIp: "192.168.3.2",
+        guestMac: "06:00:C0:A8:03:02",
+      });
       expect(await linkExists("tap3", ns)).toBe(true);
       await vm.cleanup();
       expect(await linkExists("tap3", ns)).toBe(false);

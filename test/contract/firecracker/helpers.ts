@@ -35,7 +35,12 @@ export async function target(version: string): Promise<Target> {
   if (REAL) {
     const fc = process.env.COCOON_FC_BIN!;
     const v = await binaryVersion(fc, "Firecracker");
-    return { version: formatVersion(v), firecracker: fc, jailer: process.env.COCOON_JAILER_BIN || undefined, real: true };
+    return {
+      version: formatVersion(v),
+      firecracker: fc,
+      jailer: process.env.COCOON_JAILER_BIN || undefined,
+      real: true,
+    };
   }
   const b = await fakeBinaries(version);
   return { version, firecracker: b.firecracker, jailer: b.jailer, real: false };
@@ -104,7 +109,9 @@ export async function socketsUnder(dir: string): Promise<string[]> {
 }
 
 /** What a test leaves behind under `dir`: processes, mounts, sockets. */
-export async function leaks(dir: string): Promise<{ processes: string[]; mounts: string[]; sockets: string[] }> {
+export async function leaks(
+  dir: string,
+): Promise<{ processes: string[]; mounts: string[]; sockets: string[] }> {
   return {
     processes: (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`),
     mounts: (await mountsUnder(dir)).map((m) => m.target),

@@ -64,12 +64,26 @@ export function fakeBinaries(version = "1.16.1"): Promise<FakeBinaries> {
 async function doBuild(version: string): Promise<FakeBinaries> {
   if (!/^\d+\.\d+\.\d+$/.test(version)) throw new Error(`invalid fake version ${version}`);
   const node = process.execPath;
-  const [fc, planner] = await Promise.all([bundle("fake-firecracker.ts", version), bundle("fake-jailer.ts", version)]);
+  const [fc, planner] = await Promise.all([
+    bundle("fake-firecracker.ts", version),
+    bundle("fake-jailer.ts", version),
+  ]);
   const fcText = `#!${node}\n${fc}`;
   const hash = createHash("sha256").update(node).update(fcText).update(planner).digest("hex").slice(0, 16);
   const dir = path.join(cacheRoot, hash, version);
-  const result: FakeBinaries = { version, dir, firecracker: path.join(dir, "firecracker"), jailer: path.join(dir, "jailer") };
-  if (await stat(result.jailer).then(() => true, () => false)) return result;
+  const result: FakeBinaries = {
+    version,
+    dir,
+    firecracker: path.join(dir, "firecracker"),
+    jailer: path.join(dir, "jailer"),
+  };
+  if (
+    await stat(result.jailer).then(
+      () => true,
+      () => false,
+    )
+  )
+    return result;
   await mkdir(path.dirname(dir), { recursive: true });
   const tmp = await mkdtemp(path.join(path.dirname(dir), `.build-${version}-`));
   const plannerPath = path.join(dir, "jailer-planner.cjs");

@@ -74,7 +74,8 @@ export function parseFcArgs(argv: readonly string[], version: string): FcArgs {
   const values = new Map<string, string | true>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (!arg.startsWith("--")) throw new ArgsError(`Found argument '${arg}' which wasn't expected, or isn't valid in this context.`);
+    if (!arg.startsWith("--"))
+      throw new ArgsError(`Found argument '${arg}' which wasn't expected, or isn't valid in this context.`);
     const name = arg.slice(2);
     const spec = FLAGS[name];
     if (!spec || compareVersions(version, spec.since) < 0) {
@@ -83,7 +84,8 @@ export function parseFcArgs(argv: readonly string[], version: string): FcArgs {
     if (values.has(name)) throw new ArgsError(`The argument '${name}' was provided more than once.`);
     if (spec.takesValue) {
       const value = argv[i + 1];
-      if (value === undefined || value.startsWith("--")) throw new ArgsError(`The argument '${name}' requires a value, but none was supplied`);
+      if (value === undefined || value.startsWith("--"))
+        throw new ArgsError(`The argument '${name}' requires a value, but none was supplied`);
       values.set(name, value);
       i++;
     } else {
@@ -110,7 +112,9 @@ export function parseFcArgs(argv: readonly string[], version: string): FcArgs {
     bootTimer: values.has("boot-timer"),
     version: values.has("version"),
     snapshotVersion: values.has("snapshot-version"),
-    httpApiMaxPayloadSize: str("http-api-max-payload-size") ? numberArg("http-api-max-payload-size", str("http-api-max-payload-size")!) : 51200,
+    httpApiMaxPayloadSize: str("http-api-max-payload-size")
+      ? numberArg("http-api-max-payload-size", str("http-api-max-payload-size")!)
+      : 51200,
     enablePci: values.has("enable-pci"),
     help: values.has("help"),
   };

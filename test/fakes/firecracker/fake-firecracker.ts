@@ -41,7 +41,11 @@ interface ApiReplyMsg {
   headers: [string, string][];
   exitAfter?: number;
 }
-type ApiThreadMsg = ApiRequestMsg | { type: "listening" } | { type: "listen-error"; message: string } | { type: "exit"; code: number };
+type ApiThreadMsg =
+  | ApiRequestMsg
+  | { type: "listening" }
+  | { type: "listen-error"; message: string }
+  | { type: "exit"; code: number };
 
 const MAX_CONNECTIONS = 10;
 
@@ -65,7 +69,13 @@ function apiThread(data: { socketPath: string; maxPayload: number }): void {
     new Promise<ApiReplyMsg>((resolve) => {
       const id = nextId++;
       pending.set(id, resolve);
-      port.postMessage({ type: "request", id, method, path: p, ...(body !== undefined ? { body } : {}) } satisfies ApiRequestMsg);
+      port.postMessage({
+        type: "request",
+        id,
+        method,
+        path: p,
+        ...(body !== undefined ? { body } : {}),
+      } satisfies ApiRequestMsg);
     });
   let open = 0;
   const server = net.createServer((sock) => {
@@ -87,13 +97,17 @@ function apiThread(data: { socketPath: string; maxPayload: number }): void {
             return;
           }
           const reply = await ask(item.method, item.path, item.body?.toString("utf8"));
-          await new Promise<void>((resolve) => sock.write(formatResponse(reply.status, reply.body, reply.headers), () => resolve()));
+          await new Promise<void>((resolve) =>
+            sock.write(formatResponse(reply.status, reply.body, reply.headers), () => resolve()),
+          );
           if (reply.exitAfter !== undefined) port.postMessage({ type: "exit", code: reply.exitAfter });
         });
       }
     });
   });
-  server.once("error", (err: NodeJS.ErrnoException) => port.postMessage({ type: "listen-error", message: err.message }));
+  server.once("error", (err: NodeJS.ErrnoException) =>
+    port.postMessage({ type: "listen-error", message: err.message }),
+  );
   server.listen(data.socketPath, () => port.postMessage({ type: "listening" }));
 }
 
@@ -172,7 +186,13 @@ async function main(): Promise<void> {
   }
 
   const exit = (code: number): never => {
-    logger.log(code === 0 ? "Info" : "Error", "main", code === 0 ? "Firecracker exiting successfully. exit_code=0" : `Firecracker exiting with error. exit_code=${code}`);
+    logger.log(
+      code === 0 ? "Info" : "Error",
+      "main",
+      code === 0
+        ? "Firecracker exiting successfully. exit_code=0"
+        : `Firecracker exiting with error. exit_code=${code}`,
+    );
     process.exit(code);
   };
   const serial = new SerialConsole();
@@ -191,18 +211,26 @@ async function main(): Promise<void> {
   });
 
   // Signals Firecracker handles; SIGTERM keeps its default action (death by signal), as in the real one.
-  for (const [sig, code] of [["SIGHUP", 156], ["SIGXFSZ", 151], ["SIGXCPU", 154]] as const) {
+  for (const [sig, code] of [
+    ["SIGHUP", 156],
+    ["SIGXFSZ", 151],
+    ["SIGXCPU", 154],
+  ] as const) {
     process.on(sig, () => {
       logger.log("Error", "firecracker", `Shutting down VM after intercepting signal ${sig}`);
       exit(code);
     });
   }
-  if (process.env.FAKE_FC_IGNORE_SIGTERM === "1") process.on("SIGTERM", () => logger.log("Warning", "firecracker", "ignoring SIGTERM (FAKE_FC_IGNORE_SIGTERM)"));
+  if (process.env.FAKE_FC_IGNORE_SIGTERM === "1")
+    process.on("SIGTERM", () =>
+      logger.log("Warning", "firecracker", "ignoring SIGTERM (FAKE_FC_IGNORE_SIGTERM)"),
+    );
 
   if (args.metadata) {
     try {
       const data: unknown = JSON.parse(readFileSync(resolve(args.metadata), "utf8"));
-      if (typeof data !== "object" || data === null || Array.isArray(data)) throw new Error("not a JSON object");
+      if (typeof data !== "object" || data === null || Array.isArray(data))
+        throw new Error("not a JSON object");
       vmm.setMmdsData(data as Record<string, unknown>);
     } catch (err) {
       fail(1, `Unable to parse the metadata file: ${err instanceof Error ? err.message : String(err)}`);
@@ -223,12 +251,23 @@ async function main(): Promise<void> {
       const reply = await vmm.handle(method, p, body);
       if (reply.status >= 300) {
         const msg = (reply.body as { fault_message?: string } | undefined)?.fault_message ?? "";
-        logger.log("Error", "fc_api", `Received Error. Status code: ${reply.status} Bad Request. Message: ${msg}`);
+        logger.log(
+          "Error",
+          "fc_api",
+          `Received Error. Status code: ${reply.status} Bad Request. Message: ${msg}`,
+        );
       }
-      logger.log("Debug", "fc_api", `Total previous API call duration: ${Number((process.hrtime.bigint() - t0) / 1000n)} us.`);
+      logger.log(
+        "Debug",
+        "fc_api",
+        `Total previous API call duration: ${Number((process.hrtime.bigint() - t0) / 1000n)} us.`,
+      );
       return reply;
     });
-    chain = result.then(() => undefined, () => undefined);
+    chain = result.then(
+      () => undefined,
+      () => undefined,
+    );
     return result;
   };
 
@@ -243,11 +282,22 @@ async function main(): Promise<void> {
   if (args.noApi) return;
   const socketPath = resolve(args.apiSock);
   if (existsSync(socketPath)) {
-    logger.log("Error", "main", `Failed to open the API socket at: ${socketPath}. Check that it is not already used.`);
+    logger.log(
+      "Error",
+      "main",
+      `Failed to open the API socket at: ${socketPath}. Check that it is not already used.`,
+    );
     exit(1);
   }
-  if (process.env.FAKE_FC_MMDS_GUEST === "1") startMmdsGuestEndpoint(`${socketPath}.mmds`, () => vmm.mmdsView(), () => vmm.booted);
-  const worker = new Worker(new URL(import.meta.url), { workerData: { role: "api", socketPath, maxPayload: args.httpApiMaxPayloadSize } });
+  if (process.env.FAKE_FC_MMDS_GUEST === "1")
+    startMmdsGuestEndpoint(
+      `${socketPath}.mmds`,
+      () => vmm.mmdsView(),
+      () => vmm.booted,
+    );
+  const worker = new Worker(new URL(import.meta.url), {
+    workerData: { role: "api", socketPath, maxPayload: args.httpApiMaxPayloadSize },
+  });
   worker.on("message", (msg: ApiThreadMsg) => {
     if (msg.type === "listening") {
       logger.log("Debug", "fc_api", "API server started.");
@@ -270,8 +320,18 @@ async function main(): Promise<void> {
           } satisfies ApiReplyMsg);
         },
         (err: unknown) => {
-          logger.log("Error", "firecracker", `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-          worker.postMessage({ type: "reply", id: msg.id, status: 500, body: JSON.stringify({ fault_message: "Internal error" }), headers: [] } satisfies ApiReplyMsg);
+          logger.log(
+            "Error",
+            "firecracker",
+            `internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+          );
+          worker.postMessage({
+            type: "reply",
+            id: msg.id,
+            status: 500,
+            body: JSON.stringify({ fault_message: "Internal error" }),
+            headers: [],
+          } satisfies ApiReplyMsg);
         },
       );
     }
@@ -292,18 +352,24 @@ async function bootFromConfigFile(
   try {
     cfg = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   } catch (err) {
-    process.stderr.write(`Configuration for VMM from one single json failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(
+      `Configuration for VMM from one single json failed: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
     return exit(152);
   }
   const calls: [string, string, unknown][] = [];
-  const one = (key: string, p: string) => cfg[key] !== undefined && cfg[key] !== null && calls.push(["PUT", p, cfg[key]]);
+  const one = (key: string, p: string) =>
+    cfg[key] !== undefined && cfg[key] !== null && calls.push(["PUT", p, cfg[key]]);
   one("logger", "/logger");
   one("metrics", "/metrics");
   one("machine-config", "/machine-config");
   one("cpu-config", "/cpu-config");
   one("boot-source", "/boot-source");
-  for (const d of Array.isArray(cfg.drives) ? (cfg.drives as { drive_id?: string }[]) : []) calls.push(["PUT", `/drives/${d.drive_id ?? ""}`, d]);
-  for (const n of Array.isArray(cfg["network-interfaces"]) ? (cfg["network-interfaces"] as { iface_id?: string }[]) : []) {
+  for (const d of Array.isArray(cfg.drives) ? (cfg.drives as { drive_id?: string }[]) : [])
+    calls.push(["PUT", `/drives/${d.drive_id ?? ""}`, d]);
+  for (const n of Array.isArray(cfg["network-interfaces"])
+    ? (cfg["network-interfaces"] as { iface_id?: string }[])
+    : []) {
     calls.push(["PUT", `/network-interfaces/${n.iface_id ?? ""}`, n]);
   }
   one("vsock", "/vsock");
@@ -314,7 +380,8 @@ async function bootFromConfigFile(
   for (const [method, p, body] of calls) {
     const reply = await serve(method, p, JSON.stringify(body));
     if (reply.status >= 300) {
-      const msg = (reply.body as { fault_message?: string } | undefined)?.fault_message ?? `status ${reply.status}`;
+      const msg =
+        (reply.body as { fault_message?: string } | undefined)?.fault_message ?? `status ${reply.status}`;
       process.stderr.write(`Configuration for VMM from one single json failed: ${msg}\n`);
       exit(152);
     }
@@ -323,7 +390,9 @@ async function bootFromConfigFile(
 
 if (isMainThread) {
   main().catch((err: unknown) => {
-    process.stderr.write(`fake firecracker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(
+      `fake firecracker: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
     process.exit(1);
   });
 } else if ((workerData as { role?: string } | null)?.role === "api") {

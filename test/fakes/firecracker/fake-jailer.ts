@@ -21,7 +21,21 @@
  * else 1.16.1.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, chownSync, closeSync, constants, copyFileSync, existsSync, lstatSync, mkdirSync, openSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { compareVersions, tryParseVersion } from "../../../src/vmm/firecracker/version.js";
 
@@ -57,7 +71,18 @@ interface JailerArgs {
   extra: string[];
 }
 
-const VALUE_FLAGS = new Set(["id", "exec-file", "uid", "gid", "chroot-base-dir", "netns", "cgroup", "resource-limit", "cgroup-version", "parent-cgroup"]);
+const VALUE_FLAGS = new Set([
+  "id",
+  "exec-file",
+  "uid",
+  "gid",
+  "chroot-base-dir",
+  "netns",
+  "cgroup",
+  "resource-limit",
+  "cgroup-version",
+  "parent-cgroup",
+]);
 const BOOL_FLAGS = new Set(["daemonize", "new-pid-ns", "version", "help"]);
 const MULTI = new Set(["cgroup", "resource-limit"]);
 
@@ -69,16 +94,32 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
   for (let i = 0; i < own.length; i++) {
     const arg = own[i]!;
     if (arg === "-h" && compareVersions(version, "1.9.0") >= 0) return "help";
-    if (!arg.startsWith("--")) throw new JailerFailure(`Found argument '${arg}' which wasn't expected, or isn't valid in this context.`, "ArgumentParsing", true);
+    if (!arg.startsWith("--"))
+      throw new JailerFailure(
+        `Found argument '${arg}' which wasn't expected, or isn't valid in this context.`,
+        "ArgumentParsing",
+        true,
+      );
     const name = arg.slice(2);
     if (BOOL_FLAGS.has(name)) {
       values.set(name, ["true"]);
       continue;
     }
-    if (!VALUE_FLAGS.has(name)) throw new JailerFailure(`Found argument '${name}' which wasn't expected, or isn't valid in this context.`, "ArgumentParsing", true);
+    if (!VALUE_FLAGS.has(name))
+      throw new JailerFailure(
+        `Found argument '${name}' which wasn't expected, or isn't valid in this context.`,
+        "ArgumentParsing",
+        true,
+      );
     const value = own[i + 1];
-    if (value === undefined) throw new JailerFailure(`The argument '${name}' requires a value, but none was supplied`, "ArgumentParsing", true);
-    if (values.has(name) && !MULTI.has(name)) throw new JailerFailure(`The argument '${name}' was provided more than once.`, "ArgumentParsing", true);
+    if (value === undefined)
+      throw new JailerFailure(
+        `The argument '${name}' requires a value, but none was supplied`,
+        "ArgumentParsing",
+        true,
+      );
+    if (values.has(name) && !MULTI.has(name))
+      throw new JailerFailure(`The argument '${name}' was provided more than once.`, "ArgumentParsing", true);
     values.set(name, [...(values.get(name) ?? []), value]);
     i++;
   }
@@ -86,15 +127,18 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
   if (values.has("help")) return "help";
   const one = (n: string) => values.get(n)?.[0];
   for (const required of ["id", "exec-file", "uid", "gid"]) {
-    if (!values.has(required)) throw new JailerFailure(`Argument '${required}' required, but not found.`, "ArgumentParsing", true);
+    if (!values.has(required))
+      throw new JailerFailure(`Argument '${required}' required, but not found.`, "ArgumentParsing", true);
   }
   const num = (n: string): number => {
     const v = one(n)!;
-    if (!/^\d+$/.test(v) || Number(v) > 0xffffffff) throw new JailerFailure(`Invalid ${n}: ${v}`, n === "uid" ? "Uid" : "Gid");
+    if (!/^\d+$/.test(v) || Number(v) > 0xffffffff)
+      throw new JailerFailure(`Invalid ${n}: ${v}`, n === "uid" ? "Uid" : "Gid");
     return Number(v);
   };
   const cgroupVersion = one("cgroup-version") ?? "1";
-  if (cgroupVersion !== "1" && cgroupVersion !== "2") throw new JailerFailure(`Invalid cgroup version: ${cgroupVersion}`, "CgroupInvalidVersion");
+  if (cgroupVersion !== "1" && cgroupVersion !== "2")
+    throw new JailerFailure(`Invalid cgroup version: ${cgroupVersion}`, "CgroupInvalidVersion");
   return {
     id: one("id")!,
     execFile: one("exec-file")!,
@@ -125,7 +169,8 @@ function canonical(p: string, kind: "file" | "directory"): string {
   }
   const st = statSync(real);
   if (kind === "file" && !st.isFile()) throw new JailerFailure(`${real} is not a file`, "NotAFile");
-  if (kind === "directory" && !st.isDirectory()) throw new JailerFailure(`${real} is not a directory`, "NotADirectory");
+  if (kind === "directory" && !st.isDirectory())
+    throw new JailerFailure(`${real} is not a directory`, "NotADirectory");
   return real;
 }
 
@@ -141,8 +186,18 @@ function osError(err: unknown): string {
   return t ? `${t[0]} (os error ${t[1]})` : e.message;
 }
 
-function mknod(target: string, major: number, minor: number, uid: number, gid: number, fatal: boolean, label: string): string | undefined {
-  const r = spawnSync("mknod", ["-m", "600", target, "c", String(major), String(minor)], { encoding: "utf8" });
+function mknod(
+  target: string,
+  major: number,
+  minor: number,
+  uid: number,
+  gid: number,
+  fatal: boolean,
+  label: string,
+): string | undefined {
+  const r = spawnSync("mknod", ["-m", "600", target, "c", String(major), String(minor)], {
+    encoding: "utf8",
+  });
   if (r.status === 0) {
     chownSync(target, uid, gid);
     return undefined;
@@ -171,27 +226,41 @@ function misc(name: string): number | undefined {
 }
 
 function plan(a: JailerArgs, version: string, selfPid: number): string {
-  if (!/^[\p{L}\p{N}-]{1,64}$/u.test(a.id)) throw new JailerFailure(`Invalid instance ID: ${a.id}`, "InvalidInstanceId");
+  if (!/^[\p{L}\p{N}-]{1,64}$/u.test(a.id))
+    throw new JailerFailure(`Invalid instance ID: ${a.id}`, "InvalidInstanceId");
   const execFile = canonical(a.execFile, "file");
   const execName = path.basename(execFile);
-  if (compareVersions(version, "1.2.0") >= 0 && compareVersions(version, "1.13.0") < 0 && !execName.includes("firecracker")) {
-    throw new JailerFailure(`Invalid filename. The filename of \`--exec-file\` option must contain "firecracker": ${execName}`, "ExecFileName");
+  if (
+    compareVersions(version, "1.2.0") >= 0 &&
+    compareVersions(version, "1.13.0") < 0 &&
+    !execName.includes("firecracker")
+  ) {
+    throw new JailerFailure(
+      `Invalid filename. The filename of \`--exec-file\` option must contain "firecracker": ${execName}`,
+      "ExecFileName",
+    );
   }
   const base = canonical(a.chrootBaseDir, "directory");
-  if (a.parentCgroup !== undefined && (path.isAbsolute(a.parentCgroup) || a.parentCgroup.split("/").some((c) => c === "." || c === ".."))) {
+  if (
+    a.parentCgroup !== undefined &&
+    (path.isAbsolute(a.parentCgroup) || a.parentCgroup.split("/").some((c) => c === "." || c === ".."))
+  ) {
     throw new JailerFailure(`Invalid parent cgroup: ${a.parentCgroup}`, "CgroupInvalidParentPath");
   }
   const cgroups = a.cgroups.map((c) => {
     const m = /^([a-z_]+)\.([a-z_.]+)=(.+)$/.exec(c);
-    if (!m || m[2]!.split(".").some((x) => x === "")) throw new JailerFailure(`Invalid format for cgroups: ${c}`, "CgroupFormat");
+    if (!m || m[2]!.split(".").some((x) => x === ""))
+      throw new JailerFailure(`Invalid format for cgroups: ${c}`, "CgroupFormat");
     return { file: `${m[1]}.${m[2]}`, value: m[3]! };
   });
   const limits: string[] = [];
   let noFile = "2048";
   for (const r of a.resourceLimits) {
     const m = /^([a-z-]+)=(.*)$/.exec(r);
-    if (!m || (m[1] !== "fsize" && m[1] !== "no-file")) throw new JailerFailure(`Invalid resource argument: ${r}`, "ResLimitArgument");
-    if (!/^\d+$/.test(m[2]!)) throw new JailerFailure(`Invalid limit value for resource: ${m[1]}: ${m[2]}`, "ResLimitValue");
+    if (!m || (m[1] !== "fsize" && m[1] !== "no-file"))
+      throw new JailerFailure(`Invalid resource argument: ${r}`, "ResLimitArgument");
+    if (!/^\d+$/.test(m[2]!))
+      throw new JailerFailure(`Invalid limit value for resource: ${m[1]}: ${m[2]}`, "ResLimitValue");
     if (m[1] === "fsize") limits.push(`--fsize=${m[2]}:${m[2]}`);
     else noFile = m[2]!;
   }
@@ -231,12 +300,16 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   const warn = mknod(path.join(root, "dev/urandom"), 1, 9, a.uid, a.gid, false, "/dev/urandom");
   if (warn) process.stderr.write(`${warn}. MMDS version 2 will not be available to use.\n`);
   const uffd = compareVersions(version, "1.5.0") >= 0 ? misc("userfaultfd") : undefined;
-  if (uffd !== undefined) mknod(path.join(root, "dev/userfaultfd"), 10, uffd, a.uid, a.gid, true, "/dev/userfaultfd");
+  if (uffd !== undefined)
+    mknod(path.join(root, "dev/userfaultfd"), 10, uffd, a.uid, a.gid, true, "/dev/userfaultfd");
 
   const pidFile = path.join(root, `${execName}.pid`);
   const writesPidFile = a.newPidNs || compareVersions(version, "1.7.0") >= 0;
   if (writesPidFile && existsSync(pidFile)) {
-    throw new JailerFailure(`Failed to write the pid file ${pidFile}: File exists (os error 17)`, "WritePidFile");
+    throw new JailerFailure(
+      `Failed to write the pid file ${pidFile}: File exists (os error 17)`,
+      "WritePidFile",
+    );
   }
 
   const env = Object.entries(process.env)
@@ -245,18 +318,31 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   env.push(`FAKE_FC_JAIL_ROOT=${root}`);
   const nowUs = process.hrtime.bigint() / 1000n;
   const cpuUs = Math.round(process.cpuUsage().user + process.cpuUsage().system);
-  const fcArgs = ["--id", a.id, "--start-time-us", String(nowUs), "--start-time-cpu-us", String(cpuUs), "--parent-cpu-time-us", "0", ...a.extra];
+  const fcArgs = [
+    "--id",
+    a.id,
+    "--start-time-us",
+    String(nowUs),
+    "--start-time-cpu-us",
+    String(cpuUs),
+    "--parent-cpu-time-us",
+    "0",
+    ...a.extra,
+  ];
   const chain: string[] = [];
   if (a.netns !== undefined) chain.push("nsenter", `--net=${a.netns}`, "--");
   chain.push("prlimit", ...limits, "--");
-  if (a.uid !== process.getuid!() || a.gid !== process.getgid!()) chain.push("setpriv", `--reuid=${a.uid}`, `--regid=${a.gid}`, "--clear-groups", "--");
+  if (a.uid !== process.getuid!() || a.gid !== process.getgid!())
+    chain.push("setpriv", `--reuid=${a.uid}`, `--regid=${a.gid}`, "--clear-groups", "--");
   chain.push("env", "-i", ...env, dest, ...fcArgs);
   const chainText = chain.map(q).join(" ");
   const lines = [`cd ${q(root)} || exit 1`];
 
   if (a.newPidNs) {
     // Firecracker becomes pid 1 of a new pid namespace; this process writes its host pid and exits 0.
-    const bg = a.daemonize ? `setsid unshare --pid --fork ${chainText} </dev/null >/dev/null 2>&1 &` : `unshare --pid --fork ${chainText} &`;
+    const bg = a.daemonize
+      ? `setsid unshare --pid --fork ${chainText} </dev/null >/dev/null 2>&1 &`
+      : `unshare --pid --fork ${chainText} &`;
     lines.push(
       bg,
       "u=$!",
@@ -280,7 +366,11 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
       // 1.0: setsid() in process, which a process-group leader cannot do.
       const stat = readFileSync(`/proc/${selfPid}/stat`, "utf8");
       const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
-      if (pgrp === selfPid) throw new JailerFailure("Failed to daemonize: setsid: Operation not permitted (os error 1)", "SetSid");
+      if (pgrp === selfPid)
+        throw new JailerFailure(
+          "Failed to daemonize: setsid: Operation not permitted (os error 1)",
+          "SetSid",
+        );
       lines.push("exec </dev/null >/dev/null 2>&1", `exec setsid ${chainText}`);
     } else {
       lines.push(`exec ${chainText}`);
@@ -290,7 +380,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
 }
 
 function main(): void {
-  const version = process.env.FAKE_JAILER_VERSION || process.env.FAKE_FC_VERSION || bakedVersion() || "1.16.1";
+  const version =
+    process.env.FAKE_JAILER_VERSION || process.env.FAKE_FC_VERSION || bakedVersion() || "1.16.1";
   if (!tryParseVersion(version)) {
     process.stderr.write(`fake jailer: invalid version "${version}"\n`);
     process.exit(1);
@@ -300,7 +391,8 @@ function main(): void {
     const args = parseArgs(process.argv.slice(2), version);
     // The launcher executes whatever this prints, so informational output is a script too.
     if (args === "version" || args === "help") {
-      const text = args === "version" ? `Jailer v${version}` : "Jailer (cocoon fake): see docs/firecracker.md";
+      const text =
+        args === "version" ? `Jailer v${version}` : "Jailer (cocoon fake): see docs/firecracker.md";
       process.stdout.write(`printf '%s\\n' ${q(text)}\nexit 0\n`);
       process.exit(0);
     }
@@ -314,10 +406,14 @@ function main(): void {
         process.stdout.write(`Arguments parsing error: ${err.message}\n`);
         process.exit(1);
       }
-      process.stderr.write(`thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs\n`);
+      process.stderr.write(
+        `thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs\n`,
+      );
       process.exit(101);
     }
-    process.stderr.write(`${err.parse ? `Failed to parse arguments: ${err.message}` : err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`);
+    process.stderr.write(
+      `${err.parse ? `Failed to parse arguments: ${err.message}` : err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`,
+    );
     process.exit(1);
   }
 }

@@ -104,7 +104,9 @@ export class VsockBackend {
   /** Binds `uds_path`; fails like Firecracker when the path exists. */
   async listen(): Promise<void> {
     if (existsSync(this.hostPath)) {
-      throw new Error(`Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse, message: "Address in use" })`);
+      throw new Error(
+        `Cannot create backend for vsock device: UnixBind(Os { code: 98, kind: AddrInUse, message: "Address in use" })`,
+      );
     }
     const server = net.createServer((sock) => this.accept(sock));
     await new Promise<void>((resolve, reject) => {

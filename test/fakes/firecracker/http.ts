@@ -20,7 +20,17 @@ export interface HttpFramingError {
   status: number;
 }
 
-const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]);
+const KNOWN_METHODS = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+  "TRACE",
+  "CONNECT",
+]);
 
 /** Incremental request parser for one connection. */
 export class RequestParser {
@@ -46,7 +56,8 @@ export class RequestParser {
       if (requestLine.length !== 3) return this.fail(out, "Invalid request line.");
       const [method = "", uri = "", version = ""] = requestLine;
       if (!KNOWN_METHODS.has(method)) return this.fail(out, `Invalid HTTP Method.`);
-      if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return this.fail(out, "Unsupported HTTP version.");
+      if (version !== "HTTP/1.1" && version !== "HTTP/1.0")
+        return this.fail(out, "Unsupported HTTP version.");
       const headers: Record<string, string> = {};
       for (const line of lines.slice(1)) {
         const colon = line.indexOf(":");
@@ -54,7 +65,10 @@ export class RequestParser {
         headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
       }
       if (headers["transfer-encoding"] && headers["transfer-encoding"].toLowerCase() !== "identity") {
-        return this.fail(out, "Unsupported transfer encoding: only Content-Length framed bodies are accepted.");
+        return this.fail(
+          out,
+          "Unsupported transfer encoding: only Content-Length framed bodies are accepted.",
+        );
       }
       const lengthText = headers["content-length"] ?? "0";
       if (!/^\d+$/.test(lengthText)) return this.fail(out, "Invalid value for Content-Length.");
@@ -89,7 +103,12 @@ export function isFramingError(x: HttpRequest | HttpFramingError): x is HttpFram
 }
 
 /** One answer as Firecracker writes it. */
-export function formatResponse(status: number, body?: string, extraHeaders: [string, string][] = [], contentType = "application/json"): Buffer {
+export function formatResponse(
+  status: number,
+  body?: string,
+  extraHeaders: [string, string][] = [],
+  contentType = "application/json",
+): Buffer {
   const lines = [`HTTP/1.1 ${status} `, "Server: Firecracker API", "Connection: keep-alive"];
   for (const [k, v] of extraHeaders) lines.push(`${k}: ${v}`);
   if (body !== undefined) {

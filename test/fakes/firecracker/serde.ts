@@ -105,7 +105,8 @@ class Parser {
     let raw = "";
     while (this.peek() !== undefined && /[-+0-9.eE]/.test(this.peek()!)) raw += this.advance();
     const value = Number(raw);
-    if (!/^-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?$/.test(raw) || !Number.isFinite(value)) this.fail("invalid number");
+    if (!/^-?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?$/.test(raw) || !Number.isFinite(value))
+      this.fail("invalid number");
     return { kind: "number", value, raw, end: this.pos() };
   }
 
@@ -119,7 +120,16 @@ class Parser {
       if (ch === '"') return out;
       if (ch === "\\") {
         const esc = this.advance();
-        const map: Record<string, string> = { '"': '"', "\\": "\\", "/": "/", b: "\b", f: "\f", n: "\n", r: "\r", t: "\t" };
+        const map: Record<string, string> = {
+          '"': '"',
+          "\\": "\\",
+          "/": "/",
+          b: "\b",
+          f: "\f",
+          n: "\n",
+          r: "\r",
+          t: "\t",
+        };
         if (esc === "u") {
           let hex = "";
           for (let k = 0; k < 4; k++) hex += this.advance();
@@ -218,7 +228,14 @@ export type Schema = { [key: string]: unknown };
  * other definitions fall back to the swagger's property order.
  */
 export const FIELD_ORDER: Record<string, string[]> = {
-  MachineConfiguration: ["vcpu_count", "mem_size_mib", "smt", "cpu_template", "track_dirty_pages", "huge_pages"],
+  MachineConfiguration: [
+    "vcpu_count",
+    "mem_size_mib",
+    "smt",
+    "cpu_template",
+    "track_dirty_pages",
+    "huge_pages",
+  ],
   SnapshotLoadParams: [
     "snapshot_path",
     "mem_file_path",
@@ -230,11 +247,27 @@ export const FIELD_ORDER: Record<string, string[]> = {
     "vsock_override",
     "clock_realtime",
   ],
-  Drive: ["drive_id", "path_on_host", "is_root_device", "partuuid", "is_read_only", "cache_type", "rate_limiter", "io_engine", "socket"],
+  Drive: [
+    "drive_id",
+    "path_on_host",
+    "is_root_device",
+    "partuuid",
+    "is_read_only",
+    "cache_type",
+    "rate_limiter",
+    "io_engine",
+    "socket",
+  ],
   BootSource: ["kernel_image_path", "initrd_path", "boot_args"],
   NetworkInterface: ["iface_id", "host_dev_name", "guest_mac", "rx_rate_limiter", "tx_rate_limiter", "mtu"],
   Vsock: ["vsock_id", "guest_cid", "uds_path"],
-  Balloon: ["amount_mib", "deflate_on_oom", "stats_polling_interval_s", "free_page_hinting", "free_page_reporting"],
+  Balloon: [
+    "amount_mib",
+    "deflate_on_oom",
+    "stats_polling_interval_s",
+    "free_page_hinting",
+    "free_page_reporting",
+  ],
 };
 
 function oneOf(names: string[], noun: "fields" | "variants"): string {
@@ -250,7 +283,9 @@ function unexpected(node: JNode): string {
     case "string":
       return `string ${JSON.stringify(node.value)}`;
     case "number":
-      return Number.isInteger(node.value) && !/[.eE]/.test(node.raw) ? `integer \`${node.raw}\`` : `floating point \`${node.raw}\``;
+      return Number.isInteger(node.value) && !/[.eE]/.test(node.raw)
+        ? `integer \`${node.raw}\``
+        : `floating point \`${node.raw}\``;
     case "bool":
       return `boolean \`${String(node.value)}\``;
     case "null":
@@ -292,19 +327,29 @@ function checkNode(defs: Record<string, Schema>, schema: Schema, name: string, n
   }
   if (Array.isArray(schema.enum)) {
     const variants = schema.enum.map(String);
-    if (node.kind !== "string") throw new SerdeError(`invalid type: ${unexpected(node)}, expected variant identifier`, node.end);
-    if (!variants.includes(node.value)) throw new SerdeError(`unknown variant \`${node.value}\`, ${oneOf(variants, "variants")}`, node.end);
+    if (node.kind !== "string")
+      throw new SerdeError(`invalid type: ${unexpected(node)}, expected variant identifier`, node.end);
+    if (!variants.includes(node.value))
+      throw new SerdeError(`unknown variant \`${node.value}\`, ${oneOf(variants, "variants")}`, node.end);
     return;
   }
-  const props = typeof schema.properties === "object" && schema.properties !== null ? (schema.properties as Record<string, Schema>) : undefined;
+  const props =
+    typeof schema.properties === "object" && schema.properties !== null
+      ? (schema.properties as Record<string, Schema>)
+      : undefined;
   const type = schema.type;
   if (props) {
-    if (node.kind !== "object") throw new SerdeError(`invalid type: ${unexpected(node)}, expected struct ${name}`, node.end);
-    const order = [...(FIELD_ORDER[name] ?? []).filter((f) => f in props), ...Object.keys(props).filter((f) => !(FIELD_ORDER[name] ?? []).includes(f))];
+    if (node.kind !== "object")
+      throw new SerdeError(`invalid type: ${unexpected(node)}, expected struct ${name}`, node.end);
+    const order = [
+      ...(FIELD_ORDER[name] ?? []).filter((f) => f in props),
+      ...Object.keys(props).filter((f) => !(FIELD_ORDER[name] ?? []).includes(f)),
+    ];
     const seen = new Set<string>();
     for (const entry of node.entries) {
       const sub = props[entry.key];
-      if (!sub) throw new SerdeError(`unknown field \`${entry.key}\`, ${oneOf(order, "fields")}`, entry.keyEnd);
+      if (!sub)
+        throw new SerdeError(`unknown field \`${entry.key}\`, ${oneOf(order, "fields")}`, entry.keyEnd);
       if (seen.has(entry.key)) throw new SerdeError(`duplicate field \`${entry.key}\``, entry.keyEnd);
       seen.add(entry.key);
       const required = Array.isArray(schema.required) && schema.required.includes(entry.key);
@@ -313,36 +358,45 @@ function checkNode(defs: Record<string, Schema>, schema: Schema, name: string, n
     }
     const required = Array.isArray(schema.required) ? schema.required.map(String) : [];
     for (const field of order) {
-      if (required.includes(field) && !seen.has(field)) throw new SerdeError(`missing field \`${field}\``, node.end);
+      if (required.includes(field) && !seen.has(field))
+        throw new SerdeError(`missing field \`${field}\``, node.end);
     }
     return;
   }
   switch (type) {
     case "string":
-      if (node.kind !== "string") throw new SerdeError(`invalid type: ${unexpected(node)}, expected a string`, node.end);
+      if (node.kind !== "string")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected a string`, node.end);
       return;
     case "boolean":
-      if (node.kind !== "bool") throw new SerdeError(`invalid type: ${unexpected(node)}, expected a boolean`, node.end);
+      if (node.kind !== "bool")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected a boolean`, node.end);
       return;
     case "integer": {
       const int = rustInt(schema);
-      if (node.kind !== "number") throw new SerdeError(`invalid type: ${unexpected(node)}, expected ${int}`, node.end);
-      if (!Number.isInteger(node.value) || /[.eE]/.test(node.raw)) throw new SerdeError(`invalid type: ${unexpected(node)}, expected ${int}`, node.end);
-      if (node.value < 0) throw new SerdeError(`invalid value: ${unexpected(node)}, expected ${int}`, node.end);
+      if (node.kind !== "number")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected ${int}`, node.end);
+      if (!Number.isInteger(node.value) || /[.eE]/.test(node.raw))
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected ${int}`, node.end);
+      if (node.value < 0)
+        throw new SerdeError(`invalid value: ${unexpected(node)}, expected ${int}`, node.end);
       return;
     }
     case "number":
-      if (node.kind !== "number") throw new SerdeError(`invalid type: ${unexpected(node)}, expected f64`, node.end);
+      if (node.kind !== "number")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected f64`, node.end);
       return;
     case "array": {
-      if (node.kind !== "array") throw new SerdeError(`invalid type: ${unexpected(node)}, expected a sequence`, node.end);
+      if (node.kind !== "array")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected a sequence`, node.end);
       const items = typeof schema.items === "object" && schema.items !== null ? (schema.items as Schema) : {};
       for (const item of node.items) checkNode(defs, items, name, item);
       return;
     }
     default:
       // free-form objects (MMDS contents) take any JSON object
-      if (type === "object" && node.kind !== "object") throw new SerdeError(`invalid type: ${unexpected(node)}, expected a map`, node.end);
+      if (type === "object" && node.kind !== "object")
+        throw new SerdeError(`invalid type: ${unexpected(node)}, expected a map`, node.end);
   }
 }
 

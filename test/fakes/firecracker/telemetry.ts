@@ -9,7 +9,14 @@ import { errnoCode } from "../../../src/errors.js";
 
 export const LEVELS = ["Off", "Error", "Warning", "Info", "Debug", "Trace"] as const;
 export type Level = (typeof LEVELS)[number];
-const LABEL: Record<Level, string> = { Off: "OFF", Error: "ERROR", Warning: "WARN", Info: "INFO", Debug: "DEBUG", Trace: "TRACE" };
+const LABEL: Record<Level, string> = {
+  Off: "OFF",
+  Error: "ERROR",
+  Warning: "WARN",
+  Info: "INFO",
+  Debug: "DEBUG",
+  Trace: "TRACE",
+};
 
 export function parseLevel(text: string): Level | undefined {
   return LEVELS.find((l) => l.toLowerCase() === text.toLowerCase());
@@ -17,12 +24,18 @@ export function parseLevel(text: string): Level | undefined {
 
 /** Opens a log/metrics target as Firecracker does; `create` for versions that create a missing file (1.14+). */
 export function openTarget(path: string, create: boolean): number {
-  return openSync(path, constants.O_RDWR | constants.O_NONBLOCK | constants.O_APPEND | (create ? constants.O_CREAT : 0), 0o600);
+  return openSync(
+    path,
+    constants.O_RDWR | constants.O_NONBLOCK | constants.O_APPEND | (create ? constants.O_CREAT : 0),
+    0o600,
+  );
 }
 
 function timestamp(): string {
   const now = new Date();
-  const ns = String(now.getUTCMilliseconds() * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n)).padStart(9, "0");
+  const ns = String(
+    now.getUTCMilliseconds() * 1_000_000 + Number(process.hrtime.bigint() % 1_000_000n),
+  ).padStart(9, "0");
   return now.toISOString().slice(0, 19) + "." + ns;
 }
 
@@ -42,7 +55,10 @@ export class FcLogger {
     this.level = compareVersions(version, "1.5.0") >= 0 ? "Info" : "Warning";
   }
 
-  configure(fd: number | undefined, options: { level?: Level; showLevel?: boolean; showOrigin?: boolean; module?: string }): void {
+  configure(
+    fd: number | undefined,
+    options: { level?: Level; showLevel?: boolean; showOrigin?: boolean; module?: string },
+  ): void {
     if (this.fd !== undefined && this.fd !== 1) closeSync(this.fd);
     this.fd = fd;
     if (options.level) this.level = options.level;
@@ -60,7 +76,12 @@ export class FcLogger {
     if (this.fd === undefined || !this.enabled(level)) return;
     const module = origin.split(":")[0] ?? "";
     if (this.module && !module.includes(this.module.replace(/::/g, "/"))) return;
-    const tags = [this.id, thread, ...(this.showLevel ? [LABEL[level]] : []), ...(this.showOrigin ? [origin] : [])];
+    const tags = [
+      this.id,
+      thread,
+      ...(this.showLevel ? [LABEL[level]] : []),
+      ...(this.showOrigin ? [origin] : []),
+    ];
     writeLine(this.fd, `${timestamp()} [${tags.join(":")}] ${message}\n`, () => this.missed++);
   }
 }
@@ -103,29 +124,202 @@ export class FcMetrics {
     const zero = (names: string[]): Group => Object.fromEntries(names.map((n) => [n, 0]));
     this.counters = {
       api_server: zero(["sync_response_fails", "sync_vmm_send_timeout_count"]),
-      balloon: zero(["activate_fails", "inflate_count", "stats_updates_count", "stats_update_fails", "deflate_count", "event_fails"]),
-      block: zero(["activate_fails", "cfg_fails", "no_avail_buffer", "event_fails", "execute_fails", "invalid_reqs_count", "flush_count", "queue_event_count", "rate_limiter_event_count", "update_count", "update_fails", "read_bytes", "write_bytes", "read_count", "write_count", "rate_limiter_throttled_events", "io_engine_throttled_events"]),
+      balloon: zero([
+        "activate_fails",
+        "inflate_count",
+        "stats_updates_count",
+        "stats_update_fails",
+        "deflate_count",
+        "event_fails",
+      ]),
+      block: zero([
+        "activate_fails",
+        "cfg_fails",
+        "no_avail_buffer",
+        "event_fails",
+        "execute_fails",
+        "invalid_reqs_count",
+        "flush_count",
+        "queue_event_count",
+        "rate_limiter_event_count",
+        "update_count",
+        "update_fails",
+        "read_bytes",
+        "write_bytes",
+        "read_count",
+        "write_count",
+        "rate_limiter_throttled_events",
+        "io_engine_throttled_events",
+      ]),
       deprecated_api: zero(["deprecated_http_api_calls", "deprecated_cmd_line_api_calls"]),
       get_api_requests: zero(["instance_info_count", "machine_cfg_count", "mmds_count", "vmm_version_count"]),
-      i8042: zero(["error_count", "missed_read_count", "missed_write_count", "read_count", "reset_count", "write_count"]),
+      i8042: zero([
+        "error_count",
+        "missed_read_count",
+        "missed_write_count",
+        "read_count",
+        "reset_count",
+        "write_count",
+      ]),
       logger: zero(["missed_metrics_count", "metrics_fails", "missed_log_count", "log_fails"]),
-      mmds: zero(["rx_accepted", "rx_accepted_err", "rx_accepted_unusual", "rx_bad_eth", "rx_count", "tx_bytes", "tx_count", "tx_errors", "tx_frames", "connections_created", "connections_destroyed"]),
-      net: zero(["activate_fails", "cfg_fails", "mac_address_updates", "no_rx_avail_buffer", "no_tx_avail_buffer", "event_fails", "rx_queue_event_count", "rx_event_rate_limiter_count", "rx_partial_writes", "rx_rate_limiter_throttled", "rx_tap_event_count", "rx_bytes_count", "rx_packets_count", "rx_fails", "rx_count", "tap_read_fails", "tap_write_fails", "tx_bytes_count", "tx_malformed_frames", "tx_fails", "tx_count", "tx_packets_count", "tx_partial_reads", "tx_queue_event_count", "tx_rate_limiter_event_count", "tx_rate_limiter_throttled", "tx_spoofed_mac_count"]),
-      patch_api_requests: zero(["drive_count", "drive_fails", "network_count", "network_fails", "machine_cfg_count", "machine_cfg_fails", "mmds_count", "mmds_fails"]),
-      put_api_requests: zero(["actions_count", "actions_fails", "boot_source_count", "boot_source_fails", "drive_count", "drive_fails", "logger_count", "logger_fails", "machine_cfg_count", "machine_cfg_fails", "metrics_count", "metrics_fails", "network_count", "network_fails", "mmds_count", "mmds_fails", "vsock_count", "vsock_fails"]),
+      mmds: zero([
+        "rx_accepted",
+        "rx_accepted_err",
+        "rx_accepted_unusual",
+        "rx_bad_eth",
+        "rx_count",
+        "tx_bytes",
+        "tx_count",
+        "tx_errors",
+        "tx_frames",
+        "connections_created",
+        "connections_destroyed",
+      ]),
+      net: zero([
+        "activate_fails",
+        "cfg_fails",
+        "mac_address_updates",
+        "no_rx_avail_buffer",
+        "no_tx_avail_buffer",
+        "event_fails",
+        "rx_queue_event_count",
+        "rx_event_rate_limiter_count",
+        "rx_partial_writes",
+        "rx_rate_limiter_throttled",
+        "rx_tap_event_count",
+        "rx_bytes_count",
+        "rx_packets_count",
+        "rx_fails",
+        "rx_count",
+        "tap_read_fails",
+        "tap_write_fails",
+        "tx_bytes_count",
+        "tx_malformed_frames",
+        "tx_fails",
+        "tx_count",
+        "tx_packets_count",
+        "tx_partial_reads",
+        "tx_queue_event_count",
+        "tx_rate_limiter_event_count",
+        "tx_rate_limiter_throttled",
+        "tx_spoofed_mac_count",
+      ]),
+      patch_api_requests: zero([
+        "drive_count",
+        "drive_fails",
+        "network_count",
+        "network_fails",
+        "machine_cfg_count",
+        "machine_cfg_fails",
+        "mmds_count",
+        "mmds_fails",
+      ]),
+      put_api_requests: zero([
+        "actions_count",
+        "actions_fails",
+        "boot_source_count",
+        "boot_source_fails",
+        "drive_count",
+        "drive_fails",
+        "logger_count",
+        "logger_fails",
+        "machine_cfg_count",
+        "machine_cfg_fails",
+        "metrics_count",
+        "metrics_fails",
+        "network_count",
+        "network_fails",
+        "mmds_count",
+        "mmds_fails",
+        "vsock_count",
+        "vsock_fails",
+      ]),
       rtc: zero(["error_count", "missed_read_count", "missed_write_count"]),
-      uart: zero(["error_count", "flush_count", "missed_read_count", "missed_write_count", "read_count", "write_count"]),
-      vcpu: zero(["exit_io_in", "exit_io_out", "exit_mmio_read", "exit_mmio_write", "failures", "filter_cpuid"]),
+      uart: zero([
+        "error_count",
+        "flush_count",
+        "missed_read_count",
+        "missed_write_count",
+        "read_count",
+        "write_count",
+      ]),
+      vcpu: zero([
+        "exit_io_in",
+        "exit_io_out",
+        "exit_mmio_read",
+        "exit_mmio_write",
+        "failures",
+        "filter_cpuid",
+      ]),
       vmm: zero(["device_events", "panic_count"]),
-      vsock: zero(["activate_fails", "cfg_fails", "rx_queue_event_fails", "tx_queue_event_fails", "ev_queue_event_fails", "muxer_event_fails", "conn_event_fails", "rx_queue_event_count", "tx_queue_event_count", "rx_bytes_count", "tx_bytes_count", "rx_packets_count", "tx_packets_count", "conns_added", "conns_killed", "conns_removed", "killq_resync", "tx_flush_fails", "tx_write_fails", "rx_read_fails"]),
-      ...(compareVersions(this.version, "1.4.0") >= 0 ? { entropy: zero(["activate_fails", "entropy_event_fails", "entropy_event_count", "entropy_bytes", "host_rng_fails", "entropy_rate_limiter_throttled", "rate_limiter_event_count"]) } : {}),
+      vsock: zero([
+        "activate_fails",
+        "cfg_fails",
+        "rx_queue_event_fails",
+        "tx_queue_event_fails",
+        "ev_queue_event_fails",
+        "muxer_event_fails",
+        "conn_event_fails",
+        "rx_queue_event_count",
+        "tx_queue_event_count",
+        "rx_bytes_count",
+        "tx_bytes_count",
+        "rx_packets_count",
+        "tx_packets_count",
+        "conns_added",
+        "conns_killed",
+        "conns_removed",
+        "killq_resync",
+        "tx_flush_fails",
+        "tx_write_fails",
+        "rx_read_fails",
+      ]),
+      ...(compareVersions(this.version, "1.4.0") >= 0
+        ? {
+            entropy: zero([
+              "activate_fails",
+              "entropy_event_fails",
+              "entropy_event_count",
+              "entropy_bytes",
+              "host_rng_fails",
+              "entropy_rate_limiter_throttled",
+              "rate_limiter_event_count",
+            ]),
+          }
+        : {}),
     };
     this.stores = {
       ...this.stores,
-      api_server: { process_startup_time_us: this.stores.api_server?.process_startup_time_us ?? 0, process_startup_time_cpu_us: this.stores.api_server?.process_startup_time_cpu_us ?? 0 },
-      latencies_us: this.stores.latencies_us ?? Object.fromEntries(["full_create_snapshot", "diff_create_snapshot", "load_snapshot", "pause_vm", "resume_vm", "vmm_full_create_snapshot", "vmm_diff_create_snapshot", "vmm_load_snapshot", "vmm_pause_vm", "vmm_resume_vm"].map((n) => [n, 0])),
+      api_server: {
+        process_startup_time_us: this.stores.api_server?.process_startup_time_us ?? 0,
+        process_startup_time_cpu_us: this.stores.api_server?.process_startup_time_cpu_us ?? 0,
+      },
+      latencies_us:
+        this.stores.latencies_us ??
+        Object.fromEntries(
+          [
+            "full_create_snapshot",
+            "diff_create_snapshot",
+            "load_snapshot",
+            "pause_vm",
+            "resume_vm",
+            "vmm_full_create_snapshot",
+            "vmm_diff_create_snapshot",
+            "vmm_load_snapshot",
+            "vmm_pause_vm",
+            "vmm_resume_vm",
+          ].map((n) => [n, 0]),
+        ),
       seccomp: this.stores.seccomp ?? { num_faults: 0 },
-      signals: this.stores.signals ?? { sigbus: 0, sigsegv: 0, sigxfsz: 0, sigxcpu: 0, sigpipe: 0, sighup: 0, sigill: 0 },
+      signals: this.stores.signals ?? {
+        sigbus: 0,
+        sigsegv: 0,
+        sigxfsz: 0,
+        sigxcpu: 0,
+        sigpipe: 0,
+        sighup: 0,
+        sigill: 0,
+      },
     };
   }
 
@@ -142,7 +336,9 @@ export class FcMetrics {
   /** Writes one line (when configured) and resets the counters; returns the line. */
   flush(extraGroups: string[] = []): string | undefined {
     const merged: Record<string, unknown> = { utc_timestamp_ms: Date.now() };
-    const names = [...new Set([...Object.keys(this.counters), ...Object.keys(this.stores), ...extraGroups])].sort();
+    const names = [
+      ...new Set([...Object.keys(this.counters), ...Object.keys(this.stores), ...extraGroups]),
+    ].sort();
     for (const name of names) merged[name] = { ...(this.stores[name] ?? {}), ...(this.counters[name] ?? {}) };
     const line = JSON.stringify(merged);
     this.reset();

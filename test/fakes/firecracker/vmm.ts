@@ -9,14 +9,36 @@
  * v1.0.0 or v1.16.1, or, for a version in between, the definitions derived from the generated
  * version history (the same data the SDK uses).
  */
-import { constants, existsSync, openSync, closeSync, readFileSync, writeFileSync, ftruncateSync } from "node:fs";
+import {
+  constants,
+  existsSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  writeFileSync,
+  ftruncateSync,
+} from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { ENDPOINT_HISTORY, FIELD_HISTORY, SPEC_V1_0_0, SPEC_V1_16_1, type EndpointHistory } from "../../../src/gen/firecracker/index.js";
+import {
+  ENDPOINT_HISTORY,
+  FIELD_HISTORY,
+  SPEC_V1_0_0,
+  SPEC_V1_16_1,
+  type EndpointHistory,
+} from "../../../src/gen/firecracker/index.js";
 import { definitionsFor } from "../../../src/vmm/firecracker/api-model.js";
 import { compareVersions, parseVersion } from "../../../src/vmm/firecracker/version.js";
-import { SerdeError, checkAgainst, deserializeFault, parseJson, toValue, type JNode, type Schema } from "./serde.js";
+import {
+  SerdeError,
+  checkAgainst,
+  deserializeFault,
+  parseJson,
+  toValue,
+  type JNode,
+  type Schema,
+} from "./serde.js";
 import { SerialConsole, VcpuThreads, VsockBackend, type GuestBehaviour } from "./guest.js";
 import { FcLogger, FcMetrics, openTarget, parseLevel, type Level } from "./telemetry.js";
 
@@ -116,7 +138,8 @@ export class FakeVmm {
   private metricsCfg: Obj | undefined;
   private mmdsConfig: Obj | undefined;
   private mmdsData: Obj | undefined;
-  private balloon: { cfg: Obj; actualMib: number; hinting: { host_cmd: number; guest_cmd: number } } | undefined;
+  private balloon:
+    { cfg: Obj; actualMib: number; hinting: { host_cmd: number; guest_cmd: number } } | undefined;
   private entropy: Obj | undefined;
   private cpuConfig: Obj | undefined;
   private memoryHotplug: { cfg: Obj; requested: number } | undefined;
@@ -127,9 +150,12 @@ export class FakeVmm {
   constructor(private readonly o: VmmOptions) {
     const v = o.version;
     const exact = [SPEC_V1_0_0, SPEC_V1_16_1].find((s) => compareVersions(s.version, v) === 0);
-    this.defs = exact ? (exact.definitions as Record<string, Schema>) : (definitionsFor(parseVersion(v)) as Record<string, Schema>);
+    this.defs = exact
+      ? (exact.definitions as Record<string, Schema>)
+      : (definitionsFor(parseVersion(v)) as Record<string, Schema>);
     this.routes = Object.entries(ENDPOINT_HISTORY).filter(
-      ([, e]) => compareVersions(v, e.since) >= 0 && (e.removed === undefined || compareVersions(v, e.removed) < 0),
+      ([, e]) =>
+        compareVersions(v, e.since) >= 0 && (e.removed === undefined || compareVersions(v, e.removed) < 0),
     );
   }
 
@@ -182,7 +208,8 @@ export class FakeVmm {
   private async dispatch(route: Route, method: string, body: string | undefined): Promise<Reply> {
     const { key, info, params } = route;
     for (const name of info.pathParams) {
-      if (!/^[A-Za-z0-9_]+$/.test(params[name] ?? "")) return fault("API Resource IDs can only contain alphanumeric characters and underscores.");
+      if (!/^[A-Za-z0-9_]+$/.test(params[name] ?? ""))
+        return fault("API Resource IDs can only contain alphanumeric characters and underscores.");
     }
     const hasBody = body !== undefined && body.length > 0;
     if (method === "GET" && hasBody) return fault("GET request cannot have a body.");
@@ -202,7 +229,8 @@ export class FakeVmm {
       }
       value = toValue(node);
       for (const name of info.pathParams) {
-        if (isObj(value) && value[name] !== params[name]) return fault("The id from the path does not match the id from the body!");
+        if (isObj(value) && value[name] !== params[name])
+          return fault("The id from the path does not match the id from the body!");
       }
     }
     const gate = this.gate(key, info, value);
@@ -218,13 +246,19 @@ export class FakeVmm {
     if (def === "MachineConfiguration") {
       const vcpus = entry(node, "vcpu_count");
       if (vcpus?.kind === "number" && vcpus.value === 0) {
-        throw new SerdeError("invalid value: vcpu_num, expected number of vCPUs should be larger than 0", vcpus.end);
+        throw new SerdeError(
+          "invalid value: vcpu_num, expected number of vCPUs should be larger than 0",
+          vcpus.end,
+        );
       }
     }
     if (def === "NetworkInterface") {
       const mac = entry(node, "guest_mac");
       if (mac?.kind === "string" && !/^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$/.test(mac.value)) {
-        throw new SerdeError(`invalid value: string ${JSON.stringify(mac.value)}, expected a valid MAC address`, mac.end);
+        throw new SerdeError(
+          `invalid value: string ${JSON.stringify(mac.value)}, expected a valid MAC address`,
+          mac.end,
+        );
       }
     }
     if (def === "SnapshotLoadParams" && this.atLeast("1.1.0")) {
@@ -232,8 +266,13 @@ export class FakeVmm {
       const backend = entry(node, "mem_backend");
       const hasFile = file !== undefined && file.kind !== "null";
       const hasBackend = backend !== undefined && backend.kind !== "null";
-      if (hasFile && hasBackend) throw new SerdeError("too many fields: either `mem_backend` or `mem_file_path` exclusively", node.end);
-      if (!hasFile && !hasBackend) throw new SerdeError("missing field: either `mem_backend` or `mem_file_path` is required", node.end);
+      if (hasFile && hasBackend)
+        throw new SerdeError(
+          "too many fields: either `mem_backend` or `mem_file_path` exclusively",
+          node.end,
+        );
+      if (!hasFile && !hasBackend)
+        throw new SerdeError("missing field: either `mem_backend` or `mem_file_path` is required", node.end);
     }
   }
 
@@ -266,7 +305,10 @@ export class FakeVmm {
     const body = isObj(value) ? value : {};
     switch (key) {
       case "GET /":
-        return { status: 200, body: { id: this.o.id, state: this.state, vmm_version: this.o.version, app_name: "Firecracker" } };
+        return {
+          status: 200,
+          body: { id: this.o.id, state: this.state, vmm_version: this.o.version, app_name: "Firecracker" },
+        };
       case "GET /version":
         return { status: 200, body: { firecracker_version: this.o.version } };
       case "GET /machine-config":
@@ -285,9 +327,12 @@ export class FakeVmm {
       case "PATCH /drives/{drive_id}":
         return this.patchDrive(body);
       case "DELETE /drives/{drive_id}":
-        return this.drives.delete(params.drive_id ?? "") ? { status: 204 } : fault(`Drive config error: No drive with id ${params.drive_id}.`);
+        return this.drives.delete(params.drive_id ?? "")
+          ? { status: 204 }
+          : fault(`Drive config error: No drive with id ${params.drive_id}.`);
       case "PUT /pmem/{id}":
-        if (!existsSync(this.resolve(String(body.path_on_host)))) return fault(`Pmem config error: Cannot open the backing file: ${ENOENT_TEXT}`);
+        if (!existsSync(this.resolve(String(body.path_on_host))))
+          return fault(`Pmem config error: Cannot open the backing file: ${ENOENT_TEXT}`);
         this.pmem.set(String(body.id), body);
         this.configured = true;
         return { status: 204 };
@@ -308,7 +353,9 @@ export class FakeVmm {
         return { status: 204 };
       }
       case "DELETE /network-interfaces/{iface_id}":
-        return this.nets.delete(params.iface_id ?? "") ? { status: 204 } : fault(`Unable to update the net device: Invalid interface ID - not found.`);
+        return this.nets.delete(params.iface_id ?? "")
+          ? { status: 204 }
+          : fault(`Unable to update the net device: Invalid interface ID - not found.`);
       case "PUT /vsock":
         return this.putVsock(body);
       case "PUT /logger":
@@ -321,7 +368,8 @@ export class FakeVmm {
       case "PATCH /mmds":
         return this.putMmds(key.startsWith("PATCH"), value);
       case "GET /mmds":
-        if (this.booted && this.mmdsData === undefined && this.mmdsConfig === undefined) return fault("The MMDS data store is not initialized.");
+        if (this.booted && this.mmdsData === undefined && this.mmdsConfig === undefined)
+          return fault("The MMDS data store is not initialized.");
         return { status: 200, body: this.mmdsData ?? {} };
       case "PUT /balloon":
         return this.putBalloon(body);
@@ -338,7 +386,8 @@ export class FakeVmm {
       case "PATCH /balloon/hinting/stop":
       case "GET /balloon/hinting/status": {
         if (!this.balloon) return fault("Balloon device not configured.");
-        if (this.balloon.cfg.free_page_hinting !== true) return fault("Free page hinting was not enabled when the device was configured.");
+        if (this.balloon.cfg.free_page_hinting !== true)
+          return fault("Free page hinting was not enabled when the device was configured.");
         const h = this.balloon.hinting;
         if (key.endsWith("start")) {
           h.host_cmd += 1;
@@ -352,7 +401,8 @@ export class FakeVmm {
         this.configured = true;
         return { status: 204 };
       case "PUT /serial":
-        if (typeof body.serial_out_path === "string") this.o.console.setOutput(this.resolve(body.serial_out_path));
+        if (typeof body.serial_out_path === "string")
+          this.o.console.setOutput(this.resolve(body.serial_out_path));
         return { status: 204 };
       case "PUT /hotplug/memory":
         this.memoryHotplug = { cfg: { slot_size_mib: 128, block_size_mib: 2, ...body }, requested: 0 };
@@ -361,7 +411,8 @@ export class FakeVmm {
       case "PATCH /hotplug/memory": {
         if (!this.memoryHotplug) return fault("Memory hotplug device not configured.");
         const req = Number(body.requested_size_mib ?? 0);
-        if (req > Number(this.memoryHotplug.cfg.total_size_mib ?? 0)) return fault("Invalid requested size: larger than the total size.");
+        if (req > Number(this.memoryHotplug.cfg.total_size_mib ?? 0))
+          return fault("Invalid requested size: larger than the total size.");
         this.memoryHotplug.requested = req;
         return { status: 204 };
       }
@@ -369,7 +420,11 @@ export class FakeVmm {
         if (!this.memoryHotplug) return fault("Memory hotplug device not configured.");
         return {
           status: 200,
-          body: { ...this.memoryHotplug.cfg, plugged_size_mib: this.memoryHotplug.requested, requested_size_mib: this.memoryHotplug.requested },
+          body: {
+            ...this.memoryHotplug.cfg,
+            plugged_size_mib: this.memoryHotplug.requested,
+            requested_size_mib: this.memoryHotplug.requested,
+          },
         };
       case "PUT /actions":
         return this.action(String(body.action_type));
@@ -403,23 +458,32 @@ export class FakeVmm {
   private putMachine(body: Obj, put: boolean): Reply {
     const defaults: Obj = { smt: false, track_dirty_pages: false };
     // A PUT resets omitted optional fields to their defaults since 1.1; v1.0 kept them.
-    const base: Obj = put && this.atLeast("1.1.0") ? { ...defaults, vcpu_count: this.machine.vcpu_count, mem_size_mib: this.machine.mem_size_mib } : { ...this.machine };
+    const base: Obj =
+      put && this.atLeast("1.1.0")
+        ? { ...defaults, vcpu_count: this.machine.vcpu_count, mem_size_mib: this.machine.mem_size_mib }
+        : { ...this.machine };
     const next: Obj = { ...base, ...body };
     const vcpus = Number(next.vcpu_count);
     if (vcpus > 32 || (next.smt === true && vcpus > 1 && vcpus % 2 !== 0)) {
-      return fault("The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.");
+      return fault(
+        "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
+      );
     }
     if (Number(next.mem_size_mib) === 0) return fault("The memory size (MiB) is invalid.");
-    if (next.huge_pages === "2M" && Number(next.mem_size_mib) % 2 !== 0) return fault("The memory size (MiB) must be a multiple of 2 with 2M huge pages.");
+    if (next.huge_pages === "2M" && Number(next.mem_size_mib) % 2 !== 0)
+      return fault("The memory size (MiB) must be a multiple of 2 with 2M huge pages.");
     this.machine = next;
     this.configured = true;
     return { status: 204 };
   }
 
   private putBootSource(body: Obj): Reply {
-    if (!existsSync(this.resolve(String(body.kernel_image_path)))) return fault(`The kernel file cannot be opened: ${ENOENT_TEXT}`);
+    if (!existsSync(this.resolve(String(body.kernel_image_path))))
+      return fault(`The kernel file cannot be opened: ${ENOENT_TEXT}`);
     if (typeof body.initrd_path === "string" && !existsSync(this.resolve(body.initrd_path))) {
-      return fault(`The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`);
+      return fault(
+        `The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`,
+      );
     }
     this.bootSource = body;
     this.configured = true;
@@ -440,7 +504,10 @@ export class FakeVmm {
         );
       }
     }
-    if (body.is_root_device === true && [...this.drives.values()].some((d) => d.is_root_device === true && d.drive_id !== id)) {
+    if (
+      body.is_root_device === true &&
+      [...this.drives.values()].some((d) => d.is_root_device === true && d.drive_id !== id)
+    ) {
       return fault("Drive config error: A root block device already exists!");
     }
     this.drives.set(id, { cache_type: "Unsafe", io_engine: "Sync", ...body });
@@ -454,7 +521,9 @@ export class FakeVmm {
     if (!drive) return fault(`Drive config error: Unable to patch the block device: no drive with id ${id}.`);
     if (typeof body.path_on_host === "string") {
       if (!existsSync(this.resolve(body.path_on_host))) {
-        return fault(`Drive config error: Unable to patch the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}")`);
+        return fault(
+          `Drive config error: Unable to patch the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}")`,
+        );
       }
       drive.path_on_host = body.path_on_host;
     }
@@ -467,8 +536,12 @@ export class FakeVmm {
     const id = String(body.iface_id);
     for (const other of this.nets.values()) {
       if (other.iface_id === id) continue;
-      if (other.host_dev_name === body.host_dev_name) return fault(`Unable to create the net device: the host device name ${String(body.host_dev_name)} is already in use.`);
-      if (body.guest_mac !== undefined && other.guest_mac === body.guest_mac) return fault(`The guest MAC address ${String(body.guest_mac)} is already in use.`);
+      if (other.host_dev_name === body.host_dev_name)
+        return fault(
+          `Unable to create the net device: the host device name ${String(body.host_dev_name)} is already in use.`,
+        );
+      if (body.guest_mac !== undefined && other.guest_mac === body.guest_mac)
+        return fault(`The guest MAC address ${String(body.guest_mac)} is already in use.`);
     }
     this.nets.set(id, body);
     this.configured = true;
@@ -477,7 +550,10 @@ export class FakeVmm {
 
   private async putVsock(body: Obj): Promise<Reply> {
     const cid = Number(body.guest_cid);
-    if (cid < 3) return fault(`Cannot create backend for vsock device: invalid guest CID ${cid} (the guest CID must be at least 3).`);
+    if (cid < 3)
+      return fault(
+        `Cannot create backend for vsock device: invalid guest CID ${cid} (the guest CID must be at least 3).`,
+      );
     const hostPath = this.resolve(String(body.uds_path));
     const old = this.vsock;
     if (old) await old.backend.close();
@@ -495,10 +571,16 @@ export class FakeVmm {
   }
 
   private newVsockBackend(hostPath: string, cid: number): VsockBackend {
-    return new VsockBackend(hostPath, cid, this.o.guest, () => this.state === "Running", (rx, tx) => {
-      this.o.metrics.inc("vsock", "rx_bytes_count", rx);
-      this.o.metrics.inc("vsock", "tx_bytes_count", tx);
-    });
+    return new VsockBackend(
+      hostPath,
+      cid,
+      this.o.guest,
+      () => this.state === "Running",
+      (rx, tx) => {
+        this.o.metrics.inc("vsock", "rx_bytes_count", rx);
+        this.o.metrics.inc("vsock", "tx_bytes_count", tx);
+      },
+    );
   }
 
   // -- logger, metrics, MMDS ----------------------------------------------------------------
@@ -528,7 +610,8 @@ export class FakeVmm {
   }
 
   private putMetrics(body: Obj): Reply {
-    if (this.o.metrics.configured) return fault("Metrics initialization error: Reinitialization of metrics not allowed.");
+    if (this.o.metrics.configured)
+      return fault("Metrics initialization error: Reinitialization of metrics not allowed.");
     try {
       this.o.metrics.configure(openTarget(this.resolve(String(body.metrics_path)), this.atLeast("1.14.0")));
     } catch {
@@ -540,9 +623,12 @@ export class FakeVmm {
 
   private putMmdsConfig(body: Obj): Reply {
     const ifaces = Array.isArray(body.network_interfaces) ? body.network_interfaces.map(String) : [];
-    if (ifaces.length === 0) return fault("The list of network interface IDs that allow forwarding MMDS requests is empty.");
+    if (ifaces.length === 0)
+      return fault("The list of network interface IDs that allow forwarding MMDS requests is empty.");
     if (ifaces.some((id) => !this.nets.has(id))) {
-      return fault("The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface.");
+      return fault(
+        "The list of network interface IDs provided contains at least one ID that does not correspond to any existing network interface.",
+      );
     }
     if (typeof body.ipv4_address === "string" && !/^169\.254\.\d{1,3}\.\d{1,3}$/.test(body.ipv4_address)) {
       return fault(`The MMDS IPv4 address is not link local: ${body.ipv4_address}.`);
@@ -559,7 +645,10 @@ export class FakeVmm {
     const next = patch ? mergePatch(this.mmdsData, value) : value;
     const size = Buffer.byteLength(JSON.stringify(next));
     if (size > this.o.mmdsSizeLimit) {
-      return fault(`The MMDS ${patch ? "patch" : "data"} request doesn't fit. The MMDS data store limit is ${this.o.mmdsSizeLimit} bytes.`, 413);
+      return fault(
+        `The MMDS ${patch ? "patch" : "data"} request doesn't fit. The MMDS data store limit is ${this.o.mmdsSizeLimit} bytes.`,
+        413,
+      );
     }
     this.mmdsData = next as Obj;
     return { status: 204 };
@@ -573,15 +662,21 @@ export class FakeVmm {
   // -- balloon ------------------------------------------------------------------------------
 
   private putBalloon(body: Obj): Reply {
-    if (Number(body.amount_mib) > Number(this.machine.mem_size_mib)) return fault("Amount of pages requested is too large.");
-    this.balloon = { cfg: { stats_polling_interval_s: 0, ...body }, actualMib: 0, hinting: { host_cmd: 0, guest_cmd: 0 } };
+    if (Number(body.amount_mib) > Number(this.machine.mem_size_mib))
+      return fault("Amount of pages requested is too large.");
+    this.balloon = {
+      cfg: { stats_polling_interval_s: 0, ...body },
+      actualMib: 0,
+      hinting: { host_cmd: 0, guest_cmd: 0 },
+    };
     this.configured = true;
     return { status: 204 };
   }
 
   private patchBalloon(body: Obj): Reply {
     if (!this.balloon) return fault("Balloon device not configured.");
-    if (!this.o.guest.balloonDriver) return fault("Device is inactive, check if balloon driver is enabled in guest kernel.");
+    if (!this.o.guest.balloonDriver)
+      return fault("Device is inactive, check if balloon driver is enabled in guest kernel.");
     const mib = Number(body.amount_mib);
     if (mib > Number(this.machine.mem_size_mib)) return fault("Amount of pages requested is too large.");
     this.o.metrics.inc("balloon", mib > this.balloon.actualMib ? "inflate_count" : "deflate_count");
@@ -593,7 +688,8 @@ export class FakeVmm {
   private balloonStats(): Reply {
     const b = this.balloon;
     if (!b) return fault("Balloon device not configured.");
-    if (!Number(b.cfg.stats_polling_interval_s)) return fault("Statistics for the balloon device are not enabled.");
+    if (!Number(b.cfg.stats_polling_interval_s))
+      return fault("Statistics for the balloon device are not enabled.");
     const target = Number(b.cfg.amount_mib);
     const memBytes = Number(this.machine.mem_size_mib) * 1024 * 1024;
     const guest = this.o.guest.balloonDriver && this.state !== "Not started";
@@ -616,7 +712,16 @@ export class FakeVmm {
               disk_caches: 4 * 1024 * 1024,
               hugetlb_allocations: 0,
               hugetlb_failures: 0,
-              ...(this.atLeast("1.14.0") ? { oom_kill: 0, alloc_stall: 0, async_scan: 0, direct_scan: 0, async_reclaim: 0, direct_reclaim: 0 } : {}),
+              ...(this.atLeast("1.14.0")
+                ? {
+                    oom_kill: 0,
+                    alloc_stall: 0,
+                    async_scan: 0,
+                    direct_scan: 0,
+                    async_reclaim: 0,
+                    direct_reclaim: 0,
+                  }
+                : {}),
             }
           : {}),
       },
@@ -626,7 +731,8 @@ export class FakeVmm {
   private patchBalloonStats(body: Obj): Reply {
     if (!this.balloon) return fault("Balloon device not configured.");
     const next = Number(body.stats_polling_interval_s);
-    if (!Number(this.balloon.cfg.stats_polling_interval_s) || next === 0) return fault("Cannot enable/disable statistics after boot.");
+    if (!Number(this.balloon.cfg.stats_polling_interval_s) || next === 0)
+      return fault("Cannot enable/disable statistics after boot.");
     this.balloon.cfg.stats_polling_interval_s = next;
     return { status: 204 };
   }
@@ -650,22 +756,30 @@ export class FakeVmm {
 
   private deviceMetricGroups(): string[] {
     if (!this.atLeast("1.6.0")) return [];
-    return [...[...this.drives.keys()].map((d) => `block_${d}`), ...[...this.nets.keys()].map((n) => `net_${n}`)];
+    return [
+      ...[...this.drives.keys()].map((d) => `block_${d}`),
+      ...[...this.nets.keys()].map((n) => `net_${n}`),
+    ];
   }
 
   private async instanceStart(): Promise<Reply> {
-    if (!this.bootSource) return fault("Start microvm error: Cannot start microvm without kernel configuration.");
+    if (!this.bootSource)
+      return fault("Start microvm error: Cannot start microvm without kernel configuration.");
     const kernel = this.resolve(String(this.bootSource.kernel_image_path));
     let head: Buffer;
     try {
       head = readFileSync(kernel).subarray(0, 0x210);
     } catch {
-      return fault(`Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`);
+      return fault(
+        `Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`,
+      );
     }
     const elf = head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
     const bz = head.subarray(0x202, 0x206).toString("latin1") === "HdrS";
     if (!elf && !bz) {
-      return fault("Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header");
+      return fault(
+        "Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header",
+      );
     }
     const t0 = process.hrtime.bigint();
     await this.boot(Number(this.machine.vcpu_count));
@@ -679,7 +793,11 @@ export class FakeVmm {
     }
     if (this.o.bootTimer) {
       const us = Number((process.hrtime.bigint() - t0) / 1000n);
-      this.o.logger.log("Info", "fc_vcpu 0", `Guest-boot-time = ${us} us ${Math.floor(us / 1000)} ms, ${us} CPU us ${Math.floor(us / 1000)} CPU ms`);
+      this.o.logger.log(
+        "Info",
+        "fc_vcpu 0",
+        `Guest-boot-time = ${us} us ${Math.floor(us / 1000)} ms, ${us} CPU us ${Math.floor(us / 1000)} CPU ms`,
+      );
     }
     return { status: 204 };
   }
@@ -703,11 +821,15 @@ export class FakeVmm {
 
   private createSnapshot(body: Obj): Reply {
     if (this.state !== "Paused") {
-      return fault("Cannot save the microVM state: Operation not allowed: save/restore unavailable while running");
+      return fault(
+        "Cannot save the microVM state: Operation not allowed: save/restore unavailable while running",
+      );
     }
     const diff = body.snapshot_type === "Diff";
     if (diff && this.machine.track_dirty_pages !== true) {
-      return fault("Cannot save the microVM state: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.");
+      return fault(
+        "Cannot save the microVM state: Diff snapshots are not allowed on uVMs with dirty page tracking disabled.",
+      );
     }
     const t0 = process.hrtime.bigint();
     const vmstate = this.resolve(String(body.snapshot_path));
@@ -745,8 +867,12 @@ export class FakeVmm {
   }
 
   private async loadSnapshot(body: Obj): Promise<Reply> {
-    if (this.configured) return fault("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
-    const failed = (why: string): Reply => ({ ...fault(`Load microVM snapshot error: ${why}`), exitAfter: 1 });
+    if (this.configured)
+      return fault("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
+    const failed = (why: string): Reply => ({
+      ...fault(`Load microVM snapshot error: ${why}`),
+      exitAfter: 1,
+    });
     let state: Obj;
     try {
       state = JSON.parse(readFileSync(this.resolve(String(body.snapshot_path)), "utf8")) as Obj;
@@ -757,13 +883,18 @@ export class FakeVmm {
           : "Cannot deserialize the microVM state.",
       );
     }
-    if (state.magic !== "cocoon-fake-firecracker-vmstate") return failed("Cannot deserialize the microVM state.");
+    if (state.magic !== "cocoon-fake-firecracker-vmstate")
+      return failed("Cannot deserialize the microVM state.");
     const from = parseVersion(String(state.version));
     const here = parseVersion(this.o.version);
     if (from.major !== here.major || from.minor !== here.minor) {
-      return failed(`Snapshot version mismatch: the snapshot was taken by Firecracker ${String(state.version)}.`);
+      return failed(
+        `Snapshot version mismatch: the snapshot was taken by Firecracker ${String(state.version)}.`,
+      );
     }
-    const backend = isObj(body.mem_backend) ? body.mem_backend : { backend_type: "File", backend_path: body.mem_file_path };
+    const backend = isObj(body.mem_backend)
+      ? body.mem_backend
+      : { backend_type: "File", backend_path: body.mem_file_path };
     const memPath = this.resolve(String(backend.backend_path));
     if (backend.backend_type === "File") {
       if (!existsSync(memPath)) return failed(`Cannot open the memory file: ${ENOENT_TEXT}`);
@@ -772,7 +903,9 @@ export class FakeVmm {
       try {
         await sendUffdRegions(memPath, Number(machine.mem_size_mib ?? 128));
       } catch (err) {
-        return failed(`Cannot connect to the UFFD handler socket: ${err instanceof Error ? err.message : String(err)}`);
+        return failed(
+          `Cannot connect to the UFFD handler socket: ${err instanceof Error ? err.message : String(err)}`,
+        );
       }
     }
     const drives = Array.isArray(state.drives) ? state.drives.filter(isObj) : [];
@@ -782,7 +915,8 @@ export class FakeVmm {
       }
     }
     this.machine = isObj(state.machine) ? { ...state.machine } : this.machine;
-    if (body.track_dirty_pages === true || body.enable_diff_snapshots === true) this.machine.track_dirty_pages = true;
+    if (body.track_dirty_pages === true || body.enable_diff_snapshots === true)
+      this.machine.track_dirty_pages = true;
     for (const d of drives) this.drives.set(String(d.drive_id), d);
     const overrides = Array.isArray(body.network_overrides) ? body.network_overrides.filter(isObj) : [];
     for (const n of Array.isArray(state.nets) ? state.nets.filter(isObj) : []) {
@@ -790,7 +924,9 @@ export class FakeVmm {
       this.nets.set(String(n.iface_id), o ? { ...n, host_dev_name: o.host_dev_name } : n);
     }
     if (isObj(state.vsock)) {
-      const udsPath = isObj(body.vsock_override) ? String(body.vsock_override.uds_path) : String(state.vsock.uds_path);
+      const udsPath = isObj(body.vsock_override)
+        ? String(body.vsock_override.uds_path)
+        : String(state.vsock.uds_path);
       const b = this.newVsockBackend(this.resolve(udsPath), Number(state.vsock.guest_cid));
       try {
         await b.listen();
@@ -801,7 +937,12 @@ export class FakeVmm {
     }
     // The MMDS configuration is restored (1.1+), its data store is not.
     if (isObj(state.mmdsConfig) && this.atLeast("1.1.0")) this.mmdsConfig = state.mmdsConfig;
-    if (isObj(state.balloon)) this.balloon = { cfg: state.balloon, actualMib: Number(state.balloon.amount_mib ?? 0), hinting: { host_cmd: 0, guest_cmd: 0 } };
+    if (isObj(state.balloon))
+      this.balloon = {
+        cfg: state.balloon,
+        actualMib: Number(state.balloon.amount_mib ?? 0),
+        hinting: { host_cmd: 0, guest_cmd: 0 },
+      };
     await this.vcpus.start(Number(this.machine.vcpu_count));
     this.booted = true;
     this.state = body.resume_vm === true ? "Running" : "Paused";
@@ -829,7 +970,11 @@ export class FakeVmm {
       ...(this.atLeast("1.16.0") ? { mtu: n.mtu ?? null } : {}),
     }));
     const boot = this.bootSource
-      ? { kernel_image_path: this.bootSource.kernel_image_path, initrd_path: this.bootSource.initrd_path ?? null, boot_args: this.bootSource.boot_args ?? null }
+      ? {
+          kernel_image_path: this.bootSource.kernel_image_path,
+          initrd_path: this.bootSource.initrd_path ?? null,
+          boot_args: this.bootSource.boot_args ?? null,
+        }
       : null;
     return {
       balloon: this.balloon?.cfg ?? null,
@@ -866,7 +1011,15 @@ export class FakeVmm {
  * so the fake sends the JSON only (documented in docs/firecracker.md).
  */
 async function sendUffdRegions(socketPath: string, memMib: number): Promise<void> {
-  const regions = [{ base_host_virt_addr: 0x7f0000000000, size: memMib * 1024 * 1024, offset: 0, page_size: 4096, page_size_kib: 4096 }];
+  const regions = [
+    {
+      base_host_virt_addr: 0x7f0000000000,
+      size: memMib * 1024 * 1024,
+      offset: 0,
+      page_size: 4096,
+      page_size_kib: 4096,
+    },
+  ];
   await new Promise<void>((resolve, reject) => {
     const sock = net.connect(socketPath);
     sock.once("error", reject);
