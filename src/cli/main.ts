@@ -18,25 +18,11 @@ export function buildProgram(
   io: Io = processIo,
   setExit: (code: number) => void = (c) => (process.exitCode = c),
 ): Command {
-  const program = new Command();
+  const program = withGlobalOptions(new Command());
   program
     .name("cocoon")
     .description("run workloads inside lightweight virtual machines (QEMU, Firecracker, ACRN)")
     .version(version, "-v, --version", "print cocoon's version")
-    .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
-    .option("--config <file>", "configuration file (env COCOON_CONFIG; default /etc/cocoon/config.toml)")
-    .addOption(
-      new Option("--log-level <level>", "log level for the log file").choices([
-        "trace",
-        "debug",
-        "info",
-        "warn",
-        "error",
-        "fatal",
-        "silent",
-      ]),
-    )
-    .option("--json", "machine-readable output")
     .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })
@@ -68,27 +54,29 @@ export function buildProgram(
   return program;
 }
 
+/** The options every command takes, before or after its name. */
+function withGlobalOptions(cmd: Command): Command {
+  return cmd
+    .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
+    .option("--config <file>", "configuration file (env COCOON_CONFIG; default /etc/cocoon/config.toml)")
+    .addOption(
+      new Option("--log-level <level>", "log level for the log file").choices([
+        "trace",
+        "debug",
+        "info",
+        "warn",
+        "error",
+        "fatal",
+        "silent",
+      ]),
+    )
+    .option("--json", "machine-readable output");
+}
+
 function addGlobalOptions(parent: Command): void {
   for (const cmd of parent.commands) {
-    if (cmd.commands.length) {
-      addGlobalOptions(cmd);
-      continue;
-    }
-    cmd
-      .option("--json", "machine-readable output")
-      .option("--root <dir>", "keep all state under <dir> (env COCOON_ROOT)")
-      .option("--config <file>", "configuration file (env COCOON_CONFIG)")
-      .addOption(
-        new Option("--log-level <level>", "log level for the log file").choices([
-          "trace",
-          "debug",
-          "info",
-          "warn",
-          "error",
-          "fatal",
-          "silent",
-        ]),
-      );
+    if (cmd.commands.length) addGlobalOptions(cmd);
+    else withGlobalOptions(cmd);
   }
 }
 

@@ -45,16 +45,17 @@ export async function qemuConfig(overrides: Partial<HypervisorConfig> = {}): Pro
   };
 }
 
-/** Processes whose command line mentions `marker` (e.g. a test's state root): leaks. */
+/** Live (not zombie) processes whose command line mentions `marker` (e.g. a test's root): leaks. */
 export async function processesMentioning(marker: string): Promise<{ pid: number; cmdline: string }[]> {
   const out: { pid: number; cmdline: string }[] = [];
   for (const entry of await readdir("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
     try {
       const cmdline = (await readFile(`/proc/${entry}/cmdline`, "utf8")).replaceAll("\0", " ").trim();
+      if (!cmdline.includes(marker)) continue;
       const stat = await readFile(`/proc/${entry}/stat`, "utf8");
-      if (stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "Z") continue;
-      if (cmdline.includes(marker)) out.push({ pid: Number(entry), cmdline });
+      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+      if (state !== "Z" && state !== "X") out.push({ pid: Number(entry), cmdline });
     } catch {
       // gone
     }

@@ -4,6 +4,7 @@ import { AgentError } from "../../errors.js";
 import {
   DEFAULT_MAX_PAYLOAD,
   encodeFrame,
+  frameHeader,
   encodeJsonFrame,
   FrameDecoder,
   FrameType,
@@ -142,7 +143,7 @@ export class Stream {
       if (this.conn.closed) throw this.conn.closedError();
       const n = Math.min(this.sendCredit, MAX_DATA_CHUNK, data.length - offset);
       this.sendCredit -= n;
-      this.conn.sendFrame(encodeFrame(FrameType.DATA, this.id, data.subarray(offset, offset + n)));
+      this.conn.sendParts(frameHeader(FrameType.DATA, this.id, n), data.subarray(offset, offset + n));
       offset += n;
       await this.conn.drained();
     }
@@ -273,6 +274,15 @@ export class Connection extends EventEmitter {
   sendFrame(frame: Buffer): void {
     if (this.isClosed) return;
     this.socket.write(frame);
+  }
+
+  /** @internal A frame as header and payload, without copying the payload into one buffer. */
+  sendParts(header: Buffer, payload: Buffer): void {
+    if (this.isClosed) return;
+    this.socket.cork();
+    this.socket.write(header);
+    this.socket.write(payload);
+    this.socket.uncork();
   }
 
   /** @internal resolves when the socket can take more. */

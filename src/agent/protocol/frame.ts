@@ -48,14 +48,19 @@ export class ProtocolViolation extends Error {
   }
 }
 
-export function encodeFrame(type: FrameTypeValue, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+/** The 12-byte header of a frame whose payload is `length` bytes. */
+export function frameHeader(type: FrameTypeValue, id: number, length: number): Buffer {
   const header = Buffer.allocUnsafe(HEADER_SIZE);
   header.writeUInt16BE(MAGIC, 0);
   header.writeUInt8(type, 2);
   header.writeUInt8(0, 3);
   header.writeUInt32BE(id >>> 0, 4);
-  header.writeUInt32BE(payload.length, 8);
-  return Buffer.concat([header, payload]);
+  header.writeUInt32BE(length, 8);
+  return header;
+}
+
+export function encodeFrame(type: FrameTypeValue, id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([frameHeader(type, id, payload.length), payload]);
 }
 
 export function encodeJsonFrame(type: FrameTypeValue, id: number, value: unknown): Buffer {

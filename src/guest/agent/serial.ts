@@ -1,10 +1,11 @@
-import { open, read, write } from "node:fs";
+import { open, read, write, writev } from "node:fs";
 import { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 
 const readAsync = promisify(read);
 const writeAsync = promisify(write);
+const writevAsync = promisify(writev) as (fd: number, buffers: Buffer[]) => Promise<{ bytesWritten: number }>;
 
 /** How often an idle port is polled while no host is connected. */
 const IDLE_POLL_MS = 10;
@@ -15,7 +16,7 @@ const IDLE_POLL_MS = 10;
  * session, and the next host connection is noticed by polling (see servePort).
  */
 class PortSession extends Duplex {
-  private readonly buffer = Buffer.allocUnsafe(64 * 1024);
+  private readonly buffer = Buffer.allocUnsafe(256 * 1024);
   /** The host disconnected (a 0-byte read). */
   sawEof = false;
   private inflight: Promise<void> = Promise.resolve();
@@ -52,6 +53,21 @@ class PortSession extends Duplex {
       while (offset < chunk.length) {
         const { bytesWritten } = await writeAsync(this.fd, chunk, offset, chunk.length - offset);
         offset += bytesWritten;
+      }
+    })().then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
+  }
+
+  /** Corked writes (a frame's header and payload) go out in one writev. */
+  override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
+    void (async () => {
+      let buffers = chunks.map((c) => c.chunk);
+      while (buffers.length) {
+        let { bytesWritten } = await writevAsync(this.fd, buffers);
+        while (buffers.length && bytesWritten >= buffers[0]!.length) bytesWritten -= buffers.shift()!.length;
+        if (buffers.length && bytesWritten > 0) buffers[0] = buffers[0]!.subarray(bytesWritten);
       }
     })().then(
       () => cb(),

@@ -70,23 +70,9 @@ export async function guestRootfs(dir: string, name = "rootfs.ext4"): Promise<st
   return file;
 }
 
-/** Live (non-zombie) processes whose command line mentions `needle`. */
-export async function processesMentioning(needle: string): Promise<{ pid: number; cmdline: string }[]> {
-  const out: { pid: number; cmdline: string }[] = [];
-  for (const entry of await readdir("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = (await readFile(`/proc/${entry}/cmdline`, "utf8")).replace(/\0/g, " ");
-      if (!cmdline.includes(needle)) continue;
-      const stat = await readFile(`/proc/${entry}/stat`, "utf8");
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (state !== "Z" && state !== "X") out.push({ pid: Number(entry), cmdline });
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
+// Live processes whose command line mentions a path: the shared leak check.
+export { processesMentioning } from "../../helpers/env.js";
+import { processesMentioning } from "../../helpers/env.js";
 
 /** Unix sockets below `dir` (API, vsock and listener sockets a cleanup must have removed). */
 export async function socketsUnder(dir: string): Promise<string[]> {
