@@ -63,7 +63,7 @@ class PortSession extends Duplex {
   /** Corked writes (a frame's header and payload) go out in one writev. */
   override _writev(chunks: { chunk: Buffer }[], cb: (err?: Error | null) => void): void {
     void (async () => {
-      let buffers = chunks.map((c) => c.chunk);
+      const buffers = chunks.map((c) => c.chunk);
       while (buffers.length) {
         let { bytesWritten } = await writevAsync(this.fd, buffers);
         while (buffers.length && bytesWritten >= buffers[0]!.length) bytesWritten -= buffers.shift()!.length;

@@ -7,7 +7,7 @@
  * COCOON_FC_KERNEL and COCOON_FC_ROOTFS give a real guest kernel and rootfs (InstanceStart on a
  * real Firecracker loads the kernel); the fakes only need an ELF header.
  */
-import { readdir, readFile, mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
+import { readdir, mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
