@@ -301,6 +301,34 @@ describe("sandboxes on real QEMU VMs", () => {
     expect(existsSync(path.join(root, "run", "vm", "badroot"))).toBe(false);
   });
 
+  it("sets the guest clock, reseeds its RNG, pauses a container, and notices the VM dying", async () => {
+    const sb = await create({
+      containers: [
+        { id: "p", rootfs: { type: "dir", path: rootfsDir }, process: { args: ["sleep", "600"] } },
+      ],
+    });
+    await sb.start();
+    const agent = await sb.agent();
+    const target = Date.UTC(2030, 0, 2, 3, 4, 5);
+    await agent.call("guest.setTime", { unixMs: target });
+    const clock = await agent.call("guest.clock", {});
+    expect(Math.abs(clock.realtimeMs - target)).toBeLessThan(60_000);
+    expect(await agent.call("guest.reseedRandom", { data: randomBytes(64).toString("base64") })).toEqual({
+      bytes: 64,
+    });
+    const details = await agent.call("guest.details", {});
+    expect(details).toMatchObject({ cpus: 1, supportsSeccomp: true });
+    await agent.call("container.pause", { containerId: "p" });
+    expect((await agent.call("container.list", {})).containers[0]).toMatchObject({ state: "paused" });
+    await agent.call("container.resume", { containerId: "p" });
+    expect((await agent.call("container.list", {})).containers[0]).toMatchObject({ state: "running" });
+
+    const dead = new Promise<string>((resolve) => sb.monitor({ intervalMs: 200, onDead: resolve }));
+    const qemuPid = (await sb.status()).pids[0]!;
+    process.kill(qemuPid, "SIGKILL");
+    expect(await dead).toMatch(/ERR_VMM_EXITED|ERR_AGENT/);
+  });
+
   it("leaves no process, socket or directory after delete", async () => {
     const sb = await create({
       id: "tidy",
