@@ -1,6 +1,6 @@
 import type { Logger } from "pino";
 import type { HypervisorConfig } from "./config.js";
-import type { BlockDevice, Device, MemoryDevice } from "./devices.js";
+import type { Device, MemoryDevice } from "./devices.js";
 import type { Capabilities, HypervisorType, VcpuThreadIds } from "./types.js";
 
 /**
@@ -115,6 +115,3 @@ export interface Hypervisor {
   save(): HypervisorState;
   load(state: HypervisorState): void;
 }
-
-/** Block devices a driver assigned a guest path to. */
-export type AttachedBlockDevice = BlockDevice & { guestPath: string };

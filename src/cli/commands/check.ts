@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { hostReport, type HostCheck } from "../../host/report.js";
-import type { CliContext, GlobalOptions } from "../context.js";
+import type { CliContext } from "../context.js";
 import { table } from "../output.js";
 
 const MARK: Record<HostCheck["status"], string> = { ok: "ok", warn: "WARN", fail: "FAIL", info: "-" };
@@ -33,5 +33,3 @@ export function registerCheck(
       }),
     );
 }
-
-export type { GlobalOptions };

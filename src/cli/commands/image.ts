@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { ConfigError } from "../../errors.js";
-import { ASSET_KINDS, AssetCatalog, type AssetKind } from "../../guest/image/catalog.js";
+import { AssetCatalog, type AssetKind } from "../../guest/image/catalog.js";
 import { buildGuestImages } from "../../guest/image/build.js";
 import type { Runner } from "../main.js";
 import { table } from "../output.js";
@@ -120,5 +120,3 @@ export function registerImage(program: Command, run: Runner): void {
       }),
     );
 }
-
-export { ASSET_KINDS };

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, readdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { z } from "zod";
 import { ConfigError, errnoCode } from "../../errors.js";
@@ -154,8 +154,4 @@ export class AssetCatalog {
       rootfsKey: cur.rootfs,
     };
   }
-}
-
-export async function readText(file: string): Promise<string> {
-  return readFile(file, "utf8");
 }
