@@ -1,3 +1,4 @@
+import type { Dirent } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { mkdtemp, rm } from "node:fs/promises";
 import path from "node:path";
@@ -63,11 +64,11 @@ export async function processesMentioning(marker: string): Promise<{ pid: number
   return out;
 }
 
-/** Files left under a directory (recursively), for leak checks. */
-export async function filesUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
+/** Everything under a directory, recursively (empty when it does not exist), for leak checks. */
+export async function entriesUnder(dir: string): Promise<{ path: string; entry: Dirent }[]> {
+  const out: { path: string; entry: Dirent }[] = [];
   const walk = async (d: string): Promise<void> => {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await readdir(d, { withFileTypes: true });
     } catch {
@@ -75,10 +76,15 @@ export async function filesUnder(dir: string): Promise<string[]> {
     }
     for (const e of entries) {
       const p = path.join(d, e.name);
-      out.push(p);
+      out.push({ path: p, entry: e });
       if (e.isDirectory()) await walk(p);
     }
   };
   await walk(dir);
   return out;
+}
+
+/** Files left under a directory (recursively), for leak checks. */
+export async function filesUnder(dir: string): Promise<string[]> {
+  return (await entriesUnder(dir)).map((e) => e.path);
 }

@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { access, stat } from "node:fs/promises";
+import { access } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { HostError } from "../../errors.js";
 import { which } from "../../host/which.js";
@@ -63,8 +63,4 @@ export async function checkRequirements(what: string, requirements: Requirement[
       hint: `install them with: apt-get install ${packages}   (or run scripts/setup.sh)`,
     },
   );
-}
-
-export async function fileSize(file: string): Promise<number> {
-  return (await stat(file)).size;
 }

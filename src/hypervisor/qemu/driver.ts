@@ -1,5 +1,5 @@
 import { openSync, closeSync } from "node:fs";
-import { mkdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
@@ -816,10 +816,5 @@ export class QemuHypervisor implements Hypervisor {
     this.vmDir = parsed.data.vmDir;
     this.pid = saved.pid;
     this.pidStart = saved.pidStartTime;
-  }
-
-  /** QEMU's own log (stderr), for diagnostics. */
-  async qemuLog(): Promise<string> {
-    return readFile(this.file("qemu.log"), "utf8").catch(() => "");
   }
 }

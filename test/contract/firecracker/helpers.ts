@@ -7,7 +7,7 @@
  * COCOON_FC_KERNEL and COCOON_FC_ROOTFS give a real guest kernel and rootfs (InstanceStart on a
  * real Firecracker loads the kernel); the fakes only need an ELF header.
  */
-import { readdir, mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
+import { mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
@@ -72,26 +72,11 @@ export async function guestRootfs(dir: string, name = "rootfs.ext4"): Promise<st
 
 // Live processes whose command line mentions a path: the shared leak check.
 export { processesMentioning } from "../../helpers/env.js";
-import { processesMentioning } from "../../helpers/env.js";
+import { entriesUnder, processesMentioning } from "../../helpers/env.js";
 
 /** Unix sockets below `dir` (API, vsock and listener sockets a cleanup must have removed). */
 export async function socketsUnder(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (d: string): Promise<void> => {
-    let entries;
-    try {
-      entries = await readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      const p = path.join(d, e.name);
-      if (e.isSocket()) out.push(p);
-      else if (e.isDirectory()) await walk(p);
-    }
-  };
-  await walk(dir);
-  return out.sort();
+  return (await entriesUnder(dir)).filter((e) => e.entry.isSocket()).map((e) => e.path);
 }
 
 /** What a test leaves behind under `dir`: processes, mounts, sockets. */
