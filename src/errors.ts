@@ -127,6 +127,15 @@ export const ERROR_CATALOG = {
   },
   ERR_IMAGE_BUILD: { summary: "building a guest asset (kernel, rootfs) failed", exitCode: ExitCode.host },
   ERR_CANCELLED: { summary: "the operation was cancelled", exitCode: ExitCode.internal },
+  // Resource control (host cgroups, live resize)
+  ERR_CGROUP: {
+    summary: "a host cgroup could not be created, written, joined or removed",
+    exitCode: ExitCode.host,
+  },
+  ERR_RESOURCE_LIMIT: {
+    summary: "a resource request is beyond what the host, the VM or its contents allow",
+    exitCode: ExitCode.usage,
+  },
 } as const satisfies Record<string, ErrorInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;

@@ -38,6 +38,9 @@ export function defaultConfig(): CocoonConfig {
       disable_guest_seccomp: true,
       sandbox_cgroup_only: false,
       static_sandbox_resource_mgmt: false,
+      sandbox_cgroups: "auto",
+      sandbox_memory_overhead: 512,
+      sandbox_pids_limit: 1024,
     },
     agent: {
       dial_timeout: 60,

@@ -109,6 +109,13 @@ export const runtimeSectionSchema = z.strictObject({
   disable_guest_seccomp: z.boolean(),
   sandbox_cgroup_only: z.boolean(),
   static_sandbox_resource_mgmt: z.boolean(),
+  // Resource control: host cgroups for each sandbox (docs/resources.md)
+  /** auto: use host cgroups where the host allows; required: refuse without; off: none. */
+  sandbox_cgroups: z.enum(["auto", "required", "off"]),
+  /** MiB of host memory a sandbox may use beyond its guest RAM (VMM, helpers). */
+  sandbox_memory_overhead: z.number().int().positive(),
+  /** Most tasks (threads) a sandbox's VMM and helpers may have on the host. */
+  sandbox_pids_limit: z.number().int().positive(),
 });
 
 export const configFileSchema = z.strictObject({

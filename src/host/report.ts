@@ -2,6 +2,7 @@ import { constants } from "node:fs";
 import { access, readFile, stat } from "node:fs/promises";
 import type { CocoonConfig } from "../config/schema.js";
 import { messageOf } from "../errors.js";
+import { cgroupControllersCheck } from "./cgroups/check.js";
 import { chooseAccelerator, type AccelProbePaths, DEFAULT_ACCEL_PATHS } from "./accel.js";
 import { hostMemoryKb, runningOnVmm } from "./proc.js";
 import { runCommand } from "./process.js";
@@ -143,6 +144,7 @@ export async function hostReport(options: HostReportOptions): Promise<HostCheck[
   checks.push(await binaryCheck("acrn.ctl", "acrnctl", acrn.ctlpath, defaultHv === "acrn", []));
 
   checks.push(await cgroupCheck());
+  checks.push(await cgroupControllersCheck());
   const ip = await which("ip");
   checks.push({
     id: "netns",

@@ -38,6 +38,18 @@ export interface CreateVmOptions {
    * gives up. Without it, startVM returns once the VMM has booted the guest.
    */
   guestReady?: (channel: AgentChannel, signal: AbortSignal) => Promise<void>;
+  /** Resource control: where the driver puts each process it starts and the vCPU threads. */
+  placement?: VmmPlacement;
+}
+
+/**
+ * Resource control (host cgroups): the sandbox layer says where processes go; drivers call it
+ * as soon as a process exists (before it can run up a bill) and once the vCPU threads are
+ * known. A failure aborts the start like any other.
+ */
+export interface VmmPlacement {
+  process(pid: number, role: "vmm" | "helper"): Promise<void>;
+  vcpuThreads(tids: number[]): Promise<void>;
 }
 
 /**

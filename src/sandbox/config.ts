@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SandboxError } from "../errors.js";
 import type { HypervisorConfig } from "../hypervisor/config.js";
 import { HYPERVISOR_TYPES, type HypervisorType } from "../hypervisor/types.js";
+import { cgroupSettingsSchema } from "./resources/settings.js";
 
 /** What runs: the program, its environment and terminal. */
 export const processConfigSchema = z.object({
@@ -88,6 +89,8 @@ export const sandboxConfigSchema = z.object({
   sandboxCgroupOnly: z.boolean().default(false),
   disableGuestSeccomp: z.boolean().default(true),
   staticResourceMgmt: z.boolean().default(false),
+  /** Resource control: host cgroup settings (resources/settings.ts). */
+  cgroups: cgroupSettingsSchema,
 });
 export type SandboxConfig = z.input<typeof sandboxConfigSchema>;
 export type ParsedSandboxConfig = z.output<typeof sandboxConfigSchema> & { hypervisorType: HypervisorType };

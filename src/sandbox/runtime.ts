@@ -38,6 +38,10 @@ export interface CreateSandboxOptions {
   /** Or one process run directly in the guest. */
   process?: ProcessConfig;
   dns?: string[];
+  /** Resource control: host CPUs for the vCPU threads, tasks limit, CPU weight. */
+  cpusetCpus?: string;
+  pidsLimit?: number;
+  cpuWeight?: number;
 }
 
 /**
@@ -115,6 +119,13 @@ export class Runtime {
       disableGuestSeccomp: cfg.runtime.disable_guest_seccomp,
       sandboxCgroupOnly: cfg.runtime.sandbox_cgroup_only,
       staticResourceMgmt: cfg.runtime.static_sandbox_resource_mgmt,
+      cgroups: {
+        mode: cfg.runtime.sandbox_cgroups,
+        memoryOverheadMB: cfg.runtime.sandbox_memory_overhead,
+        pidsLimit: options.pidsLimit ?? cfg.runtime.sandbox_pids_limit,
+        ...(options.cpusetCpus ? { cpusetCpus: options.cpusetCpus } : {}),
+        ...(options.cpuWeight ? { cpuWeight: options.cpuWeight } : {}),
+      },
     };
   }
 

@@ -15,6 +15,8 @@ import type { RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
 import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } from "./config.js";
 import { ProcessHandle } from "./process.js";
+import { prepareHostCgroups } from "./resources/hooks.js";
+import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   checkTransition,
@@ -199,7 +201,9 @@ export class Sandbox extends EventEmitter {
     }
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
     await this.persist();
+    const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
     await this.hypervisor.createVM({
+      ...(cgroups ? { placement: cgroups.placement() } : {}),
       id: this.id,
       config: hvConfig,
       paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
@@ -266,6 +270,7 @@ export class Sandbox extends EventEmitter {
   }
 
   private async removeFiles(): Promise<void> {
+    await SandboxCgroups.remove(this.ctx.store, this.id);
     for (const c of this.doc.containers)
       for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
     await rm(this.workDir, { recursive: true, force: true });

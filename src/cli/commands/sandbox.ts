@@ -11,8 +11,9 @@ import { attachToTerminal, windowSize } from "../attach.js";
 import type { CliContext } from "../context.js";
 import type { Runner } from "../main.js";
 import { reportError, table } from "../output.js";
+import { hostLimitOptions, type HostLimitFlags } from "./resources.js";
 
-interface WorkloadOptions {
+interface WorkloadOptions extends HostLimitFlags {
   hypervisor?: string;
   cpus?: string;
   memory?: string;
@@ -112,6 +113,7 @@ async function createOptions(cmd: string[], o: WorkloadOptions): Promise<CreateS
     ...(o.hypervisor ? { hypervisor: o.hypervisor } : {}),
     ...(o.cpus ? { cpus: parseCpus(o.cpus) } : {}),
     ...(o.memory ? { memoryMB: parseMemory(o.memory) } : {}),
+    ...hostLimitOptions(o),
   };
   if (o.rootfs) {
     return { ...base, containers: [{ id: "main", rootfs: await rootfsSource(o.rootfs), process: proc }] };
@@ -124,6 +126,10 @@ function workloadOptions(cmd: Command): Command {
     .option("--hypervisor <type>", "qemu, firecracker, acrn or mock (default: the configuration's)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <size>", "guest memory in MiB, or with a unit: 512M, 2G")
+    // Resource control: host cgroup limits of the VMM (docs/resources.md)
+    .option("--cpuset-cpus <list>", "host CPUs the vCPU threads may run on, e.g. 0-1")
+    .option("--pids-limit <n>", "most host tasks (threads) the VMM and its helpers may have")
+    .option("--cpu-shares <n>", "relative host CPU weight of the vCPUs (1024 = normal)")
     .option(
       "--rootfs <dir|tar>",
       "run the command in a container with this root filesystem (else directly in the guest)",

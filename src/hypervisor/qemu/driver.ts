@@ -102,6 +102,7 @@ export class QemuHypervisor implements Hypervisor {
   private vmDir = "";
   private logger: Logger = silentLogger();
   private guestReady: CreateVmOptions["guestReady"];
+  private placement: CreateVmOptions["placement"];
   private process: ManagedProcess | undefined;
   private pid = 0;
   private pidStart: number | undefined;
@@ -152,6 +153,7 @@ export class QemuHypervisor implements Hypervisor {
     this.vmDir = options.paths.vmDir;
     this.logger = (options.logger ?? silentLogger()).child({ hypervisor: "qemu", sandbox: options.id });
     this.guestReady = options.guestReady;
+    this.placement = options.placement;
     const longest = [this.qmpSocket, this.consoleSocket, this.agentSocket(AGENT_PORTS - 1) + ".lock"].sort(
       (a, b) => b.length - a.length,
     )[0]!;
@@ -347,6 +349,7 @@ export class QemuHypervisor implements Hypervisor {
     const watch = watchForPanic(this.consoleLog);
     const ac = new AbortController();
     try {
+      await this.placement?.process(this.pid, "vmm");
       await this.raceBoot(this.bootSequence(deadline, ac.signal), watch.panic, deadline, ac);
       this.pending = [];
     } catch (err) {
@@ -392,6 +395,7 @@ export class QemuHypervisor implements Hypervisor {
         closeSync(logFd);
       }
       this.daemons.push(daemon);
+      await this.placement?.process(daemon.pid, "helper");
       this.state!.virtiofsd.push({
         pid: daemon.pid,
         tag: share.tag,
@@ -416,6 +420,7 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = await this.connectQmp(Math.max(1, deadline - Date.now()), signal);
     const status = (await qmp.execute("query-status")) as { status?: string };
     this.logger.debug({ status }, "QMP connected");
+    if (this.placement) await this.placement.vcpuThreads(await this.vcpuThreadIds(qmp));
     // Keep QMP free for other cocoon processes: it takes one client at a time.
     this.disconnect();
     if (this.guestReady) await this.guestReady(this.agentChannel(), signal);
@@ -740,6 +745,11 @@ export class QemuHypervisor implements Hypervisor {
       "thread-id": number;
     }[];
     return { vcpus: new Map(cpus.map((c) => [c["cpu-index"], c["thread-id"]])) };
+  }
+
+  private async vcpuThreadIds(qmp: QmpClient): Promise<number[]> {
+    const cpus = (await qmp.execute("query-cpus-fast")) as { "thread-id": number }[];
+    return cpus.map((c) => c["thread-id"]);
   }
 
   async cleanup(): Promise<void> {
