@@ -64,7 +64,7 @@ export function parseProcCgroup(text: string): Map<string, string> {
 function dirUnder(mountPoint: string, mountRoot: string, cgroupPath: string): string {
   const rel =
     mountRoot !== "/" && cgroupPath.startsWith(mountRoot) ? cgroupPath.slice(mountRoot.length) : cgroupPath;
-  return path.join(mountPoint, rel);
+  return path.join(mountPoint, rel).replace(/(.)\/+$/, "$1");
 }
 
 /** Works the layout out from the two /proc files (pure: tests feed it fixtures). */
