@@ -34,6 +34,9 @@ export interface Capabilities {
   fsSharing: boolean;
   networkDeviceHotplug: boolean;
   multiQueue: boolean;
+  /** Resource control: live vCPU / memory resize (QEMU q35; absent = no). */
+  vcpuHotplug?: boolean;
+  memoryHotplug?: boolean;
 }
 
 /** vCPU index → host thread id. */

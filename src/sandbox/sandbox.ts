@@ -17,6 +17,7 @@ import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } fro
 import { ProcessHandle } from "./process.js";
 import { prepareHostCgroups } from "./resources/hooks.js";
 import { SandboxCgroups } from "./resources/host-cgroups.js";
+import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   checkTransition,
@@ -749,6 +750,27 @@ export class Sandbox extends EventEmitter {
       clearTimeout(timer);
       this.off("agent-closed", onClosed);
     };
+  }
+
+  // Resource control: live resize (resources/update.ts)
+  /** Resizes the running VM (vCPUs, memory) and its host cgroup limits. */
+  async update(request: ResizeRequest): Promise<ResizeResult> {
+    return this.locked("update", async () => {
+      if (this.doc.state !== "running" && this.doc.state !== "ready") this.requireRunning("update resources");
+      try {
+        return await resizeSandbox(
+          {
+            hypervisor: this.hypervisor,
+            agent: await this.agent(),
+            cgroups: await SandboxCgroups.load(this.ctx.store, this.id),
+          },
+          request,
+        );
+      } finally {
+        this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+        await this.persist();
+      }
+    });
   }
 
   /** Lets go of this process's connections; the sandbox keeps running. */

@@ -246,6 +246,22 @@ export const METHODS = {
       .strict(),
     result: z.object({ bytes: z.number(), mode: z.number() }),
   },
+  // Resource control (live resize): the guest onlines hot-plugged CPUs and memory blocks.
+  /**
+   * Onlines every offline CPU and memory block (memory as movable, so it can be unplugged
+   * again) and reports the totals the guest now sees.
+   */
+  "resources.online": {
+    params: z.object({ movableMemory: z.boolean().default(true) }).strict(),
+    result: z.object({
+      onlineCpus: z.number(),
+      memTotalBytes: z.number(),
+      onlinedCpus: z.number(),
+      onlinedMemoryBlocks: z.number(),
+      /** Blocks the guest refused to online (with the kernel's reason). */
+      failures: z.array(z.string()),
+    }),
+  },
 } as const;
 
 export type MethodName = keyof typeof METHODS;

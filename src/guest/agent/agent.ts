@@ -1,3 +1,4 @@
+import { resourceHandlers } from "./resources.js";
 import { createReadStream, createWriteStream } from "node:fs";
 import { chown, mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -53,6 +54,7 @@ export class AgentState {
   handlers(): Handlers {
     return {
       ...basicHandlers,
+      ...resourceHandlers,
       "guest.details": async () => ({
         agentVersion: AGENT_VERSION,
         kernel: os.release(),

@@ -39,6 +39,11 @@ import type {
 import { kernelCmdline, mergeParams, type Param } from "../params.js";
 import type { Capabilities, VcpuThreadIds } from "../types.js";
 import { lastLines, readTail, watchForPanic } from "./console.js";
+import {
+  maxMemoryMiB,
+  resizeMemory as resizeGuestMemory,
+  resizeVcpus as resizeGuestVcpus,
+} from "./resize.js";
 
 /** virtio-serial ports for the agent: each carries one host session at a time. */
 export const AGENT_PORTS = 4;
@@ -61,6 +66,10 @@ const driverStateSchema = z.object({
   accelerator: z.enum(["kvm", "tcg"]).optional(),
   block: z.array(blockSlotSchema),
   paused: z.boolean(),
+  // Resource control: what live resize plugged in (resize.ts)
+  cpus: z.array(z.string()).default([]),
+  dimms: z.array(z.object({ id: z.string(), sizeMiB: z.number() })).default([]),
+  sharedMemory: z.boolean().default(false),
 });
 type DriverState = z.infer<typeof driverStateSchema>;
 
@@ -164,7 +173,16 @@ export class QemuHypervisor implements Hypervisor {
         { hint: "use a shorter state root (--root) or sandbox id" },
       );
     }
-    this.state = { vmDir: this.vmDir, machine, block: [], paused: false, virtiofsd: [] };
+    this.state = {
+      vmDir: this.vmDir,
+      machine,
+      block: [],
+      paused: false,
+      virtiofsd: [],
+      cpus: [],
+      dimms: [],
+      sharedMemory: false,
+    };
   }
 
   private requireConfig(): HypervisorConfig {
@@ -251,7 +269,7 @@ export class QemuHypervisor implements Hypervisor {
       memory: {
         sizeMiB: config.memorySize,
         slots: config.memSlots,
-        maxMiB: config.memorySize + config.memOffset,
+        maxMiB: machine === "microvm" ? config.memorySize : await maxMemoryMiB(config),
         // vhost-user devices (virtio-fs) map guest RAM: it must be a shared memfd.
         shared: this.pending.some(
           (d) => (d.type === "fs" && d.fsType === "virtio-fs") || d.type === "vhost-user",
@@ -320,6 +338,7 @@ export class QemuHypervisor implements Hypervisor {
     }
     this.accel = await chooseAccelerator(config.accelerator);
     const spec = await this.buildSpec(this.accel.accelerator, await hostTscKhz());
+    this.state!.sharedMemory = spec.memory.shared ?? false;
     this.state!.accelerator = this.accel.accelerator;
     await rm(this.vmDir, { recursive: true, force: true });
     await mkdir(this.vmDir, { recursive: true, mode: 0o700 });
@@ -704,12 +723,33 @@ export class QemuHypervisor implements Hypervisor {
     return device;
   }
 
-  async resizeMemory(): Promise<ResizeMemoryResult> {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", "memory hotplug is not implemented for QEMU yet");
+  // Resource control: live resize through ACPI hotplug (resize.ts); microvm has none.
+  private requireHotplug(what: string): HypervisorConfig {
+    const config = this.requireConfig();
+    if (this.machine === "microvm") {
+      throw new HypervisorError("ERR_NOT_SUPPORTED", `the microvm machine cannot hot-plug ${what}`, {
+        hint: 'create the sandbox with machine_type = "q35" to resize it live',
+      });
+    }
+    this.requireRunning();
+    return config;
   }
 
-  async resizeVCPUs(): Promise<ResizeVcpusResult> {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", "vCPU hotplug is not implemented for QEMU yet");
+  async resizeMemory(memoryMB: number, memoryBlockSizeMB: number): Promise<ResizeMemoryResult> {
+    const config = this.requireHotplug("memory");
+    const memory = await this.withQmp((qmp) =>
+      resizeGuestMemory(qmp, this.state!, config, memoryMB, memoryBlockSizeMB),
+    );
+    return { memoryMB: memory };
+  }
+
+  async resizeVCPUs(vcpus: number): Promise<ResizeVcpusResult> {
+    const config = this.requireHotplug("vCPUs");
+    const oldVCPUs = config.numVCPUs + this.state!.cpus.length;
+    const newVCPUs = await this.withQmp((qmp) =>
+      resizeGuestVcpus(qmp, this.state!, config.numVCPUs, config.defaultMaxVCPUs, vcpus),
+    );
+    return { oldVCPUs, newVCPUs };
   }
 
   async getVMConsole(): Promise<string> {
@@ -732,6 +772,8 @@ export class QemuHypervisor implements Hypervisor {
       fsSharing: this.config?.sharedFS !== "none",
       networkDeviceHotplug: false,
       multiQueue: false,
+      vcpuHotplug: this.machine !== "microvm",
+      memoryHotplug: this.machine !== "microvm",
     };
   }
 
@@ -807,8 +849,8 @@ export class QemuHypervisor implements Hypervisor {
       pid: this.pid,
       ...(this.pidStart !== undefined ? { pidStartTime: this.pidStart } : {}),
       blockIndexMap: (this.state?.block ?? []).map((b) => b.lun),
-      hotpluggedVCPUs: 0,
-      hotpluggedMemoryMB: 0,
+      hotpluggedVCPUs: this.state?.cpus.length ?? 0,
+      hotpluggedMemoryMB: (this.state?.dimms ?? []).reduce((n, d) => n + d.sizeMiB, 0),
       ...(this.state?.virtiofsd[0] ? { virtiofsDaemonPid: this.state.virtiofsd[0].pid } : {}),
       driver: { ...(this.state ?? {}) },
     };

@@ -1,0 +1,165 @@
+import { HypervisorError } from "../../errors.js";
+import { hostMemoryKb } from "../../host/proc.js";
+import type { QmpClient } from "../../vmm/qemu/qmp.js";
+import type { HypervisorConfig } from "../config.js";
+
+/**
+ * Live resize for QEMU machines with ACPI hotplug (q35, pc): vCPUs as hot-plugged CPU
+ * devices, memory as pc-dimm devices, each backed by its own memory object. Only what cocoon
+ * plugged is unplugged again (the boot CPUs and RAM stay), newest first.
+ */
+export interface HotplugState {
+  cpus: string[];
+  dimms: { id: string; sizeMiB: number }[];
+  sharedMemory: boolean;
+}
+
+/** How far memory may grow: the configured offset, else (as Kata does) the host's memory. */
+export async function maxMemoryMiB(config: HypervisorConfig): Promise<number> {
+  if (config.memOffset > 0) return config.memorySize + config.memOffset;
+  const hostMiB = Math.floor((await hostMemoryKb()) / 1024);
+  return Math.max(config.memorySize, hostMiB);
+}
+
+interface HotpluggableCpu {
+  type: string;
+  props: Record<string, number>;
+  "qom-path"?: string;
+}
+
+const UNPLUG_TIMEOUT_MS = 60_000;
+
+function limitError(message: string, hint?: string): HypervisorError {
+  return new HypervisorError("ERR_RESOURCE_LIMIT", message, hint ? { hint } : {});
+}
+
+async function unplug(qmp: QmpClient, id: string, what: string): Promise<void> {
+  const deleted = qmp.waitForEvent("DEVICE_DELETED", (d) => d.device === id, UNPLUG_TIMEOUT_MS);
+  deleted.catch(() => undefined);
+  await qmp.execute("device_del", { id });
+  try {
+    await deleted;
+  } catch {
+    throw new HypervisorError(
+      "ERR_RESOURCE_LIMIT",
+      `the guest did not release ${what} within ${UNPLUG_TIMEOUT_MS / 1000} s: it is still in use`,
+      { hint: "free memory or stop processes in the guest, then try again" },
+    );
+  }
+}
+
+/** Brings the vCPU count to `target`; returns the new count. `state.cpus` follows each step. */
+export async function resizeVcpus(
+  qmp: QmpClient,
+  state: HotplugState,
+  bootVcpus: number,
+  maxVcpus: number,
+  target: number,
+): Promise<number> {
+  if (!Number.isInteger(target) || target < 1) throw limitError(`invalid vCPU count ${target}`);
+  if (target > maxVcpus) {
+    throw limitError(
+      `cannot grow to ${target} vCPUs: this VM was started with at most ${maxVcpus} (default_maxvcpus)`,
+      "create the sandbox with a larger default_maxvcpus (up to the host's CPUs)",
+    );
+  }
+  if (target < bootVcpus) {
+    throw limitError(
+      `cannot shrink below the ${bootVcpus} vCPU(s) the VM booted with: only hot-plugged vCPUs can be removed`,
+    );
+  }
+  let current = bootVcpus + state.cpus.length;
+  if (target > current) {
+    const free = ((await qmp.execute("query-hotpluggable-cpus")) as HotpluggableCpu[])
+      .filter((c) => !c["qom-path"])
+      .sort((a, b) => JSON.stringify(a.props).localeCompare(JSON.stringify(b.props)));
+    while (current < target) {
+      const slot = free.shift();
+      if (!slot) throw limitError(`no free CPU slot left at ${current} vCPUs`);
+      const id = `vcpu-${Object.values(slot.props).join("-")}`;
+      await qmp.execute("device_add", { driver: slot.type, id, ...slot.props });
+      state.cpus.push(id);
+      current++;
+    }
+  }
+  while (current > target) {
+    const id = state.cpus[state.cpus.length - 1]!;
+    await unplug(qmp, id, `vCPU ${id}`);
+    state.cpus.pop();
+    current--;
+  }
+  return current;
+}
+
+/** Brings guest memory to `targetMiB` (a multiple of the guest's block size past boot RAM). */
+export async function resizeMemory(
+  qmp: QmpClient,
+  state: HotplugState,
+  config: HypervisorConfig,
+  targetMiB: number,
+  blockSizeMiB: number,
+): Promise<number> {
+  const boot = config.memorySize;
+  const current = boot + state.dimms.reduce((n, d) => n + d.sizeMiB, 0);
+  const max = await maxMemoryMiB(config);
+  if (targetMiB > max) {
+    throw limitError(
+      `cannot grow to ${targetMiB} MiB: the VM's memory ceiling is ${max} MiB (host memory or memory_offset)`,
+    );
+  }
+  if (targetMiB < boot) {
+    throw limitError(
+      `cannot shrink below the ${boot} MiB the VM booted with: only hot-plugged memory can be removed`,
+    );
+  }
+  if (targetMiB > current) {
+    const delta = targetMiB - current;
+    if (delta % blockSizeMiB !== 0) {
+      throw limitError(
+        `memory grows in steps of ${blockSizeMiB} MiB (the guest's memory block): ${delta} MiB is not one`,
+        `ask for ${current + Math.ceil(delta / blockSizeMiB) * blockSizeMiB} MiB`,
+      );
+    }
+    if (state.dimms.length >= config.memSlots) {
+      throw limitError(
+        `all ${config.memSlots} memory slots are in use`,
+        "raise memory_slots for new sandboxes",
+      );
+    }
+    const n = Math.max(0, ...state.dimms.map((d) => Number(d.id.slice("dimm".length)) + 1));
+    const id = `dimm${n}`;
+    await qmp.execute("object-add", {
+      "qom-type": state.sharedMemory ? "memory-backend-memfd" : "memory-backend-ram",
+      id: `mem-${id}`,
+      size: delta * 1024 * 1024,
+      ...(state.sharedMemory ? { share: true } : {}),
+    });
+    try {
+      await qmp.execute("device_add", { driver: "pc-dimm", id, memdev: `mem-${id}` });
+    } catch (err) {
+      await qmp.execute("object-del", { id: `mem-${id}` }).catch(() => undefined);
+      throw err;
+    }
+    state.dimms.push({ id, sizeMiB: delta });
+    return targetMiB;
+  }
+  // Shrink: whole DIMMs, newest first, down to exactly the target.
+  let total = current;
+  const plan: string[] = [];
+  for (const d of [...state.dimms].reverse()) {
+    if (total - d.sizeMiB < targetMiB) break;
+    total -= d.sizeMiB;
+    plan.push(d.id);
+  }
+  if (total !== targetMiB) {
+    throw limitError(
+      `cannot shrink to ${targetMiB} MiB: memory comes out in the pieces it was added in (${state.dimms.map((d) => `${d.sizeMiB} MiB`).join(", ") || "none"}), so ${total} MiB is the nearest`,
+    );
+  }
+  for (const id of plan) {
+    await unplug(qmp, id, `memory ${id}`);
+    await qmp.execute("object-del", { id: `mem-${id}` });
+    state.dimms = state.dimms.filter((d) => d.id !== id);
+  }
+  return total;
+}
