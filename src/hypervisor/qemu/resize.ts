@@ -1,4 +1,5 @@
-import { HypervisorError } from "../../errors.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { HypervisorError, isCocoonError } from "../../errors.js";
 import { hostMemoryKb } from "../../host/proc.js";
 import type { QmpClient } from "../../vmm/qemu/qmp.js";
 import type { HypervisorConfig } from "../config.js";
@@ -33,19 +34,47 @@ function limitError(message: string, hint?: string): HypervisorError {
   return new HypervisorError("ERR_RESOURCE_LIMIT", message, hint ? { hint } : {});
 }
 
-async function unplug(qmp: QmpClient, id: string, what: string): Promise<void> {
-  const deleted = qmp.waitForEvent("DEVICE_DELETED", (d) => d.device === id, UNPLUG_TIMEOUT_MS);
-  deleted.catch(() => undefined);
-  await qmp.execute("device_del", { id });
+/**
+ * Asks the guest to give a device back and waits until QEMU has removed it. QEMU 7.2 does not
+ * always send DEVICE_DELETED for an ejected CPU, so the device list is polled as well.
+ */
+async function unplug(qmp: QmpClient, id: string, what: string, gone: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + UNPLUG_TIMEOUT_MS;
+  let deleted = false;
+  const onDeleted = (d: Record<string, unknown>): void => {
+    if (d.device === id) deleted = true;
+  };
+  qmp.on("DEVICE_DELETED", onDeleted);
   try {
-    await deleted;
-  } catch {
+    await qmp.execute("device_del", { id });
+    while (!deleted && !(await gone())) {
+      if (Date.now() >= deadline) throw new Error("timeout");
+      await sleep(250);
+    }
+  } catch (err) {
+    if (isCocoonError(err)) throw err;
     throw new HypervisorError(
       "ERR_RESOURCE_LIMIT",
       `the guest did not release ${what} within ${UNPLUG_TIMEOUT_MS / 1000} s: it is still in use`,
       { hint: "free memory or stop processes in the guest, then try again" },
     );
+  } finally {
+    qmp.off("DEVICE_DELETED", onDeleted);
   }
+}
+
+async function cpuGone(qmp: QmpClient, id: string): Promise<boolean> {
+  const cpus = (await qmp.execute("query-hotpluggable-cpus")) as HotpluggableCpu[];
+  return !cpus.some((c) => c["qom-path"] && id === cpuId(c));
+}
+
+async function dimmGone(qmp: QmpClient, id: string): Promise<boolean> {
+  const devices = (await qmp.execute("query-memory-devices")) as { data?: { id?: string } }[];
+  return !devices.some((d) => d.data?.id === id);
+}
+
+function cpuId(slot: HotpluggableCpu): string {
+  return `vcpu-${Object.values(slot.props).join("-")}`;
 }
 
 /** Brings the vCPU count to `target`; returns the new count. `state.cpus` follows each step. */
@@ -76,7 +105,7 @@ export async function resizeVcpus(
     while (current < target) {
       const slot = free.shift();
       if (!slot) throw limitError(`no free CPU slot left at ${current} vCPUs`);
-      const id = `vcpu-${Object.values(slot.props).join("-")}`;
+      const id = cpuId(slot);
       await qmp.execute("device_add", { driver: slot.type, id, ...slot.props });
       state.cpus.push(id);
       current++;
@@ -84,7 +113,7 @@ export async function resizeVcpus(
   }
   while (current > target) {
     const id = state.cpus[state.cpus.length - 1]!;
-    await unplug(qmp, id, `vCPU ${id}`);
+    await unplug(qmp, id, `vCPU ${id}`, () => cpuGone(qmp, id));
     state.cpus.pop();
     current--;
   }
@@ -157,7 +186,7 @@ export async function resizeMemory(
     );
   }
   for (const id of plan) {
-    await unplug(qmp, id, `memory ${id}`);
+    await unplug(qmp, id, `memory ${id}`, () => dimmGone(qmp, id));
     await qmp.execute("object-del", { id: `mem-${id}` });
     state.dimms = state.dimms.filter((d) => d.id !== id);
   }
