@@ -4,7 +4,7 @@ import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
 import { registerImage } from "./commands/image.js";
-import { registerResourceCommands } from "./commands/resources.js";
+import { registerResourceCommands, registerStatsCommand } from "./commands/resources.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
@@ -52,6 +52,7 @@ export function buildProgram(
   registerImage(program, run);
   registerSandboxCommands(program, run);
   registerResourceCommands(program, run);
+  registerStatsCommand(program, run);
   addGlobalOptions(program);
   return program;
 }

@@ -17,6 +17,7 @@ import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } fro
 import { ProcessHandle } from "./process.js";
 import { prepareHostCgroups } from "./resources/hooks.js";
 import { SandboxCgroups } from "./resources/host-cgroups.js";
+import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
@@ -771,6 +772,19 @@ export class Sandbox extends EventEmitter {
         await this.persist();
       }
     });
+  }
+
+  /** One sample of the sandbox's figures (host cgroups, guest, containers); see statsRow. */
+  async stats(): Promise<SandboxStats> {
+    await this.refresh();
+    const live = this.doc.state === "running" || this.doc.state === "ready";
+    const running = this.doc.containers.filter((c) => c.state === "running").map((c) => c.config.id);
+    return sampleStats(
+      this.id,
+      live ? await this.agent() : undefined,
+      await SandboxCgroups.load(this.ctx.store, this.id),
+      running,
+    );
   }
 
   /** Lets go of this process's connections; the sandbox keeps running. */

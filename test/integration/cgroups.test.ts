@@ -4,6 +4,7 @@ import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { cgroupPlanSchema, type CgroupPlan } from "../../src/host/cgroups/plan.js";
 import { Runtime } from "../../src/sandbox/runtime.js";
+import { statsRow } from "../../src/sandbox/resources/stats.js";
 import type { Sandbox } from "../../src/sandbox/sandbox.js";
 import { ASSETS_DIR, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
 import { busyboxRootfs } from "../helpers/rootfs.js";
@@ -111,5 +112,35 @@ describe("host cgroups of a QEMU sandbox (real VM, TCG)", () => {
     expect(tasks).toContain(qemu);
     await sb.delete({ force: true });
     for (const dir of p.dirs) expect(existsSync(dir), dir).toBe(false);
+  });
+
+  it("stats: a CPU loop shows near one CPU busy, memory allocated in the guest shows on both sides", async () => {
+    const runtime = await runtimeWith("");
+    const sb = await runtime.createSandbox({
+      cpus: 1,
+      memoryMB: 512,
+      process: { args: ["sh", "-c", "while :; do :; done"] },
+    });
+    sandboxes.push(sb);
+    await sb.start();
+    const a = await sb.stats();
+    await new Promise((r) => setTimeout(r, 3_000));
+    const b = await sb.stats();
+    const busy = statsRow(a, b);
+    expect(busy.guestCpus).toBe(1);
+    expect(busy.guestCpuPercent).toBeGreaterThan(70);
+    expect(busy.guestCpuPercent).toBeLessThanOrEqual(105);
+    expect(busy.hostCpuPercent).toBeGreaterThan(50);
+    expect(busy.hostMemoryLimitBytes).toBe((512 + 512) * 2 ** 20);
+    expect(busy.pids).toBeGreaterThan(1);
+
+    const fill = await sb.exec({
+      process: { args: ["dd", "if=/dev/zero", "of=/tmp/fill", "bs=1M", "count=200"] },
+    });
+    expect((await fill.output()).exit).toEqual({ exitCode: 0 });
+    const c = await sb.stats();
+    const filled = statsRow(b, c);
+    expect(filled.guestMemoryBytes! - busy.guestMemoryBytes!).toBeGreaterThan(150 * 2 ** 20);
+    expect(filled.hostMemoryBytes! - busy.hostMemoryBytes!).toBeGreaterThan(100 * 2 ** 20);
   });
 });

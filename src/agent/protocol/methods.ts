@@ -262,6 +262,17 @@ export const METHODS = {
       failures: z.array(z.string()),
     }),
   },
+  /** The guest's own view for `stats`: CPU time over all CPUs, memory, tasks. */
+  "resources.usage": {
+    params: empty,
+    result: z.object({
+      onlineCpus: z.number(),
+      cpuUsageUsec: z.number(),
+      memTotalBytes: z.number(),
+      memAvailableBytes: z.number(),
+      tasks: z.number(),
+    }),
+  },
 } as const;
 
 export type MethodName = keyof typeof METHODS;

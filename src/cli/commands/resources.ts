@@ -1,7 +1,10 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
 import { ConfigError } from "../../errors.js";
 import { Runtime } from "../../sandbox/runtime.js";
+import { statsRow, type StatsRow } from "../../sandbox/resources/stats.js";
 import type { Runner } from "../main.js";
+import { table } from "../output.js";
 import { parseMemory } from "./sandbox.js";
 import type { CreateSandboxOptions } from "../../sandbox/runtime.js";
 import { CPU_LIST } from "../../sandbox/resources/settings.js";
@@ -88,4 +91,87 @@ function parsePositive(flag: string, value: string): number {
   if (!Number.isInteger(n) || n < 1)
     throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid ${flag} "${value}": a positive integer`);
   return n;
+}
+
+function size(bytes: number | undefined): string {
+  if (bytes === undefined) return "-";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = bytes;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)}${units[i]}`;
+}
+
+const percent = (v: number | undefined): string => (v === undefined ? "-" : `${v.toFixed(1)}%`);
+
+function statsTable(rows: StatsRow[]): string {
+  return table(
+    [
+      "SANDBOX",
+      "CPU % (HOST)",
+      "CPU % (GUEST)",
+      "GUEST MEM / TOTAL",
+      "HOST MEM / LIMIT",
+      "BLOCK I/O",
+      "PIDS",
+    ],
+    rows.map((r) => [
+      r.id,
+      percent(r.hostCpuPercent),
+      percent(r.guestCpuPercent),
+      `${size(r.guestMemoryBytes)} / ${size(r.guestMemoryTotalBytes)}`,
+      `${size(r.hostMemoryBytes)} / ${size(r.hostMemoryLimitBytes)}`,
+      `${size(r.blockReadBytes)} / ${size(r.blockWriteBytes)}`,
+      r.pids === undefined ? "-" : String(r.pids),
+    ]),
+  );
+}
+
+/** `cocoon stats`: docker's verb; CPU % needs two samples, taken `intervalMs` apart. */
+export function registerStatsCommand(program: Command, run: Runner): void {
+  program
+    .command("stats")
+    .description(
+      "show CPU, memory, block I/O and tasks of running sandboxes, from the host's and the guest's cgroups",
+    )
+    .argument("[id...]", "sandbox ids (default: every running sandbox)")
+    .option("--no-stream", "print one sample and exit")
+    .option("--interval <ms>", "time between samples", "1000")
+    .addHelpText(
+      "after",
+      "\nCPU %: 100% is one CPU (host: the VMM's threads; guest: busy time over its CPUs).\nNetwork I/O is not shown: QEMU sandboxes have no network yet.",
+    )
+    .action((ids: string[], o: { stream: boolean; interval: string }) =>
+      run(async (ctx) => {
+        const intervalMs = Number(o.interval);
+        if (!Number.isInteger(intervalMs) || intervalMs < 100)
+          throw new ConfigError(
+            "ERR_INVALID_ARGUMENT",
+            `invalid --interval "${o.interval}": at least 100 (ms)`,
+          );
+        const runtime = Runtime.fromConfig(ctx.loaded, ctx.logger);
+        const wanted = ids.length
+          ? ids
+          : (await runtime.listSandboxes()).filter((s) => s.state === "running").map((s) => s.id);
+        const sandboxes = [];
+        for (const id of wanted) sandboxes.push(await runtime.loadSandbox(id));
+        try {
+          let previous = await Promise.all(sandboxes.map((s) => s.stats()));
+          for (;;) {
+            await sleep(intervalMs);
+            const next = await Promise.all(sandboxes.map((s) => s.stats()));
+            const rows = next.map((b, i) => statsRow(previous[i]!, b));
+            previous = next;
+            if (ctx.json) ctx.io.out(JSON.stringify(rows, null, o.stream ? undefined : 2));
+            else ctx.io.out(statsTable(rows));
+            if (!o.stream) return 0;
+          }
+        } finally {
+          for (const s of sandboxes) await s.release();
+        }
+      }),
+    );
 }

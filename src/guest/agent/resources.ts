@@ -50,9 +50,17 @@ export function countCpuList(list: string): number {
   return n;
 }
 
-async function memTotalBytes(): Promise<number> {
-  const meminfo = (await readTrim("/proc/meminfo")) ?? "";
-  return Number(/^MemTotal:\s+(\d+) kB/m.exec(meminfo)?.[1] ?? 0) * 1024;
+async function meminfo(key: string): Promise<number> {
+  const text = (await readTrim("/proc/meminfo")) ?? "";
+  return Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+}
+const memTotalBytes = (): Promise<number> => meminfo("MemTotal");
+
+/** Busy CPU time (everything but idle and iowait) from the first line of /proc/stat, in µs. */
+export function busyUsec(procStat: string, ticksPerSecond = 100): number {
+  const f = (procStat.split("\n")[0] ?? "").trim().split(/\s+/).slice(1).map(Number);
+  const busy = f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0);
+  return Math.round((busy * 1e6) / ticksPerSecond);
 }
 
 /** Resource control: the agent's side of a live resize. */
@@ -75,4 +83,11 @@ export const resourceHandlers: Handlers = {
       failures,
     };
   },
+  "resources.usage": async () => ({
+    onlineCpus: countCpuList((await readTrim(path.join(CPU_DIR, "online"))) ?? "0"),
+    cpuUsageUsec: busyUsec((await readTrim("/proc/stat")) ?? ""),
+    memTotalBytes: await memTotalBytes(),
+    memAvailableBytes: await meminfo("MemAvailable"),
+    tasks: (await readdir("/proc")).filter((e) => /^\d+$/.test(e)).length,
+  }),
 };
