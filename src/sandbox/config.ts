@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SandboxError } from "../errors.js";
 import type { HypervisorConfig } from "../hypervisor/config.js";
 import { HYPERVISOR_TYPES, type HypervisorType } from "../hypervisor/types.js";
+import { containerResourcesSchema } from "../agent/protocol/resources.js";
 import { cgroupSettingsSchema } from "./resources/settings.js";
 
 /** What runs: the program, its environment and terminal. */
@@ -36,6 +37,8 @@ export const containerConfigSchema = z.object({
   hostname: z.string().min(1).max(64).optional(),
   readonlyRootfs: z.boolean().default(false),
   annotations: z.record(z.string(), z.string()).default({}),
+  /** Resource control: the container's limits in the guest (runc cgroups). */
+  resources: containerResourcesSchema.optional(),
 });
 export type ContainerConfig = z.input<typeof containerConfigSchema>;
 export type ParsedContainerConfig = z.output<typeof containerConfigSchema>;

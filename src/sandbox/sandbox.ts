@@ -251,6 +251,7 @@ export class Sandbox extends EventEmitter {
           ...(proc.cols ? { cols: proc.cols } : {}),
         },
         readonlyRootfs: c.readonlyRootfs,
+        ...(c.resources ? { resources: c.resources } : {}),
       });
     }
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;

@@ -37,7 +37,9 @@ const containerStateSchema = z.object({
     /** Block device id when attached as a disk. */
     blockId: z.string().optional(),
   }),
-  exit: z.object({ exitCode: z.number(), signal: z.string().optional() }).optional(),
+  exit: z
+    .object({ exitCode: z.number(), signal: z.string().optional(), oomKilled: z.boolean().optional() })
+    .optional(),
 });
 export type ContainerState = z.infer<typeof containerStateSchema>;
 

@@ -143,4 +143,25 @@ describe("host cgroups of a QEMU sandbox (real VM, TCG)", () => {
     expect(filled.guestMemoryBytes! - busy.guestMemoryBytes!).toBeGreaterThan(150 * 2 ** 20);
     expect(filled.hostMemoryBytes! - busy.hostMemoryBytes!).toBeGreaterThan(100 * 2 ** 20);
   });
+
+  it("a container over its 64 MiB limit in the guest is OOM-killed: exit 137, status says OOM", async () => {
+    const runtime = await runtimeWith("");
+    const sb = await runtime.createSandbox({
+      memoryMB: 512,
+      containers: [
+        {
+          id: "hog",
+          rootfs: { type: "dir", path: rootfsDir },
+          // tail keeps the last "line" of an endless stream without newlines: it only grows
+          process: { args: ["tail", "/dev/zero"] },
+          resources: { memoryBytes: 64 * 2 ** 20, pidsLimit: 32 },
+        },
+      ],
+    });
+    sandboxes.push(sb);
+    await sb.start();
+    expect(await sb.wait()).toEqual({ exitCode: 137, signal: "SIGKILL", oomKilled: true });
+    const status = await sb.status();
+    expect(status.containers[0]).toMatchObject({ id: "hog", exit: { exitCode: 137, oomKilled: true } });
+  });
 });

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { containerResourcesSchema } from "./resources.js";
 
 /**
  * The agent's methods: name → params and result schemas. Both sides validate with these, so
@@ -61,6 +62,8 @@ export const exitSchema = z.object({
   exitCode: z.number().int(),
   /** Set when a signal ended the process (exitCode is then 128 + its number). */
   signal: z.string().optional(),
+  /** Resource control: the guest kernel's OOM killer ended it (its memory limit was hit). */
+  oomKilled: z.boolean().optional(),
 });
 export type ProcessExit = z.infer<typeof exitSchema>;
 
@@ -158,6 +161,8 @@ export const METHODS = {
         /** Copy-on-write over the rootfs (writes stay in the guest); false writes through. */
         overlay: z.boolean().default(true),
         readonlyRootfs: z.boolean().default(false),
+        /** Resource control: the container's cgroup limits in the guest. */
+        resources: containerResourcesSchema.optional(),
       })
       .strict(),
     result: containerInfoSchema,

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Command } from "commander";
+import type { ContainerResources } from "../../agent/protocol/resources.js";
 import { ConfigError } from "../../errors.js";
 import { Runtime } from "../../sandbox/runtime.js";
 import { statsRow, type StatsRow } from "../../sandbox/resources/stats.js";
@@ -14,6 +15,39 @@ export interface HostLimitFlags {
   cpusetCpus?: string;
   pidsLimit?: string;
   cpuShares?: string;
+  /** The container's limits in the guest. */
+  limitMemory?: string;
+  limitCpus?: string;
+  limitPids?: string;
+}
+
+/** `--limit-memory/--limit-cpus/--limit-pids` → the container's OCI resources. */
+export function containerLimitOptions(o: HostLimitFlags): { resources?: ContainerResources } {
+  const r: ContainerResources = {};
+  if (o.limitMemory !== undefined) {
+    const m = /^(\d+)([kKmMgG]?)(i?[bB])?$/.exec(o.limitMemory.trim());
+    const unit = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 }[
+      (m?.[2] ?? "").toLowerCase() as "" | "k" | "m" | "g"
+    ];
+    const bytes = m ? Number(m[1]) * unit : NaN;
+    if (!(bytes >= 4 * 2 ** 20))
+      throw new ConfigError(
+        "ERR_INVALID_ARGUMENT",
+        `invalid --limit-memory "${o.limitMemory}": a size of at least 4M, e.g. 64M`,
+      );
+    r.memoryBytes = bytes;
+  }
+  if (o.limitCpus !== undefined) {
+    const n = Number(o.limitCpus);
+    if (!(n > 0 && n <= 1024))
+      throw new ConfigError(
+        "ERR_INVALID_ARGUMENT",
+        `invalid --limit-cpus "${o.limitCpus}": a positive number such as 0.5`,
+      );
+    r.cpus = n;
+  }
+  if (o.limitPids !== undefined) r.pidsLimit = parsePositive("--limit-pids", o.limitPids);
+  return Object.keys(r).length ? { resources: r } : {};
 }
 
 export function hostLimitOptions(

@@ -11,7 +11,7 @@ import { attachToTerminal, windowSize } from "../attach.js";
 import type { CliContext } from "../context.js";
 import type { Runner } from "../main.js";
 import { reportError, table } from "../output.js";
-import { hostLimitOptions, type HostLimitFlags } from "./resources.js";
+import { containerLimitOptions, hostLimitOptions, type HostLimitFlags } from "./resources.js";
 
 interface WorkloadOptions extends HostLimitFlags {
   hypervisor?: string;
@@ -116,7 +116,12 @@ async function createOptions(cmd: string[], o: WorkloadOptions): Promise<CreateS
     ...hostLimitOptions(o),
   };
   if (o.rootfs) {
-    return { ...base, containers: [{ id: "main", rootfs: await rootfsSource(o.rootfs), process: proc }] };
+    return {
+      ...base,
+      containers: [
+        { id: "main", rootfs: await rootfsSource(o.rootfs), process: proc, ...containerLimitOptions(o) },
+      ],
+    };
   }
   return { ...base, process: proc };
 }
@@ -126,10 +131,12 @@ function workloadOptions(cmd: Command): Command {
     .option("--hypervisor <type>", "qemu, firecracker, acrn or mock (default: the configuration's)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <size>", "guest memory in MiB, or with a unit: 512M, 2G")
-    // Resource control: host cgroup limits of the VMM (docs/resources.md)
     .option("--cpuset-cpus <list>", "host CPUs the vCPU threads may run on, e.g. 0-1")
     .option("--pids-limit <n>", "most host tasks (threads) the VMM and its helpers may have")
     .option("--cpu-shares <n>", "relative host CPU weight of the vCPUs (1024 = normal)")
+    .option("--limit-memory <size>", "memory limit of the container in the guest (with --rootfs): 64M, 1G")
+    .option("--limit-cpus <n>", "CPU limit of the container in the guest (with --rootfs): 0.5, 2")
+    .option("--limit-pids <n>", "most processes the container may have (with --rootfs)")
     .option(
       "--rootfs <dir|tar>",
       "run the command in a container with this root filesystem (else directly in the guest)",

@@ -1,3 +1,4 @@
+import { oomNote } from "./oom.js";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { z } from "zod";
@@ -106,6 +107,7 @@ export class ContainerTable {
           hostname: path.join(bundle, "hostname"),
           resolvConf: this.resolvConf(),
         },
+        ...(p.resources ? { resources: p.resources } : {}),
       });
       await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
       const c: Container = {
@@ -154,6 +156,7 @@ export class ContainerTable {
       cols: c.process.cols,
       wrapped: true,
       openStdin: stdio.stdin !== undefined || c.process.terminal,
+      exitNote: (exit) => oomNote(id, exit),
     });
     proc.bind(conn, stdio);
     c.state = "running";

@@ -4,6 +4,8 @@
  * usual /proc, /dev, /sys mounts, Docker's default capabilities, masked /proc paths.
  */
 
+import { ociResources, type ContainerResources } from "../../agent/protocol/resources.js";
+
 export interface ContainerSpecInput {
   containerId: string;
   rootfs: string;
@@ -16,6 +18,8 @@ export interface ContainerSpecInput {
   gid: number;
   /** Files in the guest bind-mounted over /etc/hosts, /etc/hostname, /etc/resolv.conf. */
   etcFiles: { hosts: string; hostname: string; resolvConf?: string };
+  /** Resource control: cgroup limits (memory, CPU, pids). */
+  resources?: ContainerResources;
 }
 
 const DEFAULT_CAPS = [
@@ -103,7 +107,7 @@ export function ociSpec(input: ContainerSpecInput): Record<string, unknown> {
     linux: {
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
       cgroupsPath: `/cocoon/${input.containerId}`,
-      resources: { devices: [{ allow: false, access: "rwm" }] },
+      resources: { devices: [{ allow: false, access: "rwm" }], ...ociResources(input.resources) },
       maskedPaths: [
         "/proc/acpi",
         "/proc/asound",

@@ -19,6 +19,8 @@ export interface Stdio {
 }
 
 export interface LaunchSpec {
+  /** Resource control: extra facts about an exit, looked up before it is reported. */
+  exitNote?: (exit: ProcessExit) => Promise<Partial<ProcessExit> | undefined>;
   execId: string;
   containerId?: string;
   /** What the user asked to run (for listings). */
@@ -77,9 +79,10 @@ export class GuestProcess {
     const exited = new Promise<ProcessExit>((resolve) => {
       child.once("exit", (code, signal) => resolve(decodeExit(code, signal, spec.wrapped)));
     });
-    this.done = Promise.all([exited, this.stdout.ended, this.stderr?.ended]).then(([exit]) => {
-      this.exit = exit;
-      return exit;
+    this.done = Promise.all([exited, this.stdout.ended, this.stderr?.ended]).then(async ([exit]) => {
+      // Resource control: a container's exit learns whether the OOM killer caused it.
+      this.exit = { ...exit, ...(await spec.exitNote?.(exit).catch(() => undefined)) };
+      return this.exit;
     });
   }
 
