@@ -1,11 +1,13 @@
 /** `npm run bench`: every benchmark suite, results printed and written as JSON to bench/results/. */
 import { runBootBench } from "./boot.js";
+import { runResourceBench } from "./resources.js";
 import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
 
 const suites: [string, () => Promise<Comparison[]>][] = [
   ["boot", runBootBench],
   ["workload", runWorkloadBench],
+  ["resources", async () => (await runResourceBench()).results],
 ];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {

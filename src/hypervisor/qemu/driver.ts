@@ -68,6 +68,7 @@ const driverStateSchema = z.object({
   paused: z.boolean(),
   // Resource control: what live resize plugged in (resize.ts)
   cpus: z.array(z.string()).default([]),
+  cpuUnplugged: z.boolean().default(false),
   dimms: z.array(z.object({ id: z.string(), sizeMiB: z.number() })).default([]),
   sharedMemory: z.boolean().default(false),
 });
@@ -180,6 +181,7 @@ export class QemuHypervisor implements Hypervisor {
       paused: false,
       virtiofsd: [],
       cpus: [],
+      cpuUnplugged: false,
       dimms: [],
       sharedMemory: false,
     };

@@ -11,6 +11,8 @@ import type { HypervisorConfig } from "../config.js";
  */
 export interface HotplugState {
   cpus: string[];
+  /** A vCPU was unplugged: QEMU 7.2 (TCG) segfaults on the next vCPU hotplug, so none follows. */
+  cpuUnplugged: boolean;
   dimms: { id: string; sizeMiB: number }[];
   sharedMemory: boolean;
 }
@@ -65,7 +67,7 @@ async function unplug(qmp: QmpClient, id: string, what: string, gone: () => Prom
 
 async function cpuGone(qmp: QmpClient, id: string): Promise<boolean> {
   const cpus = (await qmp.execute("query-hotpluggable-cpus")) as HotpluggableCpu[];
-  return !cpus.some((c) => c["qom-path"] && id === cpuId(c));
+  return !cpus.some((c) => c["qom-path"] === `/machine/peripheral/${id}`);
 }
 
 async function dimmGone(qmp: QmpClient, id: string): Promise<boolean> {
@@ -73,8 +75,9 @@ async function dimmGone(qmp: QmpClient, id: string): Promise<boolean> {
   return !devices.some((d) => d.data?.id === id);
 }
 
-function cpuId(slot: HotpluggableCpu): string {
-  return `vcpu-${Object.values(slot.props).join("-")}`;
+/** A device id never used before in this VM: QEMU keeps some state of unplugged CPUs by id. */
+function cpuId(slot: HotpluggableCpu, used: string[]): string {
+  return `vcpu-${Object.values(slot.props).join("-")}-${Date.now().toString(36)}${used.length}`;
 }
 
 /** Brings the vCPU count to `target`; returns the new count. `state.cpus` follows each step. */
@@ -98,6 +101,13 @@ export async function resizeVcpus(
     );
   }
   let current = bootVcpus + state.cpus.length;
+  if (target > current && state.cpuUnplugged) {
+    throw new HypervisorError(
+      "ERR_NOT_SUPPORTED",
+      `cannot grow to ${target} vCPUs: a vCPU was unplugged from this VM, and QEMU 7.2 crashes when a vCPU is hot-plugged after that`,
+      { hint: "create a new sandbox with the vCPUs it needs" },
+    );
+  }
   if (target > current) {
     const free = ((await qmp.execute("query-hotpluggable-cpus")) as HotpluggableCpu[])
       .filter((c) => !c["qom-path"])
@@ -105,7 +115,7 @@ export async function resizeVcpus(
     while (current < target) {
       const slot = free.shift();
       if (!slot) throw limitError(`no free CPU slot left at ${current} vCPUs`);
-      const id = cpuId(slot);
+      const id = cpuId(slot, state.cpus);
       await qmp.execute("device_add", { driver: slot.type, id, ...slot.props });
       state.cpus.push(id);
       current++;
@@ -113,6 +123,7 @@ export async function resizeVcpus(
   }
   while (current > target) {
     const id = state.cpus[state.cpus.length - 1]!;
+    state.cpuUnplugged = true;
     await unplug(qmp, id, `vCPU ${id}`, () => cpuGone(qmp, id));
     state.cpus.pop();
     current--;
