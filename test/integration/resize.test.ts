@@ -73,10 +73,7 @@ describe("live resize on q35 (real VM)", () => {
 
     // QEMU 7.2 segfaults hot-plugging a vCPU after an unplug: refused, the VM keeps running
     await expect(sb.update({ cpus: 2 })).rejects.toMatchObject({ code: "ERR_NOT_SUPPORTED" });
-    // memory comes and goes again
-    await sb.update({ memoryMB: 768 });
-    expect(await memTotalMiB(sb)).toBeGreaterThanOrEqual(bootMiB + 200);
-    await sb.update({ memoryMB: 512 });
+    await expect(sb.update({ memoryMB: 768 })).rejects.toMatchObject({ code: "ERR_NOT_SUPPORTED" });
     expect(await guest(sb, "nproc")).toBe("1");
   });
 });

@@ -69,6 +69,7 @@ const driverStateSchema = z.object({
   // Resource control: what live resize plugged in (resize.ts)
   cpus: z.array(z.string()).default([]),
   cpuUnplugged: z.boolean().default(false),
+  memoryUnplugged: z.boolean().default(false),
   dimms: z.array(z.object({ id: z.string(), sizeMiB: z.number() })).default([]),
   sharedMemory: z.boolean().default(false),
 });
@@ -182,6 +183,7 @@ export class QemuHypervisor implements Hypervisor {
       virtiofsd: [],
       cpus: [],
       cpuUnplugged: false,
+      memoryUnplugged: false,
       dimms: [],
       sharedMemory: false,
     };

@@ -13,6 +13,8 @@ export interface HotplugState {
   cpus: string[];
   /** A vCPU was unplugged: QEMU 7.2 (TCG) segfaults on the next vCPU hotplug, so none follows. */
   cpuUnplugged: boolean;
+  /** Same for memory: a DIMM plugged after an unplug crashed QEMU 7.2 (TCG) in our runs. */
+  memoryUnplugged?: boolean;
   dimms: { id: string; sizeMiB: number }[];
   sharedMemory: boolean;
 }
@@ -152,6 +154,13 @@ export async function resizeMemory(
       `cannot shrink below the ${boot} MiB the VM booted with: only hot-plugged memory can be removed`,
     );
   }
+  if (targetMiB > current && state.memoryUnplugged) {
+    throw new HypervisorError(
+      "ERR_NOT_SUPPORTED",
+      `cannot grow to ${targetMiB} MiB: memory was unplugged from this VM, and QEMU 7.2 crashes when memory is hot-plugged after that`,
+      { hint: "create a new sandbox with the memory it needs" },
+    );
+  }
   if (targetMiB > current) {
     const delta = targetMiB - current;
     if (delta % blockSizeMiB !== 0) {
@@ -197,6 +206,7 @@ export async function resizeMemory(
     );
   }
   for (const id of plan) {
+    state.memoryUnplugged = true;
     await unplug(qmp, id, `memory ${id}`, () => dimmGone(qmp, id));
     await qmp.execute("object-del", { id: `mem-${id}` });
     state.dimms = state.dimms.filter((d) => d.id !== id);
