@@ -15,7 +15,6 @@ import { busyboxRootfs } from "../test/helpers/rootfs.js";
 import { compare, round, stats, type Comparison } from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const MiB = 2 ** 20;
 
 async function pssMiB(pid: number): Promise<number> {
   const text = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
