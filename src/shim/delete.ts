@@ -15,10 +15,14 @@ export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   const logger = pino({ level: flags.debug ? "debug" : "warn" }, pino.destination(2));
   const bundle = flags.bundle || process.cwd();
   try {
-    if (await destroyLeftover(flags.namespace, flags.id, logger)) logger.warn({ id: flags.id }, "removed a sandbox a shim left behind");
+    if (await destroyLeftover(flags.namespace, flags.id, logger))
+      logger.warn({ id: flags.id }, "removed a sandbox a shim left behind");
   } catch (err) {
     logger.error({ err }, "removing the leftover sandbox failed");
   }
   await unmountRootfs(bundle).catch((err: unknown) => logger.error({ err }, "unmounting the rootfs failed"));
-  return toBinary(DeleteResponseSchema, create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }));
+  return toBinary(
+    DeleteResponseSchema,
+    create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }),
+  );
 }

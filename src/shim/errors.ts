@@ -19,6 +19,7 @@ const BY_COCOON_CODE: Record<string, number> = {
 
 export function toStatus(err: unknown): { code: number; message: string } {
   if (err instanceof TtrpcError) return { code: err.code, message: err.message };
-  if (err instanceof CocoonError) return { code: BY_COCOON_CODE[err.code] ?? Code.unknown, message: `${err.code}: ${err.message}` };
+  if (err instanceof CocoonError)
+    return { code: BY_COCOON_CODE[err.code] ?? Code.unknown, message: `${err.code}: ${err.message}` };
   return { code: Code.unknown, message: err instanceof Error ? err.message : String(err) };
 }

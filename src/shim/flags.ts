@@ -41,8 +41,9 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
   const rec = flags as unknown as Record<string, string | boolean | undefined>;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    if (!arg.startsWith("-") || arg === "-" ) {
-      if (flags.command !== undefined) throw new TtrpcError(Code.invalidArgument, `unexpected argument ${arg}`);
+    if (!arg.startsWith("-") || arg === "-") {
+      if (flags.command !== undefined)
+        throw new TtrpcError(Code.invalidArgument, `unexpected argument ${arg}`);
       flags.command = arg;
       continue;
     }
@@ -58,7 +59,8 @@ export function parseFlags(argv: readonly string[]): ShimFlags {
     } else {
       // Newer containerd versions may add flags: ignore unknown ones like Go shims' compat layer does not,
       // but refusing would make the runtime unusable — so skip it (and its value if it has one).
-      if (eq < 0 && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("-") && !isCommand(argv[i + 1]!)) i++;
+      if (eq < 0 && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith("-") && !isCommand(argv[i + 1]!))
+        i++;
     }
   }
   return flags;

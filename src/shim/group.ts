@@ -5,7 +5,11 @@ import path from "node:path";
 export const SOCKET_DIR = process.env["COCOON_SHIM_SOCKET_DIR"] ?? "/run/cocoon/s";
 
 /** Annotation keys naming a container's pod, in Kata's order (containerd CRI, CRI-O, dockershim). */
-const SANDBOX_ID_KEYS = ["io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID", "io.kubernetes.sandbox.id"];
+const SANDBOX_ID_KEYS = [
+  "io.kubernetes.cri.sandbox-id",
+  "io.kubernetes.cri-o.SandboxID",
+  "io.kubernetes.sandbox.id",
+];
 const CONTAINER_TYPE_KEYS: [string, string][] = [
   ["io.kubernetes.cri.container-type", "container"],
   ["io.kubernetes.cri-o.ContainerType", "container"],
@@ -25,6 +29,8 @@ export function groupIdFor(taskId: string, annotations: Record<string, string>):
 
 /** containerd's convention: a hash of (containerd address, namespace, group). */
 export function socketPathFor(address: string, namespace: string, groupId: string): string {
-  const hash = createHash("sha256").update(path.posix.join(address, namespace, groupId)).digest("hex");
+  const hash = createHash("sha256")
+    .update(path.posix.join(address, namespace, groupId))
+    .digest("hex");
   return path.join(SOCKET_DIR, hash);
 }

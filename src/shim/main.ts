@@ -55,5 +55,3 @@ export async function main(argv: readonly string[], entry: string): Promise<numb
     return 1;
   }
 }
-
-

@@ -37,7 +37,10 @@ export class ShimProcess {
     this.status = Status.RUNNING;
     const drained = this.io.pump(guest);
     void Promise.all([guest.wait(), drained])
-      .then(([exit]) => exit.exitCode, () => 255)
+      .then(
+        ([exit]) => exit.exitCode,
+        () => 255,
+      )
       .then(async (code) => {
         this.finish(code);
         await onExit(this).catch(() => undefined);

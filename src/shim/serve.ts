@@ -15,8 +15,17 @@ const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
 /** Logs go to the bundle's `log` FIFO, which containerd copies to its own log. */
 function shimLogger(flags: ShimFlags): Logger {
   const file = path.join(process.cwd(), "log");
-  const dest = existsSync(file) ? pino.destination({ dest: file, sync: true }) : pino.destination({ dest: "/dev/null" });
-  return pino({ level: flags.debug ? "debug" : "info", base: { id: flags.id, pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  const dest = existsSync(file)
+    ? pino.destination({ dest: file, sync: true })
+    : pino.destination({ dest: "/dev/null" });
+  return pino(
+    {
+      level: flags.debug ? "debug" : "info",
+      base: { id: flags.id, pid: process.pid },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    dest,
+  );
 }
 
 /** The long-lived shim: a ttrpc server owning the task's sandbox; exits after Shutdown when idle. */

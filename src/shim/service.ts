@@ -12,7 +12,6 @@ import { ProcessIo } from "./stdio.js";
 import { Code, TtrpcError } from "./ttrpc/status.js";
 import type { ShimVm, VmRequest } from "./vm.js";
 
-
 /** One containerd task (container) served by this shim, and its processes. */
 interface Task {
   id: string;
@@ -82,7 +81,13 @@ export class TaskService {
         this.deps.logger,
       );
       const init = new ShimProcess("", stdio, io);
-      this.tasks.set(req.id, { id: req.id, bundle: req.bundle, vm, mountedRootfs: mounted, procs: new Map([["", init]]) });
+      this.tasks.set(req.id, {
+        id: req.id,
+        bundle: req.bundle,
+        vm,
+        mountedRootfs: mounted,
+        procs: new Map([["", init]]),
+      });
       void this.deps.events.publish("/tasks/create", ev.TaskCreateSchema, {
         containerId: req.id,
         bundle: req.bundle,
@@ -101,19 +106,29 @@ export class TaskService {
 
   async start(req: shim.StartRequest): Promise<{ pid: number }> {
     const { t, p } = this.proc(req.id, req.execId);
-    if (p.status !== Status.CREATED) throw new TtrpcError(Code.failedPrecondition, `process ${req.execId || req.id} was already started`);
+    if (p.status !== Status.CREATED)
+      throw new TtrpcError(Code.failedPrecondition, `process ${req.execId || req.id} was already started`);
     const attach = { stdin: p.io.hasStdin, ...(p.stdio.terminal ? { rows: 24, cols: 80 } : {}) };
     let guest;
     try {
-      guest = p.execId === "" ? await t.vm.startMain(attach) : await t.vm.exec(p.execId, this.execSpecs.get(key(t.id, p.execId))!, attach);
+      guest =
+        p.execId === ""
+          ? await t.vm.startMain(attach)
+          : await t.vm.exec(p.execId, this.execSpecs.get(key(t.id, p.execId))!, attach);
     } catch (err) {
       await p.abandon(255);
       throw err;
     }
     // Exit handling is attached before anything else is awaited, and TaskStart is queued first,
     // so a fast exit can never overtake the start event.
-    if (p.execId === "") void this.deps.events.publish("/tasks/start", ev.TaskStartSchema, { containerId: t.id, pid: t.vm.pid });
-    else void this.deps.events.publish("/tasks/exec-started", ev.TaskExecStartedSchema, { containerId: t.id, execId: p.execId, pid: t.vm.pid });
+    if (p.execId === "")
+      void this.deps.events.publish("/tasks/start", ev.TaskStartSchema, { containerId: t.id, pid: t.vm.pid });
+    else
+      void this.deps.events.publish("/tasks/exec-started", ev.TaskExecStartedSchema, {
+        containerId: t.id,
+        execId: p.execId,
+        pid: t.vm.pid,
+      });
     p.follow(guest, (done) =>
       this.deps.events.publish("/tasks/exit", ev.TaskExitSchema, {
         containerId: t.id,
@@ -131,13 +146,17 @@ export class TaskService {
   async exec(req: shim.ExecProcessRequest): Promise<void> {
     const t = this.task(req.id);
     if (!req.execId) throw new TtrpcError(Code.invalidArgument, "exec needs an exec id");
-    if (t.procs.has(req.execId)) throw new TtrpcError(Code.alreadyExists, `exec ${req.execId} already exists`);
+    if (t.procs.has(req.execId))
+      throw new TtrpcError(Code.alreadyExists, `exec ${req.execId} already exists`);
     const spec = parseExecSpec(req.spec?.value);
     const stdio = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
     const io = await ProcessIo.open(stdio, req.id, this.deps.namespace);
     this.execSpecs.set(key(t.id, req.execId), { ...spec, terminal: req.terminal });
     t.procs.set(req.execId, new ShimProcess(req.execId, stdio, io));
-    void this.deps.events.publish("/tasks/exec-added", ev.TaskExecAddedSchema, { containerId: t.id, execId: req.execId });
+    void this.deps.events.publish("/tasks/exec-added", ev.TaskExecAddedSchema, {
+      containerId: t.id,
+      execId: req.execId,
+    });
   }
 
   async state(req: shim.StateRequest): Promise<Partial<shim.StateResponse>> {
@@ -165,7 +184,8 @@ export class TaskService {
 
   async kill(req: shim.KillRequest): Promise<void> {
     const { t, p } = this.proc(req.id, req.execId);
-    if (p.status === Status.STOPPED) throw new TtrpcError(Code.notFound, `process ${req.execId || req.id} already finished`);
+    if (p.status === Status.STOPPED)
+      throw new TtrpcError(Code.notFound, `process ${req.execId || req.id} already finished`);
     if (p.status === Status.CREATED) {
       await p.abandon(128 + (req.signal || 15));
       return;
@@ -186,7 +206,8 @@ export class TaskService {
       this.execSpecs.delete(key(t.id, p.execId));
       return answer;
     }
-    for (const other of t.procs.values()) if (other !== p && other.status !== Status.STOPPED) await other.abandon(137);
+    for (const other of t.procs.values())
+      if (other !== p && other.status !== Status.STOPPED) await other.abandon(137);
     try {
       await t.vm.destroy();
     } finally {
@@ -235,7 +256,10 @@ export class TaskService {
 
   async update(req: shim.UpdateTaskRequest): Promise<void> {
     this.task(req.id);
-    throw new TtrpcError(Code.failedPrecondition, "cocoon's QEMU sandboxes cannot be resized yet (no vCPU/memory hotplug)");
+    throw new TtrpcError(
+      Code.failedPrecondition,
+      "cocoon's QEMU sandboxes cannot be resized yet (no vCPU/memory hotplug)",
+    );
   }
 
   async connect(req: shim.ConnectRequest): Promise<Partial<shim.ConnectResponse>> {

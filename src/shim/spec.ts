@@ -7,7 +7,10 @@ import { TtrpcError, Code } from "./ttrpc/status.js";
 /** The parts of an OCI process the shim passes on (config.json's `process`, Exec's spec). */
 const processSchema = z.object({
   terminal: z.boolean().optional(),
-  user: z.object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() }).partial().optional(),
+  user: z
+    .object({ uid: z.number().int().nonnegative(), gid: z.number().int().nonnegative() })
+    .partial()
+    .optional(),
   args: z.array(z.string()).min(1, "the process has no args"),
   env: z.array(z.string()).optional(),
   cwd: z.string().optional(),
@@ -41,7 +44,10 @@ export function toProcessConfig(p: z.infer<typeof processSchema>): ProcessConfig
 }
 
 function invalid(what: string, err: unknown): TtrpcError {
-  const msg = err instanceof z.ZodError ? err.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ") : String(err);
+  const msg =
+    err instanceof z.ZodError
+      ? err.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")
+      : String(err);
   return new TtrpcError(Code.invalidArgument, `${what}: ${msg}`);
 }
 

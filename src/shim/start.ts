@@ -18,9 +18,15 @@ function listening(socket: string): Promise<boolean> {
 
 async function annotationsOf(bundle: string): Promise<Record<string, string>> {
   try {
-    const spec = JSON.parse(await readFile(path.join(bundle, "config.json"), "utf8")) as { annotations?: unknown };
+    const spec = JSON.parse(await readFile(path.join(bundle, "config.json"), "utf8")) as {
+      annotations?: unknown;
+    };
     const a = spec.annotations;
-    if (a && typeof a === "object") return Object.fromEntries(Object.entries(a).filter(([, v]) => typeof v === "string")) as Record<string, string>;
+    if (a && typeof a === "object")
+      return Object.fromEntries(Object.entries(a).filter(([, v]) => typeof v === "string")) as Record<
+        string,
+        string
+      >;
   } catch {
     // No readable spec: the task gets its own shim; Create reports the spec error.
   }
@@ -51,7 +57,9 @@ export async function startCommand(flags: ShimFlags, entry: string): Promise<str
   });
   await new Promise<void>((resolve, reject) => {
     child.once("message", (m) => (m === "ready" ? resolve() : reject(new Error(String(m)))));
-    child.once("exit", (code, signal) => reject(new Error(`the shim server exited during start (${signal ?? code})`)));
+    child.once("exit", (code, signal) =>
+      reject(new Error(`the shim server exited during start (${signal ?? code})`)),
+    );
   });
   child.disconnect();
   child.unref();

@@ -1,5 +1,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { constants, createReadStream, createWriteStream, openSync, type ReadStream, type WriteStream } from "node:fs";
+import {
+  constants,
+  createReadStream,
+  createWriteStream,
+  openSync,
+  type ReadStream,
+  type WriteStream,
+} from "node:fs";
 import { open } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import type { Readable, Writable } from "node:stream";
@@ -67,7 +74,10 @@ export class ProcessIo {
     ns: string,
   ): Promise<ProcessIo> {
     const stdout = await openSink(paths.stdout, id, ns);
-    const stderr = paths.stderr === paths.stdout && paths.stderr.startsWith("file://") ? stdout : await openSink(paths.stderr, id, ns);
+    const stderr =
+      paths.stderr === paths.stdout && paths.stderr.startsWith("file://")
+        ? stdout
+        : await openSink(paths.stderr, id, ns);
     // Non-blocking open: the client may open its write end only later.
     const stdin = paths.stdin
       ? createReadStream("", { fd: openSync(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK) })
@@ -93,7 +103,8 @@ export class ProcessIo {
         return;
       }
       from.pipe(to.stream, { end: false });
-      if (!from.readableEnded) await Promise.race([once(from, "end"), once(from, "close")]).catch(() => undefined);
+      if (!from.readableEnded)
+        await Promise.race([once(from, "end"), once(from, "close")]).catch(() => undefined);
       if (endSink) await to.finish();
     };
     const shared = this.stderr === this.stdout;
@@ -111,6 +122,9 @@ export class ProcessIo {
   /** Closes everything without waiting for data (delete of a process that never ran). */
   async close(): Promise<void> {
     this.stdin?.destroy();
-    await Promise.all([this.stdout?.finish(), this.stderr === this.stdout ? undefined : this.stderr?.finish()]);
+    await Promise.all([
+      this.stdout?.finish(),
+      this.stderr === this.stdout ? undefined : this.stderr?.finish(),
+    ]);
   }
 }

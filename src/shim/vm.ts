@@ -23,7 +23,11 @@ export interface ShimVm {
   /** The host pid containerd sees for every task in this VM (the VMM's, as Kata does). */
   readonly pid: number;
   startMain(attach: { stdin: boolean; rows?: number; cols?: number }): Promise<GuestProcess>;
-  exec(execId: string, process: ProcessConfig, attach: { stdin: boolean; rows?: number; cols?: number }): Promise<GuestProcess>;
+  exec(
+    execId: string,
+    process: ProcessConfig,
+    attach: { stdin: boolean; rows?: number; cols?: number },
+  ): Promise<GuestProcess>;
   signal(execId: string, signal: string, all: boolean): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;

@@ -33,7 +33,10 @@ export class PrivateContainerd {
     const dir = await mkdtemp(path.join(tmpdir(), "cocoon-ctd-"));
     const bin = path.join(dir, "bin");
     await mkdir(bin);
-    await symlink(path.join(REPO, "bin/containerd-shim-cocoon-v1.js"), path.join(bin, "containerd-shim-cocoon-v1"));
+    await symlink(
+      path.join(REPO, "bin/containerd-shim-cocoon-v1.js"),
+      path.join(bin, "containerd-shim-cocoon-v1"),
+    );
     const address = path.join(dir, "containerd.sock");
     await writeFile(
       path.join(dir, "config.toml"),
@@ -63,6 +66,11 @@ export class PrivateContainerd {
 
   log: Buffer[] = [];
 
+  /** containerd's own pid (its command line names the test directory too). */
+  get pid(): number | undefined {
+    return this.proc.pid;
+  }
+
   logText(): string {
     return Buffer.concat(this.log).toString();
   }
@@ -70,7 +78,10 @@ export class PrivateContainerd {
   /** Runs `ctr --address … args`; never throws on a non-zero exit. */
   ctr(args: string[], input?: Buffer | string): Promise<Ctr> {
     return new Promise((resolve) => {
-      const child = spawn("ctr", ["--address", this.address, ...args], { env: this.env, stdio: ["pipe", "pipe", "pipe"] });
+      const child = spawn("ctr", ["--address", this.address, ...args], {
+        env: this.env,
+        stdio: ["pipe", "pipe", "pipe"],
+      });
       const out: Buffer[] = [];
       const err: Buffer[] = [];
       child.stdout.on("data", (c: Buffer) => out.push(c));
@@ -96,7 +107,10 @@ export class PrivateContainerd {
     await new Promise((r) => (this.proc.exitCode !== null ? r(null) : this.proc.once("exit", r)));
     // containerd leaves its snapshot mounts behind when stopped: unmount them before removing.
     const { stdout } = await run("findmnt", ["-rn", "-o", "TARGET"]);
-    for (const m of stdout.split("\n").filter((t) => t.startsWith(this.dir)).reverse()) {
+    for (const m of stdout
+      .split("\n")
+      .filter((t) => t.startsWith(this.dir))
+      .reverse()) {
       await run("umount", ["-l", m]).catch(() => undefined);
     }
     await rm(this.dir, { recursive: true, force: true });
@@ -109,7 +123,9 @@ async function busyboxOciArchive(dir: string): Promise<string> {
   const layout = path.join(dir, "layout");
   const blobs = path.join(layout, "blobs/sha256");
   await mkdir(blobs, { recursive: true });
-  const layerTar = (await run("tar", ["-cf", "-", "-C", rootfs, "."], { encoding: "buffer", maxBuffer: 64 << 20 })).stdout;
+  const layerTar = (
+    await run("tar", ["-cf", "-", "-C", rootfs, "."], { encoding: "buffer", maxBuffer: 64 << 20 })
+  ).stdout;
   const put = async (data: Buffer): Promise<{ digest: string; size: number }> => {
     const hex = createHash("sha256").update(data).digest("hex");
     await writeFile(path.join(blobs, hex), data);

@@ -1,5 +1,12 @@
 import { connect, type Socket } from "node:net";
-import { create, fromBinary, toBinary, type DescMessage, type MessageShape, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type MessageShape,
+  type MessageInitShape,
+} from "@bufbuild/protobuf";
 import { RequestSchema, ResponseSchema } from "../../gen/shim/ttrpc_pb.js";
 import { FrameParser, MessageType, encodeFrame } from "./frame.js";
 import { Code, TtrpcError } from "./status.js";
@@ -25,7 +32,8 @@ export class TtrpcClient {
         clearTimeout(p.timer);
         try {
           const res = fromBinary(ResponseSchema, frame.data);
-          if (res.status && res.status.code !== Code.ok) p.reject(new TtrpcError(res.status.code, res.status.message));
+          if (res.status && res.status.code !== Code.ok)
+            p.reject(new TtrpcError(res.status.code, res.status.message));
           else p.resolve(res.payload);
         } catch (err) {
           p.reject(err as Error);

@@ -40,7 +40,15 @@ export class TtrpcServer {
       const fn = impl[m.localName];
       if (!fn) continue; // answered Unimplemented
       this.methods.set(`${name}/${m.name}`, async (payload) => {
-        const req = fromBinary(m.input, payload);
+        let req;
+        try {
+          req = fromBinary(m.input, payload);
+        } catch (err) {
+          throw new TtrpcError(
+            Code.invalidArgument,
+            `malformed ${m.name} request: ${(err as Error).message}`,
+          );
+        }
         const res = (await fn(req as never)) as MessageInitShape<typeof m.output> | undefined;
         return toBinary(m.output, create(m.output, res ?? {}));
       });
@@ -75,7 +83,11 @@ export class TtrpcServer {
     this.sockets.add(socket);
     socket.on("close", () => this.sockets.delete(socket));
     socket.on("error", () => socket.destroy());
-    const answer = (streamId: number, payload: Uint8Array | undefined, status?: { code: number; message: string }) => {
+    const answer = (
+      streamId: number,
+      payload: Uint8Array | undefined,
+      status?: { code: number; message: string },
+    ) => {
       const res = create(ResponseSchema, {
         ...(payload ? { payload } : {}),
         ...(status ? { status: { code: status.code, message: status.message } } : {}),
@@ -83,9 +95,13 @@ export class TtrpcServer {
       let data = toBinary(ResponseSchema, res);
       if (data.length > MAX_DATA) {
         const msg = `response length ${data.length} exceeds maximum message size ${MAX_DATA}`;
-        data = toBinary(ResponseSchema, create(ResponseSchema, { status: { code: Code.resourceExhausted, message: msg } }));
+        data = toBinary(
+          ResponseSchema,
+          create(ResponseSchema, { status: { code: Code.resourceExhausted, message: msg } }),
+        );
       }
-      if (!socket.destroyed) socket.write(encodeFrame({ streamId, type: MessageType.response, flags: 0, data }));
+      if (!socket.destroyed)
+        socket.write(encodeFrame({ streamId, type: MessageType.response, flags: 0, data }));
     };
     const parser = new FrameParser(
       (frame) => {
@@ -114,12 +130,6 @@ export class TtrpcServer {
     if (!this.services.has(req.service)) throw new TtrpcError(Code.unimplemented, `service ${req.service}`);
     const handler = this.methods.get(`${req.service}/${req.method}`);
     if (!handler) throw new TtrpcError(Code.unimplemented, `method ${req.method}`);
-    try {
-      return await handler(req.payload, req);
-    } catch (err) {
-      if (err instanceof Error && err.name === "FromBinaryError")
-        throw new TtrpcError(Code.invalidArgument, `malformed ${req.method} request: ${err.message}`);
-      throw err;
-    }
+    return handler(req.payload, req);
   }
 }
