@@ -60,6 +60,7 @@ export class TaskService {
     if (req.checkpoint) throw new TtrpcError(Code.unimplemented, "checkpoint restore is not supported");
     const spec = await readBundleSpec(req.bundle);
     const stdio = { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal };
+    this.deps.logger.debug({ id: req.id, ...stdio, rootfs: req.rootfs.map((m) => m.type) }, "create");
     let mounted = false;
     let io: ProcessIo | undefined;
     try {

@@ -1,13 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import {
-  constants,
-  createReadStream,
-  createWriteStream,
-  openSync,
-  type ReadStream,
-  type WriteStream,
-} from "node:fs";
-import { open } from "node:fs/promises";
+import { closeSync, constants, createWriteStream, openSync } from "node:fs";
+import { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import type { Readable, Writable } from "node:stream";
 import { once } from "node:events";
@@ -21,13 +14,24 @@ interface Sink {
 
 function finishOf(stream: Writable, extra?: () => void): () => Promise<void> {
   return async () => {
-    if (!stream.writableFinished) {
+    if (!stream.writableFinished && !stream.destroyed) {
       stream.end();
-      await once(stream, "finish").catch(() => undefined);
+      await Promise.race([once(stream, "finish"), once(stream, "close")]).catch(() => undefined);
     }
-    if (!(stream as WriteStream).closed) await once(stream, "close").catch(() => undefined);
+    if (!stream.destroyed) stream.destroy();
+    if (!stream.closed) await once(stream, "close").catch(() => undefined);
     extra?.();
   };
+}
+
+/**
+ * A FIFO end as a libuv pipe stream: a non-blocking fd driven by epoll, so a full or empty
+ * FIFO waits instead of failing with EAGAIN (fs streams on a non-blocking fd lose data there).
+ */
+function fifoStream(fd: number, mode: "read" | "write"): Socket {
+  const s = new Socket({ fd, readable: mode === "read", writable: mode === "write", allowHalfOpen: true });
+  s.on("error", () => undefined);
+  return s;
 }
 
 /**
@@ -53,17 +57,41 @@ async function openSink(target: string, id: string, ns: string): Promise<Sink | 
     stream.on("error", () => undefined);
     return { stream, finish: finishOf(stream) };
   }
-  const keep = await open(target, constants.O_RDONLY | constants.O_NONBLOCK);
-  const fd = openSync(target, constants.O_WRONLY | constants.O_NONBLOCK);
-  const stream = createWriteStream("", { fd });
-  stream.on("error", () => undefined);
-  return { stream, finish: finishOf(stream, () => void keep.close().catch(() => undefined)) };
+  const keep = openSync(target, constants.O_RDONLY | constants.O_NONBLOCK);
+  const stream = fifoStream(openSync(target, constants.O_WRONLY | constants.O_NONBLOCK), "write");
+  return { stream, finish: finishOf(stream, () => closeSync(keep)) };
+}
+
+/**
+ * The stdin FIFO: read end as a pipe stream, plus a write handle of our own so the stream sees
+ * no EOF between the client's opens or before it opened at all. CloseIO drops that handle: the
+ * reader then drains what the client wrote and ends when the client's write end is closed.
+ */
+class StdinFifo {
+  private holdFd: number | undefined;
+  readonly stream: Socket;
+
+  constructor(path: string) {
+    this.stream = fifoStream(openSync(path, constants.O_RDONLY | constants.O_NONBLOCK), "read");
+    this.holdFd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
+  }
+
+  release(): void {
+    if (this.holdFd === undefined) return;
+    closeSync(this.holdFd);
+    this.holdFd = undefined;
+  }
+
+  destroy(): void {
+    this.release();
+    this.stream.destroy();
+  }
 }
 
 /** A process's host-side stdio: the client's FIFOs, pumped to and from the guest. */
 export class ProcessIo {
   private constructor(
-    private readonly stdin: ReadStream | undefined,
+    private readonly stdin: StdinFifo | undefined,
     private readonly stdout: Sink | undefined,
     private readonly stderr: Sink | undefined,
   ) {}
@@ -78,12 +106,7 @@ export class ProcessIo {
       paths.stderr === paths.stdout && paths.stderr.startsWith("file://")
         ? stdout
         : await openSink(paths.stderr, id, ns);
-    // Non-blocking open: the client may open its write end only later.
-    const stdin = paths.stdin
-      ? createReadStream("", { fd: openSync(paths.stdin, constants.O_RDONLY | constants.O_NONBLOCK) })
-      : undefined;
-    stdin?.on("error", () => undefined);
-    return new ProcessIo(stdin, stdout, stderr);
+    return new ProcessIo(paths.stdin ? new StdinFifo(paths.stdin) : undefined, stdout, stderr);
   }
 
   get hasStdin(): boolean {
@@ -95,7 +118,7 @@ export class ProcessIo {
    * the write ends are closed (so Wait and TaskExit can follow).
    */
   async pump(proc: { stdin: Writable | undefined; stdout: Readable; stderr: Readable }): Promise<void> {
-    if (this.stdin && proc.stdin) this.stdin.pipe(proc.stdin);
+    if (this.stdin && proc.stdin) this.stdin.stream.pipe(proc.stdin);
     const copy = async (from: Readable, to: Sink | undefined, endSink: boolean): Promise<void> => {
       if (!to) {
         from.resume();
@@ -110,13 +133,14 @@ export class ProcessIo {
     const shared = this.stderr === this.stdout;
     await Promise.all([copy(proc.stdout, this.stdout, !shared), copy(proc.stderr, this.stderr, !shared)]);
     if (shared) await this.stdout?.finish();
+    // The process's output ended: nothing reads its stdin any more.
+    this.stdin?.destroy();
   }
 
-  /** CloseIO: the client closed stdin. */
+  /** CloseIO: the client is done with stdin; what it wrote still reaches the process. */
   closeStdin(target: Writable | undefined): void {
-    this.stdin?.unpipe();
-    this.stdin?.destroy();
-    target?.end();
+    if (this.stdin) this.stdin.release();
+    else target?.end();
   }
 
   /** Closes everything without waiting for data (delete of a process that never ran). */
