@@ -30,6 +30,21 @@ else
   say "Debian packages: all present"
 fi
 
+# containerd shim v2 (issue 10): Debian's containerd (its tests start a private one), protoc and
+# containerd's .proto files (src/gen/shim is generated from them; a unit test checks for drift).
+SHIM_PACKAGES=(containerd protobuf-compiler golang-github-containerd-containerd-dev)
+shim_missing=()
+for p in "${SHIM_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || shim_missing+=("$p")
+done
+if [ ${#shim_missing[@]} -gt 0 ]; then
+  say "installing Debian packages for the containerd shim: ${shim_missing[*]}"
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  ${SUDO:-} apt-get install -y -qq --no-install-recommends "${shim_missing[@]}" ||
+    { ${SUDO:-} apt-get update -qq && ${SUDO:-} apt-get install -y -qq --no-install-recommends "${shim_missing[@]}"; }
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "cocoon needs Node.js 20 or newer (found $(node --version))" >&2
@@ -46,6 +61,10 @@ fi
 
 say "building cocoon"
 npm run --silent build
+# The shim binary on PATH, where containerd looks for runtime io.containerd.cocoon.v1 (issue 10).
+if [ -w /usr/local/bin ]; then
+  ln -sfn "$(pwd)/bin/containerd-shim-cocoon-v1.js" /usr/local/bin/containerd-shim-cocoon-v1
+fi
 # ACRN's platform-info helper (an ioctl Node cannot issue); only used on ACRN hosts.
 bash src/vmm/acrn/build-platform-info.sh
 

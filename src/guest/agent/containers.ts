@@ -102,6 +102,7 @@ export class ContainerTable {
         cwd: p.process.cwd,
         uid: p.process.user.uid,
         gid: p.process.user.gid,
+        terminal: p.process.terminal,
         etcFiles: {
           hosts: path.join(bundle, "hosts"),
           hostname: path.join(bundle, "hostname"),
@@ -186,7 +187,7 @@ export class ContainerTable {
     await writeFile(
       processFile,
       JSON.stringify({
-        terminal: false,
+        terminal: spec.terminal, // as for the init: runc's pty inside cocoon-pty's
         user: spec.user,
         args: spec.args,
         env,

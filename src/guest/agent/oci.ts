@@ -20,6 +20,8 @@ export interface ContainerSpecInput {
   etcFiles: { hosts: string; hostname: string; resolvConf?: string };
   /** Resource control: cgroup limits (memory, CPU, pids). */
   resources?: ContainerResources;
+  /** runc gives the container its own pty (a foreground `runc run` without one hands it pipes). */
+  terminal?: boolean;
 }
 
 const DEFAULT_CAPS = [
@@ -92,7 +94,8 @@ export function ociSpec(input: ContainerSpecInput): Record<string, unknown> {
   return {
     ociVersion: "1.0.2",
     process: {
-      terminal: false, // a terminal, when asked for, is cocoon-pty's, wrapped around runc
+      // runc's pty; runc copies it to cocoon-pty's, wrapped around runc, and follows its size (SIGWINCH)
+      terminal: input.terminal ?? false,
       user: { uid: input.uid, gid: input.gid },
       args: input.args,
       env: withDefaultEnv(input.env, input.hostname),

@@ -1,0 +1,28 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { pino } from "pino";
+import { DeleteResponseSchema } from "../gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
+import type { ShimFlags } from "./flags.js";
+import { unmountRootfs } from "./rootfs.js";
+import { destroyLeftover } from "./vm.js";
+
+/**
+ * `delete`: containerd calls it after the shim went away (normally or not). Removes whatever
+ * is left for the task — its sandbox (VM, virtiofsd, state) and the rootfs mounts — and
+ * answers a DeleteResponse (exit 137, as Kata does: the process is gone). Logs go to stderr.
+ */
+export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
+  const logger = pino({ level: flags.debug ? "debug" : "warn" }, pino.destination(2));
+  const bundle = flags.bundle || process.cwd();
+  try {
+    if (await destroyLeftover(flags.namespace, flags.id, logger))
+      logger.warn({ id: flags.id }, "removed a sandbox a shim left behind");
+  } catch (err) {
+    logger.error({ err }, "removing the leftover sandbox failed");
+  }
+  await unmountRootfs(bundle).catch((err: unknown) => logger.error({ err }, "unmounting the rootfs failed"));
+  return toBinary(
+    DeleteResponseSchema,
+    create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }),
+  );
+}
