@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
+import { registerFactory } from "./commands/factory.js";
 import { registerImage } from "./commands/image.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
@@ -50,6 +51,7 @@ export function buildProgram(
   registerConfig(program, run);
   registerImage(program, run);
   registerSandboxCommands(program, run);
+  registerFactory(program, run);
   addGlobalOptions(program);
   return program;
 }

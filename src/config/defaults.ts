@@ -39,6 +39,7 @@ export function defaultConfig(): CocoonConfig {
       sandbox_cgroup_only: false,
       static_sandbox_resource_mgmt: false,
     },
+    factory: { enable_template: false, template_path: "", cache: 0 },
     agent: {
       dial_timeout: 60,
       request_timeout: 60,

@@ -15,6 +15,7 @@ import type { RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
 import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } from "./config.js";
 import { ProcessHandle } from "./process.js";
+import { freshenGuest } from "./factory/clone.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   checkTransition,
@@ -213,6 +214,8 @@ export class Sandbox extends EventEmitter {
     await this.persist();
 
     const agent = await this.agent();
+    // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
+    if (hvConfig.bootFromTemplate) await freshenGuest(agent);
     await agent.call("sandbox.create", {
       sandboxId: this.id,
       hostname: this.hostname(),

@@ -39,6 +39,7 @@ import type {
 import { kernelCmdline, mergeParams, type Param } from "../params.js";
 import type { Capabilities, VcpuThreadIds } from "../types.js";
 import { lastLines, readTail, watchForPanic } from "./console.js";
+import { applyBootMode, bootModeFor, loadState, saveState, type QemuBootMode } from "./migration.js";
 
 /** virtio-serial ports for the agent: each carries one host session at a time. */
 export const AGENT_PORTS = 4;
@@ -111,6 +112,8 @@ export class QemuHypervisor implements Hypervisor {
   private qmp: QmpClient | undefined;
   /** virtiofsd processes this driver instance started. */
   private daemons: ManagedProcess[] = [];
+  /** VM templates and snapshots: where the VM's state comes from (migration.ts). */
+  private bootMode: QemuBootMode = { kind: "cold" };
 
   private get machine(): QemuMachineType {
     return (this.config?.hypervisorMachineType || "microvm") as QemuMachineType;
@@ -152,6 +155,15 @@ export class QemuHypervisor implements Hypervisor {
     this.vmDir = options.paths.vmDir;
     this.logger = (options.logger ?? silentLogger()).child({ hypervisor: "qemu", sandbox: options.id });
     this.guestReady = options.guestReady;
+    this.bootMode = bootModeFor(
+      config,
+      options.restoreFrom
+        ? {
+            statePath: path.join(options.restoreFrom.dir, "state"),
+            namedRam: options.restoreFrom.namedRam ?? false,
+          }
+        : undefined,
+    );
     const longest = [this.qmpSocket, this.consoleSocket, this.agentSocket(AGENT_PORTS - 1) + ".lock"].sort(
       (a, b) => b.length - a.length,
     )[0]!;
@@ -318,6 +330,7 @@ export class QemuHypervisor implements Hypervisor {
     }
     this.accel = await chooseAccelerator(config.accelerator);
     const spec = await this.buildSpec(this.accel.accelerator, await hostTscKhz());
+    applyBootMode(spec, this.bootMode);
     this.state!.accelerator = this.accel.accelerator;
     await rm(this.vmDir, { recursive: true, force: true });
     await mkdir(this.vmDir, { recursive: true, mode: 0o700 });
@@ -416,6 +429,9 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = await this.connectQmp(Math.max(1, deadline - Date.now()), signal);
     const status = (await qmp.execute("query-status")) as { status?: string };
     this.logger.debug({ status }, "QMP connected");
+    // A clone or a restored snapshot: load the saved state before the guest runs.
+    if (this.bootMode.kind === "clone" || this.bootMode.kind === "snapshot")
+      await loadState(qmp, this.bootMode);
     // Keep QMP free for other cocoon processes: it takes one client at a time.
     this.disconnect();
     if (this.guestReady) await this.guestReady(this.agentChannel(), signal);
@@ -617,8 +633,20 @@ export class QemuHypervisor implements Hypervisor {
     this.state!.paused = false;
   }
 
+  /** A template (bootToBeTemplate): pauses the VM and writes its device state (Kata's SaveVM). */
   async saveVM(): Promise<void> {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", "saving a QEMU VM (VM templating) is not implemented yet");
+    const config = this.requireConfig();
+    if (!config.bootToBeTemplate) {
+      throw new HypervisorError("ERR_NOT_SUPPORTED", "only a VM booted to be a template can be saved");
+    }
+    await this.withQmp((qmp) => saveState(qmp, config.devicesStatePath, { ignoreShared: true }));
+    this.state!.paused = true;
+  }
+
+  /** Snapshots: pauses the VM and writes device state and RAM to `<dir>/state`; it stays paused. */
+  async snapshotVM(dir: string): Promise<void> {
+    await this.withQmp((qmp) => saveState(qmp, path.join(dir, "state"), { ignoreShared: false }));
+    this.state!.paused = true;
   }
 
   async hotplugAddDevice(device: Device): Promise<Device> {
