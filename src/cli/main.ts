@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
+import { registerFactory } from "./commands/factory.js";
 import { registerImage } from "./commands/image.js";
 import { registerResourceCommands, registerStatsCommand } from "./commands/resources.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
@@ -53,6 +54,7 @@ export function buildProgram(
   registerSandboxCommands(program, run);
   registerResourceCommands(program, run);
   registerStatsCommand(program, run);
+  registerFactory(program, run);
   addGlobalOptions(program);
   return program;
 }

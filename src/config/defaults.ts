@@ -42,6 +42,7 @@ export function defaultConfig(): CocoonConfig {
       sandbox_memory_overhead: 512,
       sandbox_pids_limit: 1024,
     },
+    factory: { enable_template: false, template_path: "", cache: 0 },
     agent: {
       dial_timeout: 60,
       request_timeout: 60,

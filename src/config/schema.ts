@@ -118,8 +118,19 @@ export const runtimeSectionSchema = z.strictObject({
   sandbox_pids_limit: z.number().int().positive(),
 });
 
+/** VM templates and the warm pool (Kata's [factory]); see docs/factory.md. */
+export const factorySectionSchema = z.strictObject({
+  /** Create QEMU sandboxes as clones of a booted, saved template VM. Opt-in (security trade-off). */
+  enable_template: z.boolean(),
+  /** Where the template lives (its RAM file: put it on tmpfs); "" = <state_root>/factory/template. */
+  template_path: z.string(),
+  /** Clones kept booted and ready (the warm pool); 0 = none. */
+  cache: z.number().int().nonnegative().max(64),
+});
+
 export const configFileSchema = z.strictObject({
   runtime: runtimeSectionSchema.partial().optional(),
+  factory: factorySectionSchema.partial().optional(),
   agent: agentSectionSchema.partial().optional(),
   hypervisor: z
     .strictObject({
@@ -137,11 +148,13 @@ export type AcrnSection = z.infer<typeof acrnSectionSchema>;
 export type MockSection = z.infer<typeof mockSectionSchema>;
 export type AgentSection = z.infer<typeof agentSectionSchema>;
 export type RuntimeSection = z.infer<typeof runtimeSectionSchema>;
+export type FactorySection = z.infer<typeof factorySectionSchema>;
 
 /** The effective configuration: every key has a value. */
 export interface CocoonConfig {
   runtime: RuntimeSection;
   agent: AgentSection;
+  factory: FactorySection;
   hypervisor: {
     qemu: QemuSection;
     firecracker: FirecrackerSection;

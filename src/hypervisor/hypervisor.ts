@@ -38,6 +38,11 @@ export interface CreateVmOptions {
    * gives up. Without it, startVM returns once the VMM has booted the guest.
    */
   guestReady?: (channel: AgentChannel, signal: AbortSignal) => Promise<void>;
+  /**
+   * Snapshots: start from the state a `snapshotVM` wrote into `dir` instead of booting.
+   * `namedRam`: the source VM's RAM was a named memory backend (it was a template clone).
+   */
+  restoreFrom?: { dir: string; namedRam?: boolean };
   /** Resource control: where the driver puts each process it starts and the vCPU threads. */
   placement?: VmmPlacement;
 }
@@ -100,6 +105,8 @@ export interface Hypervisor {
   resumeVM(): Promise<void>;
   /** Saves the VM (snapshot/device state) for templating or migration. */
   saveVM(): Promise<void>;
+  /** Snapshots of running sandboxes: pauses the VM and writes its full state into `dir`. */
+  snapshotVM?(dir: string): Promise<void>;
 
   /** Cold plug: devices given before start are queued until the VMM can take them. */
   addDevice(device: Device): Promise<void>;

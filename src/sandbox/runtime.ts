@@ -17,6 +17,7 @@ import {
   type ProcessConfig,
   type SandboxConfig,
 } from "./config.js";
+import { VmFactory } from "./factory/factory.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
 
 export interface RuntimeOptions extends LoadOptions {
@@ -42,6 +43,8 @@ export interface CreateSandboxOptions {
   cpusetCpus?: string;
   pidsLimit?: number;
   cpuWeight?: number;
+  /** Start as a clone of the VM template (QEMU); default: the configuration's [factory] enable_template. */
+  template?: boolean;
 }
 
 /**
@@ -132,7 +135,15 @@ export class Runtime {
   /** Creates a sandbox and boots its VM (it is then `ready`; `start()` runs its main process). */
   async createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
     const config = validateSandboxConfig(await this.sandboxConfig(options));
+    // VM templates (Kata's factory): clone the template instead of booting.
+    if (this.factory.wanted(options.template))
+      return Sandbox.create(this.ctx, await this.factory.cloneConfig(config));
     return Sandbox.create(this.ctx, config);
+  }
+
+  /** VM templates and the warm pool (src/sandbox/factory/). */
+  get factory(): VmFactory {
+    return new VmFactory(this.ctx, this.loaded.config.factory);
   }
 
   async loadSandbox(id: string): Promise<Sandbox> {

@@ -19,6 +19,7 @@ import { prepareHostCgroups } from "./resources/hooks.js";
 import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
+import { freshenGuest } from "./factory/clone.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   checkTransition,
@@ -219,6 +220,8 @@ export class Sandbox extends EventEmitter {
     await this.persist();
 
     const agent = await this.agent();
+    // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
+    if (hvConfig.bootFromTemplate) await freshenGuest(agent);
     await agent.call("sandbox.create", {
       sandboxId: this.id,
       hostname: this.hostname(),

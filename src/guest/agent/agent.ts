@@ -13,6 +13,7 @@ import { DEFAULT_PATH } from "./oci.js";
 import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
 import { ProcessTable } from "./processes.js";
 import { run } from "./run.js";
+import { GUEST_CTL_HELPER, hasGuestCtl } from "./guestctl.js";
 import { mountStorage, unmount } from "./storage.js";
 
 const SANDBOX_DIR = "/run/cocoon/sandbox";
@@ -71,13 +72,18 @@ export class AgentState {
         hostname: os.hostname(),
       }),
       "guest.setTime": async ({ unixMs }) => {
-        await run("date", ["-s", `@${Math.floor(unixMs / 1000)}`]);
+        // Shifting by the offset measured now keeps milliseconds (`date -s` sets whole seconds).
+        if (await hasGuestCtl())
+          await run(GUEST_CTL_HELPER, ["shift-clock", String(Math.round(unixMs - Date.now()))]);
+        else await run("date", ["-s", `@${Math.floor(unixMs / 1000)}`]);
         return { realtimeMs: Date.now() };
       },
       "guest.reseedRandom": async ({ data }) => {
-        // Writing mixes the bytes into the pool (without crediting entropy, which needs an ioctl).
         const bytes = Buffer.from(data, "base64");
-        await writeFile("/dev/urandom", bytes);
+        // VM templates: the helper credits the bytes and re-keys the CRNG at once (a clone
+        // must not read its template's random stream). Without it, writing only mixes them in.
+        if (await hasGuestCtl()) await run(GUEST_CTL_HELPER, ["reseed"], { input: bytes });
+        else await writeFile("/dev/urandom", bytes);
         return { bytes: bytes.length };
       },
       "sandbox.create": async (p) => {

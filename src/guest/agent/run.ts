@@ -5,7 +5,7 @@ import { AgentOpError, type AgentErrorCode } from "./errors.js";
 export function run(
   file: string,
   args: string[],
-  options: { timeoutMs?: number; code?: AgentErrorCode; input?: string } = {},
+  options: { timeoutMs?: number; code?: AgentErrorCode; input?: string | Buffer } = {},
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(

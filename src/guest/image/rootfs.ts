@@ -35,6 +35,9 @@ export const GUEST_AGENT_PATH = "/usr/lib/cocoon/agent.mjs";
 export const GUEST_AGENT_LAUNCHER = "/usr/bin/cocoon-agent";
 export const GUEST_PTY_HELPER = "/usr/bin/cocoon-pty";
 const PTY_SOURCE = path.join(PACKAGE_ROOT, "src/guest/pty/cocoon-pty.c");
+/** VM templates: re-keys the guest CRNG and shifts its clock in a clone (see the source). */
+export const GUEST_CTL_HELPER = "/usr/bin/cocoon-guestctl";
+const GUESTCTL_SOURCE = path.join(PACKAGE_ROOT, "src/guest/guestctl/cocoon-guestctl.c");
 
 /** Guest programs and the Debian packages that provide them on the host. */
 const GUEST_PROGRAMS = [
@@ -203,6 +206,7 @@ export async function rootfsInputs(
     files: fileHashes,
     agent: sha256(inputs.agent),
     pty: sha256(await readFile(PTY_SOURCE)),
+    guestctl: sha256(await readFile(GUESTCTL_SOURCE)),
     compiler: inputs.compiler,
     static: sha256(JSON.stringify([STATIC_FILES, SYMLINKS, DIRS])),
   };
@@ -231,6 +235,9 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   for (const [guest, target] of Object.entries(SYMLINKS)) await symlink(target, await place(guest));
   // cocoon-pty: Node cannot allocate a pseudo-terminal, so a small static C helper does.
   await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_PTY_HELPER), PTY_SOURCE], {
+    timeoutMs: 120_000,
+  });
+  await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_CTL_HELPER), GUESTCTL_SOURCE], {
     timeoutMs: 120_000,
   });
   const agentDest = await place(GUEST_AGENT_PATH);

@@ -44,6 +44,7 @@ import {
   resizeMemory as resizeGuestMemory,
   resizeVcpus as resizeGuestVcpus,
 } from "./resize.js";
+import { applyBootMode, bootModeFor, loadState, saveState, type QemuBootMode } from "./migration.js";
 
 /** virtio-serial ports for the agent: each carries one host session at a time. */
 export const AGENT_PORTS = 4;
@@ -123,6 +124,8 @@ export class QemuHypervisor implements Hypervisor {
   private qmp: QmpClient | undefined;
   /** virtiofsd processes this driver instance started. */
   private daemons: ManagedProcess[] = [];
+  /** VM templates and snapshots: where the VM's state comes from (migration.ts). */
+  private bootMode: QemuBootMode = { kind: "cold" };
 
   private get machine(): QemuMachineType {
     return (this.config?.hypervisorMachineType || "microvm") as QemuMachineType;
@@ -165,6 +168,15 @@ export class QemuHypervisor implements Hypervisor {
     this.logger = (options.logger ?? silentLogger()).child({ hypervisor: "qemu", sandbox: options.id });
     this.guestReady = options.guestReady;
     this.placement = options.placement;
+    this.bootMode = bootModeFor(
+      config,
+      options.restoreFrom
+        ? {
+            statePath: path.join(options.restoreFrom.dir, "state"),
+            namedRam: options.restoreFrom.namedRam ?? false,
+          }
+        : undefined,
+    );
     const longest = [this.qmpSocket, this.consoleSocket, this.agentSocket(AGENT_PORTS - 1) + ".lock"].sort(
       (a, b) => b.length - a.length,
     )[0]!;
@@ -343,6 +355,7 @@ export class QemuHypervisor implements Hypervisor {
     this.accel = await chooseAccelerator(config.accelerator);
     const spec = await this.buildSpec(this.accel.accelerator, await hostTscKhz());
     this.state!.sharedMemory = spec.memory.shared ?? false;
+    applyBootMode(spec, this.bootMode);
     this.state!.accelerator = this.accel.accelerator;
     await rm(this.vmDir, { recursive: true, force: true });
     await mkdir(this.vmDir, { recursive: true, mode: 0o700 });
@@ -444,6 +457,9 @@ export class QemuHypervisor implements Hypervisor {
     const status = (await qmp.execute("query-status")) as { status?: string };
     this.logger.debug({ status }, "QMP connected");
     if (this.placement) await this.placement.vcpuThreads(await this.vcpuThreadIds(qmp));
+    // A clone or a restored snapshot: load the saved state before the guest runs.
+    if (this.bootMode.kind === "clone" || this.bootMode.kind === "snapshot")
+      await loadState(qmp, this.bootMode);
     // Keep QMP free for other cocoon processes: it takes one client at a time.
     this.disconnect();
     if (this.guestReady) await this.guestReady(this.agentChannel(), signal);
@@ -645,8 +661,20 @@ export class QemuHypervisor implements Hypervisor {
     this.state!.paused = false;
   }
 
+  /** A template (bootToBeTemplate): pauses the VM and writes its device state (Kata's SaveVM). */
   async saveVM(): Promise<void> {
-    throw new HypervisorError("ERR_NOT_SUPPORTED", "saving a QEMU VM (VM templating) is not implemented yet");
+    const config = this.requireConfig();
+    if (!config.bootToBeTemplate) {
+      throw new HypervisorError("ERR_NOT_SUPPORTED", "only a VM booted to be a template can be saved");
+    }
+    await this.withQmp((qmp) => saveState(qmp, config.devicesStatePath, { ignoreShared: true }));
+    this.state!.paused = true;
+  }
+
+  /** Snapshots: pauses the VM and writes device state and RAM to `<dir>/state`; it stays paused. */
+  async snapshotVM(dir: string): Promise<void> {
+    await this.withQmp((qmp) => saveState(qmp, path.join(dir, "state"), { ignoreShared: false }));
+    this.state!.paused = true;
   }
 
   async hotplugAddDevice(device: Device): Promise<Device> {

@@ -63,7 +63,15 @@ export interface QemuVmSpec {
     shared?: boolean;
     prealloc?: boolean;
     hugePages?: boolean;
+    /**
+     * VM templates and snapshots: guest RAM in a file (`share` true for a template, false
+     * for a clone's copy-on-write mapping), or in plain RAM named like that backend (a
+     * snapshot restored from a clone).
+     */
+    backend?: { kind: "file"; path: string; share: boolean } | { kind: "ram" };
   };
+  /** `-incoming defer`: wait for QMP `migrate-incoming` (templates and snapshots). */
+  incomingDefer?: boolean;
   kernel: { path: string; initrd?: string; append: string };
   drives: QemuDrive[];
   /** A virtio-scsi controller for SCSI drives and SCSI hotplug. */
@@ -110,7 +118,7 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
 
   const machineProps: Record<string, string | boolean | undefined> =
     m === "microvm" ? { "x-option-roms": false, rtc: true, "isa-serial": true, acpi: true } : {};
-  if (spec.memory.shared) machineProps["memory-backend"] = "mem";
+  if (spec.memory.shared || spec.memory.backend) machineProps["memory-backend"] = "mem";
   const machineArg = [opts(m, machineProps), ...(spec.machine.extraOptions ?? [])].join(",");
   args.push("-machine", machineArg, "-accel", spec.machine.accel, "-cpu", spec.cpu.model);
 
@@ -125,7 +133,21 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
       ? `${spec.memory.sizeMiB}M,slots=${spec.memory.slots},maxmem=${spec.memory.maxMiB}M`
       : `${spec.memory.sizeMiB}M`,
   );
-  if (spec.memory.shared) {
+  if (spec.memory.backend) {
+    // VM templates and snapshots (src/hypervisor/qemu/migration.ts)
+    const b = spec.memory.backend;
+    args.push(
+      "-object",
+      b.kind === "file"
+        ? opts("memory-backend-file", {
+            id: "mem",
+            size: `${spec.memory.sizeMiB}M`,
+            "mem-path": b.path,
+            share: b.share,
+          })
+        : opts("memory-backend-ram", { id: "mem", size: `${spec.memory.sizeMiB}M` }),
+    );
+  } else if (spec.memory.shared) {
     args.push(
       "-object",
       opts("memory-backend-memfd", {
@@ -258,6 +280,7 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
     );
   }
   args.push("-pidfile", spec.pidFile);
+  if (spec.incomingDefer) args.push("-incoming", "defer");
   args.push(...(spec.extraArgs ?? []));
   return args;
 }
