@@ -4,6 +4,7 @@ import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
 import { registerImage } from "./commands/image.js";
+import { registerLifecycleCommands } from "./commands/lifecycle.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
@@ -50,6 +51,7 @@ export function buildProgram(
   registerConfig(program, run);
   registerImage(program, run);
   registerSandboxCommands(program, run);
+  registerLifecycleCommands(program, run);
   addGlobalOptions(program);
   return program;
 }

@@ -17,7 +17,7 @@ import { isProcessAlive } from "../host/proc.js";
 import { escalate, type EscalationStep, type ExitStatus, type WatchedProcess } from "../host/process.js";
 import { readFileTail } from "./reason.js";
 import { monitorDir } from "./records.js";
-import { monitorEventSchema, type MonitorEvent, type MonitorSpec } from "./spec.js";
+import { OWNER_ENV, monitorEventSchema, type MonitorEvent, type MonitorSpec } from "./spec.js";
 
 /** How the monitor program is run: the built JavaScript, or the TypeScript source under tsx (tests). */
 function monitorCommand(): string[] {
@@ -49,7 +49,8 @@ export class SupervisedVmm implements WatchedProcess {
   private async follow(events: AsyncIterable<MonitorEvent>): Promise<ExitStatus> {
     try {
       for await (const event of events) {
-        if (event.event === "exited") return { code: event.code, signal: event.signal as NodeJS.Signals | null };
+        if (event.event === "exited")
+          return { code: event.code, signal: event.signal as NodeJS.Signals | null };
       }
     } catch {
       // the monitor's stdout broke: fall back to watching the pid
@@ -112,7 +113,10 @@ export interface StartMonitorOptions {
  * Starts a monitor that runs `spec.launch`, and resolves once the VMM process exists. The
  * monitor is detached (its own session) so nothing the starter's terminal does reaches it.
  */
-export async function startMonitor(spec: MonitorSpec, options: StartMonitorOptions = {}): Promise<SupervisedVmm> {
+export async function startMonitor(
+  spec: MonitorSpec,
+  options: StartMonitorOptions = {},
+): Promise<SupervisedVmm> {
   const dir = monitorDir(spec.vmDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const specPath = path.join(dir, "spec.json");
@@ -124,6 +128,8 @@ export async function startMonitor(spec: MonitorSpec, options: StartMonitorOptio
     child = spawn(process.execPath, [...monitorCommand(), specPath], {
       detached: true,
       stdio: ["ignore", "pipe", logFd],
+      // Tagged like everything cocoon starts for this VM, so a crash cleanup finds it.
+      env: { ...process.env, [OWNER_ENV]: spec.vmDir },
       shell: false,
     });
   } finally {
@@ -131,9 +137,13 @@ export async function startMonitor(spec: MonitorSpec, options: StartMonitorOptio
   }
   const failed = (why: string): Promise<never> =>
     readFileTail(logPath, 4096).then((log) => {
-      throw new HypervisorError("ERR_VMM_START", `${why}${log.trim() ? `: ${log.trim().split("\n").slice(-3).join(" | ")}` : ""}`, {
-        details: { vmm: spec.launch.file, monitorLog: logPath },
-      });
+      throw new HypervisorError(
+        "ERR_VMM_START",
+        `${why}${log.trim() ? `: ${log.trim().split("\n").slice(-3).join(" | ")}` : ""}`,
+        {
+          details: { vmm: spec.launch.file, monitorLog: logPath },
+        },
+      );
     });
   const events = parseEvents(child);
   const iterator = events[Symbol.asyncIterator]();

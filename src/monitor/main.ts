@@ -53,14 +53,19 @@ function spawnVmm(spec: MonitorSpec): ChildProcess {
 }
 
 /** Waits for the main process the sandbox names, records its end, then stops the VM. */
-async function watchMain(spec: MonitorSpec, vmm: ChildProcess, done: Promise<unknown>): Promise<MainExit | undefined> {
+async function watchMain(
+  spec: MonitorSpec,
+  vmm: ChildProcess,
+  done: Promise<unknown>,
+): Promise<MainExit | undefined> {
   const channel = spec.agent;
   if (!channel) return undefined;
   let finished = false;
   void done.then(() => (finished = true));
-  let execId: string | undefined;
-  while (!finished && !(execId = await readWatchMain(spec.vmDir))) await sleep(200);
-  if (finished || !execId) return undefined;
+  let watch: { execId: string; graceMs: number } | undefined;
+  while (!finished && !(watch = await readWatchMain(spec.vmDir))) await sleep(200);
+  if (finished || !watch) return undefined;
+  const execId = watch.execId;
   let agent: AgentClient | undefined;
   try {
     agent = await AgentClient.connect(channel, { timeoutMs: 30_000 });
@@ -74,6 +79,7 @@ async function watchMain(spec: MonitorSpec, vmm: ChildProcess, done: Promise<unk
       at: new Date().toISOString(),
     };
     await writeRecord(spec.vmDir, MONITOR_FILES.mainExit, main);
+    if (watch.graceMs > 0) await Promise.race([done, sleep(watch.graceMs)]);
     // Tear the guest side down (containers, mounts), then the VM: SIGTERM makes QEMU quit cleanly.
     await agent.call("sandbox.destroy", {}, { timeoutMs: 10_000 }).catch(() => undefined);
     await agent.close().catch(() => undefined);
@@ -118,7 +124,11 @@ async function main(): Promise<void> {
   }
   const vmmId = { pid: vmm.pid!, startTime: await startTimeOf(vmm.pid!) };
   await writeRecord(spec.vmDir, MONITOR_FILES.record, { monitor: self, vmm: vmmId });
-  tell({ event: "started", pid: vmmId.pid, ...(vmmId.startTime !== undefined ? { startTime: vmmId.startTime } : {}) });
+  tell({
+    event: "started",
+    pid: vmmId.pid,
+    ...(vmmId.startTime !== undefined ? { startTime: vmmId.startTime } : {}),
+  });
   // A SIGTERM for the monitor (gc, a shutdown) is passed on: the VM goes, and its end is still recorded.
   process.on("SIGTERM", () => vmm.kill("SIGTERM"));
 

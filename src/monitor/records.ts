@@ -73,10 +73,10 @@ export async function readMonitorRecords(vmDir: string): Promise<MonitorRecords>
 }
 
 /** Tells the VM's monitor which process is the sandbox's main one (it stops the VM when that ends). */
-export async function watchMainProcess(vmDir: string, execId: string): Promise<void> {
-  await writeRecord(vmDir, MONITOR_FILES.watchMain, { execId });
+export async function watchMainProcess(vmDir: string, execId: string, graceMs = 0): Promise<void> {
+  await writeRecord(vmDir, MONITOR_FILES.watchMain, { execId, graceMs });
 }
 
-export async function readWatchMain(vmDir: string): Promise<string | undefined> {
-  return (await readRecord(vmDir, MONITOR_FILES.watchMain, watchMainSchema))?.execId;
+export async function readWatchMain(vmDir: string): Promise<{ execId: string; graceMs: number } | undefined> {
+  return readRecord(vmDir, MONITOR_FILES.watchMain, watchMainSchema);
 }

@@ -41,7 +41,11 @@ export type MonitorSpec = z.infer<typeof monitorSpecSchema>;
 
 /** Lines the monitor writes on its stdout to whoever started it (while that one listens). */
 export const monitorEventSchema = z.discriminatedUnion("event", [
-  z.object({ event: z.literal("started"), pid: z.number().int().positive(), startTime: z.number().optional() }),
+  z.object({
+    event: z.literal("started"),
+    pid: z.number().int().positive(),
+    startTime: z.number().optional(),
+  }),
   z.object({ event: z.literal("failed"), message: z.string() }),
   z.object({ event: z.literal("exited"), code: z.number().nullable(), signal: z.string().nullable() }),
 ]);
@@ -71,7 +75,11 @@ export const vmmExitSchema = z.object({
 export type VmmExit = z.infer<typeof vmmExitSchema>;
 
 /** `<vmDir>/monitor/watch-main.json`: written by the sandbox when its main process starts. */
-export const watchMainSchema = z.object({ execId: z.string().min(1) });
+export const watchMainSchema = z.object({
+  execId: z.string().min(1),
+  /** How long to leave the VM up after the main process ends (an attached client drains its output). */
+  graceMs: z.number().int().min(0).max(60_000).default(0),
+});
 
 /** `<vmDir>/monitor/main-exit.json`: the main process's end, as the agent reported it. */
 export const mainExitSchema = z.object({
