@@ -6,6 +6,7 @@ import { registerConfig } from "./commands/config.js";
 import { registerFactory } from "./commands/factory.js";
 import { registerImage } from "./commands/image.js";
 import { registerResourceCommands, registerStatsCommand } from "./commands/resources.js";
+import { registerLifecycleCommands } from "./commands/lifecycle.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
@@ -55,6 +56,7 @@ export function buildProgram(
   registerResourceCommands(program, run);
   registerStatsCommand(program, run);
   registerFactory(program, run);
+  registerLifecycleCommands(program, run);
   addGlobalOptions(program);
   return program;
 }

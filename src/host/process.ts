@@ -183,25 +183,48 @@ export class ManagedProcess {
   }
 
   /** Runs the escalation steps until the process exits; SIGKILL is always the last resort. */
-  async terminate(steps: EscalationStep[] = DEFAULT_ESCALATION): Promise<ExitStatus> {
-    for (const step of withFinalKill(steps)) {
-      if (!this.running) break;
-      try {
-        if (step.action) await step.action();
-        if (step.signal) this.signal(step.signal);
-      } catch {
-        // A failed graceful step (e.g. the control socket is already gone) falls through to the next one.
-      }
-      if (await this.waitFor(step.timeoutMs)) break;
-    }
-    const status = await this.waitFor(60_000);
-    if (!status) {
-      throw new HostError("ERR_PROCESS", `process ${this.pid} (${this.file}) survived SIGKILL`, {
-        details: { pid: this.pid },
-      });
-    }
-    return status;
+  terminate(steps: EscalationStep[] = DEFAULT_ESCALATION): Promise<ExitStatus> {
+    return escalate(this, steps);
   }
+}
+
+/**
+ * A process this one observes the end of: a child (ManagedProcess) or a VMM a monitor
+ * watches for us (SupervisedVmm). Drivers depend on this, not on how the process was started.
+ */
+export interface WatchedProcess {
+  readonly pid: number;
+  readonly file: string;
+  readonly exited: Promise<ExitStatus>;
+  readonly exitStatus: ExitStatus | undefined;
+  readonly running: boolean;
+  signal(sig: NodeJS.Signals): boolean;
+  waitFor(timeoutMs: number): Promise<ExitStatus | undefined>;
+  terminate(steps?: EscalationStep[]): Promise<ExitStatus>;
+}
+
+/** Runs the escalation steps until `proc` exits; SIGKILL is always the last resort. */
+export async function escalate(
+  proc: Omit<WatchedProcess, "terminate" | "exited" | "exitStatus">,
+  steps: EscalationStep[] = DEFAULT_ESCALATION,
+): Promise<ExitStatus> {
+  for (const step of withFinalKill(steps)) {
+    if (!proc.running) break;
+    try {
+      if (step.action) await step.action();
+      if (step.signal) proc.signal(step.signal);
+    } catch {
+      // A failed graceful step (e.g. the control socket is already gone) falls through to the next one.
+    }
+    if (await proc.waitFor(step.timeoutMs)) break;
+  }
+  const status = await proc.waitFor(60_000);
+  if (!status) {
+    throw new HostError("ERR_PROCESS", `process ${proc.pid} (${proc.file}) survived SIGKILL`, {
+      details: { pid: proc.pid },
+    });
+  }
+  return status;
 }
 
 function withFinalKill(steps: EscalationStep[]): EscalationStep[] {

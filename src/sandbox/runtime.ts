@@ -18,6 +18,7 @@ import {
   type SandboxConfig,
 } from "./config.js";
 import { VmFactory } from "./factory/factory.js";
+import { collectGarbage, type Garbage } from "./gc.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
 
 export interface RuntimeOptions extends LoadOptions {
@@ -148,6 +149,17 @@ export class Runtime {
 
   async loadSandbox(id: string): Promise<Sandbox> {
     return Sandbox.load(this.ctx, id);
+  }
+
+  /** Removes what no live owner holds (see gc.ts); `dryRun` only lists it. */
+  async collectGarbage(options: { dryRun?: boolean } = {}): Promise<Garbage[]> {
+    return collectGarbage(
+      {
+        ...this.ctx,
+        deleteSandbox: async (id) => (await Sandbox.load(this.ctx, id)).delete({ force: true }),
+      },
+      options,
+    );
   }
 
   async listSandboxes(): Promise<SandboxStatus[]> {

@@ -4,6 +4,7 @@ import { chmod, rename, rm, stat } from "node:fs/promises";
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { AgentClient, waitForAgent } from "../agent/client.js";
 import type { ProcessExit, Storage } from "../agent/protocol/methods.js";
@@ -21,6 +22,10 @@ import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
+import { pidStartTime } from "../host/process.js";
+import { watchMainProcess } from "../monitor/records.js";
+import { reapVmProcesses } from "../monitor/reap.js";
+import { describeState, foldLiveness, type StopCause } from "./liveness.js";
 import {
   checkTransition,
   SANDBOX_DOC,
@@ -69,6 +74,8 @@ export interface SandboxStatus {
   guestProcess?: { state: "created" | "running" | "exited"; exit?: ProcessExit };
   annotations: Record<string, string>;
   hostname: string;
+  /** Why it stopped, when cocoon did not stop it (the VMM died, the main process ended). */
+  stopCause?: StopCause;
 }
 
 export const MAIN_EXEC_ID = "main";
@@ -113,6 +120,10 @@ export class Sandbox extends EventEmitter {
     return this.doc.config.hypervisorConfig as unknown as HypervisorConfig;
   }
 
+  private get vmDir(): string {
+    return this.ctx.paths.vmDir(this.id);
+  }
+
   private get workDir(): string {
     return this.ctx.paths.sharedDir(this.id);
   }
@@ -126,6 +137,7 @@ export class Sandbox extends EventEmitter {
     const stored = await this.ctx.store.readSandbox(this.id, "sandbox", SANDBOX_DOC);
     if (!stored) throw this.ctx.store.notFound(this.id);
     this.doc = stored.data;
+    await foldLiveness(this.doc, this.vmDir);
     if (
       this.doc.hypervisorState &&
       (this.doc.state === "running" || this.doc.state === "paused" || this.doc.state === "ready")
@@ -168,10 +180,18 @@ export class Sandbox extends EventEmitter {
           state: "ready",
           createdAt: new Date().toISOString(),
           containers: [],
+          // Until the sandbox is ready, its record says who is making it: if that process
+          // dies, later commands see a half-made sandbox (and gc removes it), not a "ready" one.
+          creating: {
+            pid: process.pid,
+            ...(await pidStartTime(process.pid).then((t) => (t ? { startTime: t } : {}))),
+          },
         };
         const sandbox = new Sandbox(ctx, doc, hypervisor);
         try {
           await sandbox.boot(hvConfig);
+          delete sandbox.doc.creating;
+          await sandbox.persist();
         } catch (err) {
           await sandbox.discard();
           throw err;
@@ -269,10 +289,17 @@ export class Sandbox extends EventEmitter {
   private async discard(): Promise<void> {
     await this.closeAgent();
     await this.hypervisor.stopVM().catch(() => undefined);
+    await this.reap();
     await this.hypervisor
       .cleanup()
       .catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
     await this.removeFiles();
+  }
+
+  /** Ends whatever still runs for this VM (its monitor, the VMM, helpers), found by record and by tag. */
+  private async reap(): Promise<void> {
+    const reaped = await reapVmProcesses(this.vmDir);
+    if (reaped.length) this.logger.info({ reaped }, "ended processes left for this sandbox's VM");
   }
 
   private async removeFiles(): Promise<void> {
@@ -289,6 +316,7 @@ export class Sandbox extends EventEmitter {
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC);
     if (!stored) throw ctx.store.notFound(id);
     const doc = stored.data;
+    await foldLiveness(doc, ctx.paths.vmDir(id));
     const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], {
       logger: ctx.logger,
       store: ctx.store,
@@ -328,7 +356,7 @@ export class Sandbox extends EventEmitter {
     if (this.doc.state !== "running") {
       throw new SandboxError(
         "ERR_INVALID_STATE",
-        `cannot ${what}: sandbox ${this.id} is not running (it is ${this.doc.state})`,
+        `cannot ${what}: sandbox ${this.id} is not running (it is ${describeState(this.doc)})`,
         {
           details: { state: this.doc.state },
         },
@@ -390,6 +418,9 @@ export class Sandbox extends EventEmitter {
       }
       this.doc.state = "running";
       await this.persist();
+      // The monitor stops the VM when the main process ends (after a grace for an attached
+      // client to drain its output), as a container stops with its main process.
+      await watchMainProcess(this.vmDir, this.mainExecId(), options.attach ? 5_000 : 0);
       return handle;
     });
   }
@@ -521,6 +552,13 @@ export class Sandbox extends EventEmitter {
   /** Stops everything in the sandbox and the VM. The sandbox stays listed until deleted. */
   async stop(): Promise<void> {
     await this.locked("stop", async () => {
+      if (this.doc.state === "stopped" && this.doc.stopCause) {
+        // It stopped by itself (its main process ended, its VM died): make sure nothing is left
+        // running for it and record that truth, as docker's stop of an exited container does.
+        await this.reap();
+        await this.persist();
+        return;
+      }
       checkTransition(this.id, this.doc.state, "stopped");
       await this.shutdownVm();
       this.doc.state = "stopped";
@@ -573,6 +611,7 @@ export class Sandbox extends EventEmitter {
           },
         );
       }
+      if (this.doc.state === "stopped") await this.reap();
       if (this.doc.state !== "stopped") {
         if (this.doc.state === "paused") await this.hypervisor.resumeVM().catch(() => undefined);
         await this.shutdownVm().catch(async (err: unknown) => {
@@ -582,6 +621,7 @@ export class Sandbox extends EventEmitter {
       } else {
         await this.hypervisor.cleanup();
       }
+      await this.reap();
       await this.removeFiles();
     });
     this.emit("deleted");
@@ -629,12 +669,26 @@ export class Sandbox extends EventEmitter {
       state: this.doc.state,
       hypervisor: this.doc.config.hypervisorType,
       createdAt: this.doc.createdAt,
-      pids: this.hypervisor.getPids(),
+      pids: this.doc.state === "stopped" ? [] : this.hypervisor.getPids(),
       containers,
       ...(guestProcess ? { guestProcess } : {}),
       annotations: { ...this.doc.config.annotations },
       hostname: this.hostname(),
+      ...(this.doc.stopCause ? { stopCause: this.doc.stopCause } : {}),
     };
+  }
+
+  /**
+   * Waits until the sandbox stops (its main process ended, its VM died, or it was stopped)
+   * and says why; `cocoon wait` exits with the main process's status from it.
+   */
+  async waitStopped(options: { pollMs?: number; signal?: AbortSignal } = {}): Promise<StopCause | undefined> {
+    for (;;) {
+      await this.refresh();
+      if (this.doc.state === "stopped") return this.doc.stopCause;
+      options.signal?.throwIfAborted();
+      await sleep(options.pollMs ?? 200, undefined, options.signal ? { signal: options.signal } : {});
+    }
   }
 
   /** Processes the agent knows of (running and recently exited). */

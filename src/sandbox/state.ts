@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SandboxError } from "../errors.js";
 import type { DocumentKind } from "../store/atomic.js";
 import { containerConfigSchema, sandboxConfigSchema } from "./config.js";
+import { creatorSchema, stopCauseSchema } from "./liveness.js";
 
 /** Sandbox states and the transitions allowed between them (Kata's, without restart). */
 export const SANDBOX_STATES = ["ready", "running", "paused", "stopped"] as const;
@@ -51,6 +52,10 @@ export const sandboxDocSchema = z.object({
   containers: z.array(containerStateSchema),
   /** The main guest process's last known exit, if it ran. */
   guestProcessExit: z.object({ exitCode: z.number(), signal: z.string().optional() }).optional(),
+  /** Set while a cocoon process creates the sandbox: if that process dies, the sandbox is half-made. */
+  creating: creatorSchema.optional(),
+  /** Why the sandbox stopped when cocoon did not stop it (the VMM died, the main process ended). */
+  stopCause: stopCauseSchema.optional(),
 });
 export type SandboxDoc = z.infer<typeof sandboxDocSchema>;
 

@@ -62,6 +62,16 @@ async function ownerAlive(owner: Owner | undefined): Promise<boolean> {
   return isProcessAlive(owner.pid, owner.startTime);
 }
 
+/**
+ * What a lock file (or a lock's temp file) says of its owner: "none" when there is no file,
+ * "alive" or "dead" otherwise. For cleanups; taking a lock breaks a dead one by itself.
+ */
+export async function lockOwnerState(lockPath: string): Promise<"none" | "alive" | "dead"> {
+  const { owner, raw } = await readOwner(lockPath);
+  if (raw === undefined) return "none";
+  return (await ownerAlive(owner)) ? "alive" : "dead";
+}
+
 /** Removes a dead owner's lock, unless someone else already replaced it. */
 async function breakStale(lockPath: string, staleRaw: string): Promise<void> {
   const breaker = `${lockPath}.break`;

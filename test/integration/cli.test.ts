@@ -21,7 +21,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // whatever a failed test left is removed, then nothing may remain
-  const ids = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString() || "[]") as {
+  const ids = JSON.parse((await cocoon(["ps", "-a", "--json"], env).result).stdout.toString() || "[]") as {
     id: string;
   }[];
   if (ids.length) await cocoon(["rm", "-f", ...ids.map((s) => s.id)], env).result;
@@ -155,7 +155,7 @@ describe("the cocoon CLI on real VMs", () => {
     expect(badMem.stderr.toString()).toContain('invalid --memory "lots"');
 
     // nothing was left behind by the failures
-    const ps = JSON.parse((await cocoon(["ps", "--json"], env).result).stdout.toString()) as unknown[];
+    const ps = JSON.parse((await cocoon(["ps", "-a", "--json"], env).result).stdout.toString()) as unknown[];
     expect(ps).toEqual([]);
   });
 });

@@ -8,6 +8,7 @@ import type { ContainerConfig, ProcessConfig } from "../../sandbox/config.js";
 import { Runtime, type CreateSandboxOptions } from "../../sandbox/runtime.js";
 import type { Sandbox, SandboxStatus } from "../../sandbox/sandbox.js";
 import { attachToTerminal, windowSize } from "../attach.js";
+import { cleanUpAfterCrashes } from "./lifecycle.js";
 import type { CliContext } from "../context.js";
 import type { Runner } from "../main.js";
 import { reportError, table } from "../output.js";
@@ -176,6 +177,11 @@ function formatExit(exit?: { exitCode: number; signal?: string }): string {
 }
 
 function describeState(s: SandboxStatus): string {
+  const cause = s.stopCause;
+  if (s.state === "stopped" && cause) {
+    // docker's "Exited (137)": the main process's status, else what ended the VM.
+    return cause.exitCode !== undefined ? `exited (${cause.exitCode})` : `stopped (${cause.reason})`;
+  }
   const main = s.containers[0] ?? s.guestProcess;
   if (s.state === "running" && main && "exit" in main && main.exit)
     return `running, main ${formatExit(main.exit)}`;
@@ -321,10 +327,12 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
 
   program
     .command("ps")
-    .description("list sandboxes")
-    .action(() =>
+    .description("list running sandboxes (with -a, stopped ones too)")
+    .option("-a, --all", "also list stopped and exited sandboxes")
+    .action((o: { all?: boolean }) =>
       run(async (ctx) => {
-        const list = await runtimeOf(ctx).listSandboxes();
+        await cleanUpAfterCrashes(ctx);
+        const list = (await runtimeOf(ctx).listSandboxes()).filter((s) => o.all || s.state !== "stopped");
         if (ctx.json) {
           ctx.io.out(JSON.stringify(list, null, 2));
           return 0;
@@ -440,7 +448,13 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
     .option("-f, --force", "also delete running sandboxes")
     .action((ids: string[], o: { force?: boolean }) =>
       run(async (ctx) => {
+        // A half-created sandbox named here may be what the check removes: that is its rm.
+        const cleaned = o.force ? await cleanUpAfterCrashes(ctx) : [];
         for (const id of ids) {
+          if (cleaned.some((g) => g.kind === "sandbox" && g.sandbox === id && g.removed)) {
+            if (!ctx.json) ctx.io.out(id);
+            continue;
+          }
           const sandbox = await load(ctx, id);
           await sandbox.delete({ force: o.force ?? false });
           if (!ctx.json) ctx.io.out(id);

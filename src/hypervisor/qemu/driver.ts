@@ -12,11 +12,14 @@ import {
   ManagedProcess,
   pidStartTime,
   terminatePid,
+  type WatchedProcess,
   type EscalationStep,
   type ExitStatus,
 } from "../../host/process.js";
 import { silentLogger } from "../../log.js";
 import { withLock } from "../../store/lock.js";
+import { startMonitor } from "../../monitor/client.js";
+import { OWNER_ENV } from "../../monitor/spec.js";
 import {
   buildQemuArgs,
   QEMU_MACHINE_TYPES,
@@ -115,7 +118,8 @@ export class QemuHypervisor implements Hypervisor {
   private logger: Logger = silentLogger();
   private guestReady: CreateVmOptions["guestReady"];
   private placement: CreateVmOptions["placement"];
-  private process: ManagedProcess | undefined;
+  /** QEMU, watched by its monitor (see src/monitor): it outlives us, its exit is recorded. */
+  private process: WatchedProcess | undefined;
   private pid = 0;
   private pidStart: number | undefined;
   private accel: AccelChoice | undefined;
@@ -300,7 +304,8 @@ export class QemuHypervisor implements Hypervisor {
       },
       drives,
       scsiController: { id: SCSI_CONTROLLER },
-      serialPorts: Array.from({ length: AGENT_PORTS }, (_, i) => ({
+      // One port more than clients use: the monitor's own (it waits on the main process there).
+      serialPorts: Array.from({ length: AGENT_PORTS + 1 }, (_, i) => ({
         id: `agent${i}`,
         name: `cocoon.agent.${i}`,
         socketPath: this.agentSocket(i),
@@ -367,18 +372,16 @@ export class QemuHypervisor implements Hypervisor {
     }
     const args = buildQemuArgs(spec);
     this.logger.info({ args, accel: this.accel }, "starting QEMU");
-    const logFd = openSync(this.file("qemu.log"), "a");
     try {
-      this.process = await ManagedProcess.spawn(config.hypervisorPath, args, {
-        detached: true,
-        stdout: logFd,
-        stderr: logFd,
+      this.process = await startMonitor({
+        vmDir: this.vmDir,
+        launch: { file: config.hypervisorPath, args, logPath: this.file("qemu.log") },
+        consoleLog: this.consoleLog,
+        agent: { kind: "serial", paths: [this.agentSocket(AGENT_PORTS)] },
       });
     } catch (err) {
       await this.cleanup();
       throw err;
-    } finally {
-      closeSync(logFd);
     }
     this.pid = this.process.pid;
     this.pidStart = await pidStartTime(this.pid);
@@ -424,6 +427,8 @@ export class QemuHypervisor implements Hypervisor {
       try {
         daemon = await ManagedProcess.spawn(config.virtioFSDaemon, args, {
           detached: true,
+          // Tagged with its VM: a crash cleanup finds it even if nothing else recorded it.
+          env: { ...process.env, [OWNER_ENV]: this.vmDir },
           stdout: logFd,
           stderr: logFd,
         });
@@ -571,10 +576,7 @@ export class QemuHypervisor implements Hypervisor {
   /** A failed start leaves nothing behind: kill QEMU, remove its directory. */
   private async abortStart(): Promise<void> {
     this.disconnect();
-    if (this.process?.running) {
-      this.process.signal("SIGKILL");
-      await this.process.exited;
-    }
+    if (this.process?.running) await this.process.terminate([{ signal: "SIGKILL", timeoutMs: 5_000 }]);
     await this.cleanup();
   }
 
@@ -612,7 +614,7 @@ export class QemuHypervisor implements Hypervisor {
     if (!this.isRunning()) return;
     const pid = this.pid;
     if (options.waitOnly) {
-      if (this.process) await this.process.exited;
+      if (this.process) while (!(await this.process.waitFor(1_000)));
       else while (await isProcessAlive(pid, this.pidStart)) await sleep(50);
     } else {
       const steps: EscalationStep[] = [];
