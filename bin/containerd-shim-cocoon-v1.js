@@ -5,7 +5,9 @@ import { fileURLToPath } from "node:url";
 
 const entry = new URL("../dist/shim/main.js", import.meta.url);
 if (!existsSync(fileURLToPath(entry))) {
-  process.stderr.write("containerd-shim-cocoon-v1: not built yet: run `npm run build` in the cocoon checkout\n");
+  process.stderr.write(
+    "containerd-shim-cocoon-v1: not built yet: run `npm run build` in the cocoon checkout\n",
+  );
   process.exit(1);
 }
 const { main } = await import(entry.href);
