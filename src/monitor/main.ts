@@ -134,7 +134,7 @@ async function main(): Promise<void> {
 
   const mainWatch = watchMain(spec, vmm, exited);
   const status = await exited;
-  const mainExited = await Promise.race([mainWatch, sleep(1_000).then(() => undefined)]);
+  const mainExited = await Promise.race([mainWatch, sleep(300).then(() => undefined)]);
   const exit = classifyVmmExit(status, await readFileTail(spec.consoleLog), {
     mainExited,
     vmm: spec.launch.file.split("/").pop() ?? "the VMM",

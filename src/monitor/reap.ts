@@ -7,7 +7,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { readProcStat } from "../host/proc.js";
-import { terminatePid } from "../host/process.js";
+import { terminatePid, waitPidGone } from "../host/process.js";
 import { readMonitorRecords } from "./records.js";
 import { OWNER_ENV } from "./spec.js";
 
@@ -93,4 +93,19 @@ export async function reapVmProcesses(vmDir: string): Promise<ReapedProcess[]> {
     if (path.resolve(p.vmDir) === resolved) await kill(p, p.name);
   }
   return reaped;
+}
+
+/**
+ * Waits (briefly) for a VM's monitor to finish once its VMM is gone — it records the exit and
+ * leaves — and ends it if it lingers, so a stopped VM leaves no process behind.
+ */
+export async function awaitMonitorGone(vmDir: string, timeoutMs = 5_000): Promise<void> {
+  const { record } = await readMonitorRecords(vmDir);
+  if (!record) return;
+  const { pid, startTime } = record.monitor;
+  if (await waitPidGone(pid, timeoutMs, startTime)) return;
+  await terminatePid(pid, {
+    ...(startTime !== undefined ? { startTime } : {}),
+    steps: [{ signal: "SIGKILL", timeoutMs: 5_000 }],
+  });
 }

@@ -19,6 +19,7 @@ import {
 import { silentLogger } from "../../log.js";
 import { withLock } from "../../store/lock.js";
 import { startMonitor } from "../../monitor/client.js";
+import { awaitMonitorGone } from "../../monitor/reap.js";
 import { OWNER_ENV } from "../../monitor/spec.js";
 import {
   buildQemuArgs,
@@ -640,6 +641,7 @@ export class QemuHypervisor implements Hypervisor {
     this.pid = 0;
     this.process = undefined;
     await this.stopDaemons();
+    await awaitMonitorGone(this.vmDir);
     if (this.state) this.state.paused = false;
   }
 
@@ -842,7 +844,9 @@ export class QemuHypervisor implements Hypervisor {
     this.pid = 0;
     this.process = undefined;
     await this.stopDaemons();
-    if (this.vmDir) await rm(this.vmDir, { recursive: true, force: true });
+    // The monitor leaves once it has recorded QEMU's end: wait for it before its directory goes.
+    if (this.vmDir) await awaitMonitorGone(this.vmDir);
+    if (this.vmDir) await rm(this.vmDir, { recursive: true, force: true, maxRetries: 3 });
   }
 
   /** virtiofsd normally exits with QEMU; anything still there is terminated. */
