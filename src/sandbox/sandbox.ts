@@ -388,8 +388,12 @@ export class Sandbox extends EventEmitter {
   /**
    * Starts the sandbox's main process (its containers, or the guest process). With `attach`,
    * returns a handle on the main process's stdio; otherwise its output waits in the agent.
+   * When the main process ends the VM stops, as a container stops with its main process;
+   * `keepRunning` leaves the VM up for further `exec` instead (its exit is then read from the agent).
    */
-  async start(options: { attach?: AttachOptions } = {}): Promise<ProcessHandle | undefined> {
+  async start(
+    options: { attach?: AttachOptions; keepRunning?: boolean } = {},
+  ): Promise<ProcessHandle | undefined> {
     return this.locked("start", async () => {
       checkTransition(this.id, this.doc.state, "running");
       const agent = await this.agent();
@@ -420,7 +424,8 @@ export class Sandbox extends EventEmitter {
       await this.persist();
       // The monitor stops the VM when the main process ends (after a grace for an attached
       // client to drain its output), as a container stops with its main process.
-      await watchMainProcess(this.vmDir, this.mainExecId(), options.attach ? 5_000 : 0);
+      if (!options.keepRunning)
+        await watchMainProcess(this.vmDir, this.mainExecId(), options.attach ? 5_000 : 0);
       return handle;
     });
   }

@@ -60,7 +60,7 @@ describe("sandboxes on real QEMU VMs", () => {
   it("runs a guest process: output, exit code, exec, missing programs", async () => {
     const sb = await create({ process: { args: ["sh", "-c", "echo hi; echo oops >&2; exit 3"] } });
     expect(sb.state).toBe("ready");
-    const main = await sb.start({ attach: {} });
+    const main = await sb.start({ attach: {}, keepRunning: true });
     const out = await main!.output();
     expect(text(out.stdout)).toBe("hi\n");
     expect(text(out.stderr)).toBe("oops\n");
@@ -81,7 +81,7 @@ describe("sandboxes on real QEMU VMs", () => {
 
   it("pipes 10 MB of random binary data through cat byte-identical", async () => {
     const sb = await create({ process: { args: ["true"] } });
-    await sb.start();
+    await sb.start({ keepRunning: true });
     const data = randomBytes(10 * 1024 * 1024);
     const cat = await sb.exec({ process: { args: ["cat"] }, stdin: true });
     const collected = cat.output();
@@ -96,7 +96,7 @@ describe("sandboxes on real QEMU VMs", () => {
 
   it("gives a terminal with the host's window size, and resizes it", async () => {
     const sb = await create({ process: { args: ["true"] } });
-    await sb.start();
+    await sb.start({ keepRunning: true });
     const p = await sb.exec({
       process: {
         args: [
@@ -122,7 +122,7 @@ describe("sandboxes on real QEMU VMs", () => {
 
   it("delivers signals, and reports a process killed by one", async () => {
     const sb = await create({ process: { args: ["true"] } });
-    await sb.start();
+    await sb.start({ keepRunning: true });
     const trapper = await sb.exec({
       process: {
         args: ["sh", "-c", "trap 'echo got-TERM; exit 42' TERM; echo ready; while :; do sleep 0.1; done"],
