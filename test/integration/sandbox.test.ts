@@ -41,18 +41,21 @@ function text(b: Buffer): string {
   return b.toString("utf8");
 }
 
-/** Reads a process's stdout until `marker` appears. */
+/** Reads a process's stdout until `marker` appears; fails (rather than hangs) if the stream ends first. */
 function until(handle: ProcessHandle, marker: string): Promise<string> {
-  return new Promise((resolve) => {
+  return new Promise((resolve, reject) => {
     let seen = "";
+    const onEnd = (): void => reject(new Error(`stdout ended before "${marker}"; it had: ${seen}`));
     const onData = (c: Buffer): void => {
       seen += c.toString();
       if (seen.includes(marker)) {
         handle.stdout.off("data", onData);
+        handle.stdout.off("end", onEnd);
         resolve(seen);
       }
     };
     handle.stdout.on("data", onData);
+    handle.stdout.once("end", onEnd);
   });
 }
 
