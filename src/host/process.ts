@@ -174,12 +174,7 @@ export class ManagedProcess {
 
   /** Waits up to `timeoutMs` for the exit; undefined on timeout. */
   async waitFor(timeoutMs: number): Promise<ExitStatus | undefined> {
-    if (this.status) return this.status;
-    const ac = new AbortController();
-    const timer = sleep(timeoutMs, undefined, { signal: ac.signal }).catch(() => undefined);
-    const result = await Promise.race([this.exited, timer]);
-    ac.abort();
-    return result;
+    return this.status ?? settleWithin(this.exited, timeoutMs);
   }
 
   /** Runs the escalation steps until the process exits; SIGKILL is always the last resort. */
@@ -342,4 +337,15 @@ export async function runChecked(
     );
   }
   return result;
+}
+
+/** `promise`'s value if it settles within `timeoutMs`, else undefined (the timer is cleared either way). */
+export async function settleWithin<T>(promise: Promise<T>, timeoutMs: number): Promise<T | undefined> {
+  const ac = new AbortController();
+  const timer = sleep(timeoutMs, undefined, { signal: ac.signal }).catch(() => undefined);
+  try {
+    return await Promise.race([promise, timer]);
+  } finally {
+    ac.abort();
+  }
 }

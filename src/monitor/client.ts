@@ -14,7 +14,13 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HypervisorError } from "../errors.js";
 import { isProcessAlive } from "../host/proc.js";
-import { escalate, type EscalationStep, type ExitStatus, type WatchedProcess } from "../host/process.js";
+import {
+  escalate,
+  settleWithin,
+  type EscalationStep,
+  type ExitStatus,
+  type WatchedProcess,
+} from "../host/process.js";
 import { readFileTail } from "./reason.js";
 import { monitorDir } from "./records.js";
 import { OWNER_ENV, monitorEventSchema, type MonitorEvent, type MonitorSpec } from "./spec.js";
@@ -79,12 +85,7 @@ export class SupervisedVmm implements WatchedProcess {
   }
 
   async waitFor(timeoutMs: number): Promise<ExitStatus | undefined> {
-    if (this.status) return this.status;
-    const ac = new AbortController();
-    const timer = sleep(timeoutMs, undefined, { signal: ac.signal }).catch(() => undefined);
-    const result = await Promise.race([this.exited, timer]);
-    ac.abort();
-    return result;
+    return this.status ?? settleWithin(this.exited, timeoutMs);
   }
 
   terminate(steps?: EscalationStep[]): Promise<ExitStatus> {
