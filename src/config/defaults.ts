@@ -86,6 +86,7 @@ export function defaultConfig(): CocoonConfig {
         jailer_gid: 0,
         jailer_cgroup_version: 2,
         jail_resources: "auto",
+        balloon: false,
       },
       acrn: {
         ...commonDefaults,

@@ -65,6 +65,7 @@ export function hypervisorConfigFor(config: CocoonConfig, type: HypervisorType):
       jailerGid: f.jailer_gid,
       jailerCgroupVersion: f.jailer_cgroup_version,
       jailResources: f.jail_resources,
+      balloon: f.balloon,
     });
   } else if (type === "acrn") {
     const a = config.hypervisor.acrn;

@@ -72,6 +72,8 @@ export const firecrackerSectionSchema = z.strictObject({
   jailer_cgroup_version: z.union([z.literal(1), z.literal(2)]),
   /** How files enter the jail: hard link where possible, else bind mount (auto), or always bind/link/copy. */
   jail_resources: z.enum(["auto", "bind", "link", "copy"]),
+  /** A virtio balloon at boot, so that `cocoon update --memory` can take memory back from a running VM. */
+  balloon: z.boolean(),
 });
 
 export const acrnSectionSchema = z.strictObject({

@@ -37,6 +37,8 @@ export interface Capabilities {
   /** Resource control: live vCPU / memory resize (QEMU q35; absent = no). */
   vcpuHotplug?: boolean;
   memoryHotplug?: boolean;
+  /** Memory can be taken back and returned up to the boot size (a balloon), but not grown past it. */
+  memoryBalloon?: boolean;
 }
 
 /** vCPU index → host thread id. */

@@ -32,6 +32,7 @@ import type { Capabilities, VcpuThreadIds } from "../types.js";
 import { firecrackerKernelParams } from "./kernel-params.js";
 import { firecrackerSettingsFromParams, type FirecrackerSettings } from "./settings.js";
 import { parseDriverState, type DriverState, type HotplugSlot } from "./state.js";
+import { balloonAmountFor, configureBalloon, setBalloon } from "./balloon.js";
 
 /** Placeholder drives attached before boot; block "hotplug" swaps their backing files. */
 export const DRIVE_POOL_SIZE = 8;
@@ -301,6 +302,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     st.slots = [];
     st.vsock = null;
     delete st.snapshot;
+    delete st.balloon;
     await mkdir(st.vmDir, { recursive: true, mode: 0o750 });
     // Firecracker 1.0–1.13 needs the log file to exist; it is read for error messages.
     await jail.create(LOG_FILE);
@@ -407,6 +409,10 @@ export class FirecrackerHypervisor implements Hypervisor {
     this.pending = [];
     for (const device of queued) await this.applyDevice(device);
     if (!st.vsock) await this.applyDevice({ type: "vsock", guestCid: DEFAULT_GUEST_CID });
+    if (this.settings?.balloon) {
+      await configureBalloon(client);
+      st.balloon = { amountMib: 0 };
+    }
     st.resources = jail.resources();
     await client.instanceStart();
     st.phase = "vm-ready";
@@ -607,9 +613,14 @@ export class FirecrackerHypervisor implements Hypervisor {
     return { ...device, index: slot.index };
   }
 
-  /** Firecracker 1.x cannot resize a booted VM's memory through this driver (the seed's no-op). */
-  async resizeMemory(): Promise<ResizeMemoryResult> {
-    return { memoryMB: this.requireConfig().memorySize };
+  /** Shrinks the guest (or gives memory back, up to the boot size) through the balloon. */
+  async resizeMemory(memoryMB: number): Promise<ResizeMemoryResult> {
+    const boot = this.requireConfig().memorySize;
+    const amount = balloonAmountFor(boot, memoryMB, this.requireState().balloon !== undefined);
+    const st = this.requireRunning();
+    await setBalloon(await this.api(), amount);
+    st.balloon = { amountMib: amount };
+    return { memoryMB: boot - amount };
   }
 
   /** Firecracker has no vCPU hotplug: the count stays (the seed's no-op). */
@@ -635,7 +646,14 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   capabilities(): Capabilities {
-    return { blockDeviceHotplug: true, fsSharing: false, networkDeviceHotplug: false, multiQueue: false };
+    const base = {
+      blockDeviceHotplug: true,
+      fsSharing: false,
+      networkDeviceHotplug: false,
+      multiQueue: false,
+    };
+    const balloon = this.st ? this.st.balloon !== undefined : this.settings?.balloon === true;
+    return balloon ? { ...base, memoryBalloon: true } : base;
   }
 
   hypervisorConfig(): HypervisorConfig {
@@ -724,7 +742,8 @@ export class FirecrackerHypervisor implements Hypervisor {
       ...(this.pidStart !== undefined ? { pidStartTime: this.pidStart } : {}),
       blockIndexMap: st.slots.map((s) => s.index).sort((a, b) => a - b),
       hotpluggedVCPUs: 0,
-      hotpluggedMemoryMB: 0,
+      // Negative: what the balloon holds is memory the guest gave back.
+      hotpluggedMemoryMB: 0 - (st.balloon?.amountMib ?? 0),
       driver: structuredClone(st) as unknown as Record<string, unknown>,
     };
   }

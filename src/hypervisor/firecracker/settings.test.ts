@@ -13,6 +13,7 @@ describe("Firecracker driver settings (hypervisorParams)", () => {
       jailerGid: 100,
       jailerCgroupVersion: 1 as const,
       jailResources: "bind" as const,
+      balloon: true,
     };
     expect(firecrackerSettingsFromParams(firecrackerSettingsToParams(s))).toEqual(s);
   });
@@ -29,6 +30,9 @@ describe("Firecracker driver settings (hypervisorParams)", () => {
     );
     expect(() => firecrackerSettingsFromParams([{ key: "jail_resources", value: "symlink" }])).toThrow(
       /auto, bind, link, copy/,
+    );
+    expect(() => firecrackerSettingsFromParams([{ key: "balloon", value: "yes" }])).toThrow(
+      /balloon must be true or false/,
     );
   });
 });

@@ -15,6 +15,8 @@ export interface FirecrackerSettings {
   jailerCgroupVersion: 1 | 2;
   /** How files enter the jail: hard link where possible else bind mount (auto), or always one way. */
   jailResources: JailStrategy;
+  /** A balloon device at boot: the only way Firecracker 1.x can take memory back from a running guest. */
+  balloon: boolean;
 }
 
 export const DEFAULT_FIRECRACKER_SETTINGS: FirecrackerSettings = {
@@ -22,6 +24,7 @@ export const DEFAULT_FIRECRACKER_SETTINGS: FirecrackerSettings = {
   jailerGid: 0,
   jailerCgroupVersion: 2,
   jailResources: "auto",
+  balloon: false,
 };
 
 const KEYS = {
@@ -29,6 +32,7 @@ const KEYS = {
   jailerGid: "jailer_gid",
   jailerCgroupVersion: "jailer_cgroup_version",
   jailResources: "jail_resources",
+  balloon: "balloon",
 } as const;
 
 const STRATEGIES: readonly JailStrategy[] = ["auto", "bind", "link", "copy"];
@@ -48,6 +52,7 @@ export function firecrackerSettingsToParams(s: FirecrackerSettings): Param[] {
   if (s.jailerCgroupVersion !== d.jailerCgroupVersion)
     out.push({ key: KEYS.jailerCgroupVersion, value: String(s.jailerCgroupVersion) });
   if (s.jailResources !== d.jailResources) out.push({ key: KEYS.jailResources, value: s.jailResources });
+  if (s.balloon !== d.balloon) out.push({ key: KEYS.balloon, value: String(s.balloon) });
   return out;
 }
 
@@ -71,6 +76,10 @@ export function firecrackerSettingsFromParams(params: readonly Param[]): Firecra
       if (!(STRATEGIES as readonly string[]).includes(value))
         throw invalid(`jail_resources must be one of ${STRATEGIES.join(", ")}, got "${value}"`, key);
       s.jailResources = value as JailStrategy;
+    } else if (key === KEYS.balloon) {
+      if (value !== "true" && value !== "false")
+        throw invalid(`balloon must be true or false, got "${value}"`, key);
+      s.balloon = value === "true";
     } else {
       throw invalid(
         `Firecracker takes no hypervisor parameter "${key}${value ? `=${value}` : ""}" (known: ${Object.values(KEYS).join(", ")})`,

@@ -49,6 +49,8 @@ export const driverStateSchema = z.object({
   gid: z.number().int(),
   strategy: z.enum(["auto", "bind", "link", "copy"]),
   snapshot: z.object({ vmstate: z.string(), mem: z.string() }).optional(),
+  /** Whether the VM booted with a balloon, and how many MiB it holds now (taken from the guest). */
+  balloon: z.object({ amountMib: z.number().int().min(0) }).optional(),
 });
 
 export type DriverState = z.infer<typeof driverStateSchema>;

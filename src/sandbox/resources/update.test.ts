@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { AgentClient } from "../../agent/client.js";
 import { emptyHypervisorConfig, validateHypervisorConfig } from "../../hypervisor/config.js";
+import type { Hypervisor } from "../../hypervisor/hypervisor.js";
 import { QemuHypervisor } from "../../hypervisor/qemu/driver.js";
 import { resizeSandbox } from "./update.js";
 
@@ -51,5 +52,28 @@ describe("resize refusals", () => {
       code: "ERR_RESOURCE_LIMIT",
     });
     await expect(resizeSandbox(ctx, { memoryMB: 32 })).rejects.toMatchObject({ code: "ERR_RESOURCE_LIMIT" });
+  });
+
+  it("a balloon (Firecracker) shrinks but cannot grow past the boot size: ERR_NOT_SUPPORTED before anything changes", async () => {
+    const calls: number[] = [];
+    const ballooned = {
+      type: "firecracker",
+      capabilities: () => ({
+        blockDeviceHotplug: true,
+        fsSharing: false,
+        networkDeviceHotplug: false,
+        multiQueue: false,
+        memoryBalloon: true,
+      }),
+      hypervisorConfig: () => ({ ...emptyHypervisorConfig(), memorySize: 512, numVCPUs: 1 }),
+      save: () => ({ hotpluggedVCPUs: 0, hotpluggedMemoryMB: 0 }),
+      resizeMemory: async (mb: number) => (calls.push(mb), { memoryMB: mb }),
+    } as unknown as Hypervisor;
+    const ctx = { hypervisor: ballooned, agent: noAgent, cgroups: undefined };
+    await expect(resizeSandbox(ctx, { memoryMB: 1024 })).rejects.toMatchObject({
+      code: "ERR_NOT_SUPPORTED",
+      message: expect.stringContaining("past the 512 MiB it booted with"),
+    });
+    expect(calls).toEqual([]);
   });
 });
