@@ -1,5 +1,6 @@
 /** `npm run bench`: every benchmark suite, results printed and written as JSON to bench/results/. */
 import { runBootBench } from "./boot.js";
+import { runFactoryBench } from "./factory.js";
 import { runResourceBench } from "./resources.js";
 import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
@@ -8,6 +9,8 @@ const suites: [string, () => Promise<Comparison[]>][] = [
   ["boot", runBootBench],
   ["workload", runWorkloadBench],
   ["resources", async () => (await runResourceBench()).results],
+  // VM templates (docs/factory.md)
+  ["factory", runFactoryBench],
 ];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {

@@ -80,9 +80,17 @@ export class VmTemplate {
   async readMeta(): Promise<TemplateMeta | undefined> {
     const doc = await readDocument(this.metaPath, TEMPLATE_DOC);
     if (!doc) return undefined;
-    // A template whose files went away is no template.
-    for (const f of [this.memoryPath, this.statePath])
-      if (!(await stat(f).catch(() => undefined))) return undefined;
+    // A template whose files went away or were cut short is no template: it is rebuilt rather
+    // than cloned into a half-restored VM.
+    const memory = await stat(this.memoryPath).catch(() => undefined);
+    const state = await stat(this.statePath).catch(() => undefined);
+    if (memory?.size !== doc.data.memoryMiB * 2 ** 20 || state?.size !== doc.data.stateBytes) {
+      this.logger.warn(
+        { dir: this.dir },
+        "the VM template's files are missing or damaged: it will be rebuilt",
+      );
+      return undefined;
+    }
     return doc.data;
   }
 
