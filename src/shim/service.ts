@@ -8,6 +8,7 @@ import type { EventPublisher } from "./events.js";
 import { ShimProcess, signalName } from "./process.js";
 import { mountRootfs, unmountRootfs, bundleRootfs } from "./rootfs.js";
 import { parseExecSpec, readBundleSpec } from "./spec.js";
+import { metricsAny } from "./stats.js";
 import { ProcessIo } from "./stdio.js";
 import { Code, TtrpcError } from "./ttrpc/status.js";
 import type { ShimVm, VmRequest } from "./vm.js";
@@ -263,6 +264,11 @@ export class TaskService {
     );
   }
 
+  async stats(req: shim.StatsRequest): Promise<MessageInitShape<typeof shim.StatsResponseSchema>> {
+    const t = this.task(req.id);
+    return { stats: metricsAny(await t.vm.stats()) };
+  }
+
   async connect(req: shim.ConnectRequest): Promise<Partial<shim.ConnectResponse>> {
     const t = this.task(req.id);
     return { shimPid: process.pid, taskPid: t.vm.pid, version: "" };
@@ -291,7 +297,8 @@ export class TaskService {
       wait: bind(this.wait),
       connect: bind(this.connect),
       shutdown: bind(this.shutdown),
-      // checkpoint and stats are answered Unimplemented (not registered).
+      stats: bind(this.stats),
+      // checkpoint is answered Unimplemented (not registered).
     };
   }
 }
