@@ -1,6 +1,7 @@
 /** `npm run bench`: every benchmark suite, results printed and written as JSON to bench/results/. */
 import { runBootBench } from "./boot.js";
 import { runResourceBench } from "./resources.js";
+import { runShimBench } from "./shim.js";
 import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
 
@@ -8,6 +9,7 @@ const suites: [string, () => Promise<Comparison[]>][] = [
   ["boot", runBootBench],
   ["workload", runWorkloadBench],
   ["resources", async () => (await runResourceBench()).results],
+  ["shim", runShimBench], // containerd shim (issue 10)
 ];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {

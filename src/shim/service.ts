@@ -4,6 +4,9 @@ import type { Logger } from "pino";
 import * as shim from "../gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
 import * as ev from "../gen/shim/github.com/containerd/containerd/api/events/task_pb.js";
 import { Status } from "../gen/shim/github.com/containerd/containerd/api/types/task/task_pb.js";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { CLEANED_MARKER } from "./delete.js";
 import type { EventPublisher } from "./events.js";
 import { ShimProcess, signalName } from "./process.js";
 import { mountRootfs, unmountRootfs, bundleRootfs } from "./rootfs.js";
@@ -216,6 +219,7 @@ export class TaskService {
       if (t.mountedRootfs) await unmountRootfs(t.bundle);
       this.tasks.delete(t.id);
     }
+    await writeFile(path.join(t.bundle, CLEANED_MARKER), "").catch(() => undefined);
     void this.deps.events.publish("/tasks/delete", ev.TaskDeleteSchema, {
       containerId: t.id,
       pid: answer.pid,
