@@ -10,6 +10,7 @@ import {
   StateRequestSchema,
   Task,
 } from "../../src/gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
+import { isProcessAlive } from "../../src/host/proc.js";
 import { TtrpcClient } from "../../src/shim/ttrpc/client.js";
 import { HEADER_SIZE, MAX_DATA, MessageType, encodeFrame } from "../../src/shim/ttrpc/frame.js";
 import { Code, TtrpcError } from "../../src/shim/ttrpc/status.js";
@@ -24,14 +25,7 @@ let dir: string;
 let socket: string;
 let shimPid: number;
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+const alive = (pid: number) => isProcessAlive(pid);
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(tmpdir(), "shim-proto-"));
@@ -49,7 +43,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  if (shimPid && alive(shimPid)) process.kill(shimPid, "SIGKILL");
+  if (shimPid && (await alive(shimPid))) process.kill(shimPid, "SIGKILL");
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -108,13 +102,13 @@ it("the shim answers garbage, oversized frames and unknown methods with errors, 
       .call(V2, "State", StateRequestSchema, { id: "nope" }, Task.method.state.output)
       .catch((e: unknown) => e)) as TtrpcError;
     expect(state.code).toBe(Code.notFound);
-    expect(alive(shimPid)).toBe(true);
+    expect(await alive(shimPid)).toBe(true);
     await client.call(V2, "Shutdown", ShutdownRequestSchema, { id: "p1" }, Task.method.shutdown.output);
   } finally {
     client.close();
   }
-  for (let i = 0; i < 100 && alive(shimPid); i++) await new Promise((r) => setTimeout(r, 50));
-  expect(alive(shimPid)).toBe(false);
+  for (let i = 0; i < 100 && (await alive(shimPid)); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(await alive(shimPid)).toBe(false);
   expect(existsSync(socket)).toBe(false);
 });
 
