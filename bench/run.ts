@@ -2,6 +2,7 @@
 import { runBootBench } from "./boot.js";
 import { runFactoryBench } from "./factory.js";
 import { runResourceBench } from "./resources.js";
+import { runShimBench } from "./shim.js";
 import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
 
@@ -11,6 +12,7 @@ const suites: [string, () => Promise<Comparison[]>][] = [
   ["resources", async () => (await runResourceBench()).results],
   // VM templates (docs/factory.md)
   ["factory", runFactoryBench],
+  ["shim", runShimBench], // containerd shim (issue 10)
 ];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {

@@ -4,7 +4,14 @@ import { pino } from "pino";
 import { DeleteResponseSchema } from "../gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
 import type { ShimFlags } from "./flags.js";
 import { unmountRootfs } from "./rootfs.js";
-import { destroyLeftover } from "./vm.js";
+import { existsSync } from "node:fs";
+import path from "node:path";
+
+/**
+ * Written in the bundle once the shim's own Delete removed the task's sandbox and mounts: the
+ * `delete` subcommand containerd runs after every shim exit then has nothing to look for.
+ */
+export const CLEANED_MARKER = "cocoon-cleaned";
 
 /**
  * `delete`: containerd calls it after the shim went away (normally or not). Removes whatever
@@ -15,8 +22,12 @@ export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
   const logger = pino({ level: flags.debug ? "debug" : "warn" }, pino.destination(2));
   const bundle = flags.bundle || process.cwd();
   try {
-    if (await destroyLeftover(flags.namespace, flags.id, logger))
-      logger.warn({ id: flags.id }, "removed a sandbox a shim left behind");
+    // The sandbox stack (and its ~0.6 s of module loading) only when something may be left.
+    if (!existsSync(path.join(bundle, CLEANED_MARKER))) {
+      const { destroyLeftover } = await import("./vm.js");
+      if (await destroyLeftover(flags.namespace, flags.id, logger))
+        logger.warn({ id: flags.id }, "removed a sandbox a shim left behind");
+    }
   } catch (err) {
     logger.error({ err }, "removing the leftover sandbox failed");
   }

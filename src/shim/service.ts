@@ -4,10 +4,14 @@ import type { Logger } from "pino";
 import * as shim from "../gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
 import * as ev from "../gen/shim/github.com/containerd/containerd/api/events/task_pb.js";
 import { Status } from "../gen/shim/github.com/containerd/containerd/api/types/task/task_pb.js";
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { CLEANED_MARKER } from "./delete.js";
 import type { EventPublisher } from "./events.js";
 import { ShimProcess, signalName } from "./process.js";
 import { mountRootfs, unmountRootfs, bundleRootfs } from "./rootfs.js";
 import { parseExecSpec, readBundleSpec } from "./spec.js";
+import { metricsAny } from "./stats.js";
 import { ProcessIo } from "./stdio.js";
 import { Code, TtrpcError } from "./ttrpc/status.js";
 import type { ShimVm, VmRequest } from "./vm.js";
@@ -215,6 +219,7 @@ export class TaskService {
       if (t.mountedRootfs) await unmountRootfs(t.bundle);
       this.tasks.delete(t.id);
     }
+    await writeFile(path.join(t.bundle, CLEANED_MARKER), "").catch(() => undefined);
     void this.deps.events.publish("/tasks/delete", ev.TaskDeleteSchema, {
       containerId: t.id,
       pid: answer.pid,
@@ -263,6 +268,11 @@ export class TaskService {
     );
   }
 
+  async stats(req: shim.StatsRequest): Promise<MessageInitShape<typeof shim.StatsResponseSchema>> {
+    const t = this.task(req.id);
+    return { stats: metricsAny(await t.vm.stats()) };
+  }
+
   async connect(req: shim.ConnectRequest): Promise<Partial<shim.ConnectResponse>> {
     const t = this.task(req.id);
     return { shimPid: process.pid, taskPid: t.vm.pid, version: "" };
@@ -291,7 +301,8 @@ export class TaskService {
       wait: bind(this.wait),
       connect: bind(this.connect),
       shutdown: bind(this.shutdown),
-      // checkpoint and stats are answered Unimplemented (not registered).
+      stats: bind(this.stats),
+      // checkpoint is answered Unimplemented (not registered).
     };
   }
 }

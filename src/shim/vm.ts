@@ -5,6 +5,7 @@ import { Runtime } from "../sandbox/runtime.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ProcessConfig } from "../sandbox/config.js";
 import { CocoonError } from "../errors.js";
+import type { ContainerCgroupStats } from "./stats.js";
 
 /** A guest process as the shim sees it: its streams, exit and controls. */
 export interface GuestProcess {
@@ -31,6 +32,8 @@ export interface ShimVm {
   signal(execId: string, signal: string, all: boolean): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /** The container's cgroup figures, read in the guest. */
+  stats(): Promise<ContainerCgroupStats>;
   /** Stops and deletes the VM and everything cocoon recorded for it. */
   destroy(): Promise<void>;
 }
@@ -60,7 +63,9 @@ class CocoonVm implements ShimVm {
   ) {}
 
   async startMain(attach: { stdin: boolean; rows?: number; cols?: number }): Promise<GuestProcess> {
-    const handle = await this.sandbox.start({ attach });
+    // containerd expects the task (and its VM) to stay until Delete: exec, State and Wait still
+    // answer after the main process ended, so the monitor must not stop the VM on its exit.
+    const handle = await this.sandbox.start({ attach, keepRunning: true });
     if (!handle) throw new CocoonError("ERR_INTERNAL", "the sandbox started without a main process");
     return handle;
   }
@@ -79,6 +84,11 @@ class CocoonVm implements ShimVm {
 
   resume(): Promise<void> {
     return this.sandbox.resume();
+  }
+
+  async stats(): Promise<ContainerCgroupStats> {
+    const agent = await this.sandbox.agent();
+    return agent.call("container.stats", { containerId: this.containerId }, { timeoutMs: 10_000 });
   }
 
   async destroy(): Promise<void> {

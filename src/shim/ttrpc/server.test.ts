@@ -8,11 +8,11 @@ import {
   StateRequestSchema,
   Task,
 } from "../../gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
-import { ResponseSchema } from "../../gen/shim/ttrpc_pb.js";
 import { SandboxError } from "../../errors.js";
 import { toStatus } from "../errors.js";
+import { rawExchange as rawAnswers } from "../../../test/helpers/ttrpc-raw.js";
 import { TtrpcClient } from "./client.js";
-import { FrameParser, HEADER_SIZE, MAX_DATA, MessageType, encodeFrame } from "./frame.js";
+import { HEADER_SIZE, MAX_DATA, MessageType, encodeFrame } from "./frame.js";
 import { TtrpcServer } from "./server.js";
 import { Code, TtrpcError } from "./status.js";
 
@@ -42,30 +42,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Sends raw bytes on a fresh connection and returns the responses that come back on it. */
-async function rawExchange(
-  bytes: Buffer,
-  expected: number,
-): Promise<{ streamId: number; code: number; message: string }[]> {
-  const { connect } = await import("node:net");
-  const s = connect(socket);
-  const out: { streamId: number; code: number; message: string }[] = [];
-  await new Promise<void>((resolve, reject) => {
-    const parser = new FrameParser(
-      (f) => {
-        const res = fromBinary(ResponseSchema, f.data);
-        out.push({ streamId: f.streamId, code: res.status?.code ?? 0, message: res.status?.message ?? "" });
-        if (out.length === expected) resolve();
-      },
-      () => reject(new Error("oversized answer")),
-    );
-    s.on("data", (c: Buffer) => parser.push(c));
-    s.on("error", reject);
-    s.write(bytes);
-  });
-  s.destroy();
-  return out;
-}
+const rawExchange = (bytes: Buffer, expected: number) => rawAnswers(socket, bytes, expected);
 
 describe("ttrpc server", () => {
   it("answers a unary call with the handler's response", async () => {
