@@ -54,7 +54,7 @@ describe("resize refusals", () => {
     await expect(resizeSandbox(ctx, { memoryMB: 32 })).rejects.toMatchObject({ code: "ERR_RESOURCE_LIMIT" });
   });
 
-  it("a balloon (Firecracker) shrinks but cannot grow past the boot size: ERR_NOT_SUPPORTED before anything changes", async () => {
+  it("a balloon (Firecracker) cannot grow past the boot size: ERR_NOT_SUPPORTED before anything changes", async () => {
     const calls: number[] = [];
     const ballooned = {
       type: "firecracker",

@@ -66,18 +66,14 @@ async function validate(request: ResizeRequest, hypervisor: Hypervisor): Promise
     const hostMiB = Math.floor((await hostMemoryKb()) / 1024);
     if (request.memoryMB > hostMiB)
       throw limit(`cannot give ${request.memoryMB} MiB: this host has ${hostMiB} MiB`);
+    // A balloon reaches any size up to the boot size; hotplug is needed beyond it.
     const boot = hypervisor.hypervisorConfig().memorySize;
-    const balloonReach = caps.memoryBalloon === true && request.memoryMB <= boot;
-    if (caps.memoryBalloon && !caps.memoryHotplug && request.memoryMB > boot) {
+    if (!caps.memoryHotplug && !(caps.memoryBalloon && request.memoryMB <= boot)) {
       throw new SandboxError(
         "ERR_NOT_SUPPORTED",
-        `${hypervisor.type} cannot grow a running VM past the ${boot} MiB it booted with (its balloon only takes memory back and returns it)`,
-      );
-    }
-    if (!caps.memoryHotplug && !balloonReach) {
-      throw new SandboxError(
-        "ERR_NOT_SUPPORTED",
-        `${hypervisor.type} (${machine} machine) cannot change the memory of a running VM`,
+        caps.memoryBalloon
+          ? `${hypervisor.type} cannot grow a running VM past the ${boot} MiB it booted with (its balloon only takes memory back and returns it)`
+          : `${hypervisor.type} (${machine} machine) cannot change the memory of a running VM`,
         hypervisor.type === "qemu" ? { hint: 'use machine_type = "q35" for sandboxes that resize' } : {},
       );
     }

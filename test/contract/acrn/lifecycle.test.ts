@@ -324,18 +324,12 @@ describe("ACRN driver against the fake acrn-dm and acrnctl", () => {
     const starting = d.startVM(1_500);
     // The pid comes from the driver while it waits: on a loaded machine the fake may be killed
     // before it has even recorded its own invocation.
+    const settled = starting.then(
+      () => true,
+      () => true,
+    );
     let pid: number | undefined;
-    while (
-      pid === undefined &&
-      (await Promise.race([
-        starting.then(
-          () => true,
-          () => true,
-        ),
-        sleep(10),
-      ])) !== true
-    )
-      pid = d.getPids()[0];
+    while (pid === undefined && !(await Promise.race([settled, sleep(10, false)]))) pid = d.getPids()[0];
     await expect(starting).rejects.toMatchObject({
       code: "ERR_VMM_TIMEOUT",
       message: expect.stringContaining("did not create its console socket"),
