@@ -4,13 +4,13 @@
  * sandboxes. Same run, same assets, interleaved rounds.
  */
 import { spawn } from "node:child_process";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Runtime } from "../src/sandbox/runtime.js";
 import type { Sandbox } from "../src/sandbox/sandbox.js";
 import { COCOON_BIN } from "../test/helpers/cli-process.js";
-import { ASSETS_DIR, guestAssets } from "../test/helpers/env.js";
-import { compare, printComparison, writeResults, type Comparison } from "./lib.js";
+import { ASSETS_DIR, guestAssets, processesMentioning } from "../test/helpers/env.js";
+import { compare, printComparison, pssKiB, writeResults, type Comparison } from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_FACTORY_ROUNDS ?? 3);
 const SANDBOXES = Number(process.env.BENCH_FACTORY_SANDBOXES ?? 3);
@@ -31,13 +31,9 @@ function cocoonRun(env: NodeJS.ProcessEnv): Promise<number> {
 /** Total PSS (KiB, from smaps_rollup) of the QEMU processes whose command line mentions `root`. */
 async function vmmPssKiB(root: string): Promise<number> {
   let total = 0;
-  for (const pid of await readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+  for (const { pid, cmdline } of await processesMentioning(root)) {
     if (!cmdline.startsWith("qemu-system") && !cmdline.includes("/qemu-system")) continue;
-    if (!cmdline.includes(root)) continue;
-    const rollup = await readFile(`/proc/${pid}/smaps_rollup`, "utf8").catch(() => "");
-    total += Number(/^Pss:\s+(\d+) kB/m.exec(rollup)?.[1] ?? 0);
+    total += await pssKiB(pid).catch(() => 0); // gone meanwhile
   }
   return total;
 }

@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
@@ -90,4 +90,10 @@ export async function writeResults(
   await writeFile(file, JSON.stringify(doc, null, 2) + "\n");
   await writeFile(path.join(dir, `${suite}-latest.json`), JSON.stringify(doc, null, 2) + "\n");
   return file;
+}
+
+/** A process's proportional set size in KiB (`smaps_rollup`: shared pages split among their users). */
+export async function pssKiB(pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
+  return Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0);
 }

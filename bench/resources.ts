@@ -5,20 +5,19 @@
  * memory hotplug, onlined by the agent), against an update to the size the VM already has
  * (the fixed cost: lock, state, agent round trips).
  */
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Runtime } from "../src/sandbox/runtime.js";
 import type { Sandbox } from "../src/sandbox/sandbox.js";
 import { ASSETS_DIR, guestAssets } from "../test/helpers/env.js";
 import { busyboxRootfs } from "../test/helpers/rootfs.js";
-import { compare, round, stats, type Comparison } from "./lib.js";
+import { compare, pssKiB, round, stats, type Comparison } from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 async function pssMiB(pid: number): Promise<number> {
-  const text = await readFile(`/proc/${pid}/smaps_rollup`, "utf8");
-  return Number(/^Pss:\s+(\d+) kB/m.exec(text)?.[1] ?? 0) / 1024;
+  return (await pssKiB(pid)) / 1024;
 }
 
 async function guestTouchedMiB(sb: Sandbox): Promise<number> {
