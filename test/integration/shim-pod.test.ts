@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
-import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { fromBinary, type DescMessage, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import * as shim from "../../src/gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
@@ -189,4 +189,43 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   expect(stdout.split("\n").filter((t) => t.startsWith(root))).toEqual([]);
   expect(await filesUnder(path.join(root, "s"))).toEqual([]);
   expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
+});
+
+it("after the shim is SIGKILLed, containerd's `delete` subcommand removes the VM, mounts, state and socket", async () => {
+  const id = "solo";
+  const dir = await bundle(id, ["sleep", "600"], {});
+  const address = await shimStart(dir, id);
+  const pid = Number(await readFile(path.join(dir, "shim.pid"), "utf8"));
+  const c = await TtrpcClient.open(address.slice("unix://".length));
+  try {
+    await c.call(
+      V2,
+      "Create",
+      shim.CreateTaskRequestSchema,
+      { id, bundle: dir },
+      shim.CreateTaskResponseSchema,
+    );
+    await c.call(V2, "Start", shim.StartRequestSchema, { id }, shim.StartResponseSchema);
+  } finally {
+    c.close();
+  }
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 50 && (await isProcessAlive(pid)); i++) await new Promise((r) => setTimeout(r, 100));
+  // The VM outlives its shim (its monitor owns it): that is what `delete` is for.
+  expect((await processesMentioning(root)).some((p) => p.cmdline.includes("qemu-system"))).toBe(true);
+
+  const { stdout } = await run(
+    process.execPath,
+    [SHIM, "-namespace", "k8s", "-address", path.join(root, "ctd.sock"), "-id", id, "-bundle", dir, "delete"],
+    { cwd: dir, env, encoding: "buffer" },
+  );
+  const answer = fromBinary(shim.DeleteResponseSchema, stdout);
+  expect(answer.exitStatus).toBe(137);
+  for (let i = 0; i < 100 && (await processesMentioning(root)).length; i++)
+    await new Promise((r) => setTimeout(r, 100));
+  expect(await processesMentioning(root)).toEqual([]);
+  const { stdout: mounts } = await run("findmnt", ["-rn", "-o", "TARGET"]);
+  expect(mounts.split("\n").filter((t) => t.startsWith(root))).toEqual([]);
+  expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
+  expect(await filesUnder(path.join(root, "s"))).toEqual([]);
 });
