@@ -292,12 +292,10 @@ export class TaskService {
     if (req.stdin) p.io.closeStdin(p.guest?.stdin);
   }
 
+  /** Resizes the task's VM where the hypervisor can (q35); elsewhere FailedPrecondition says why. */
   async update(req: shim.UpdateTaskRequest): Promise<void> {
-    this.task(req.id);
-    throw new TtrpcError(
-      Code.failedPrecondition,
-      "cocoon's QEMU sandboxes cannot be resized yet (no vCPU/memory hotplug)",
-    );
+    const t = this.task(req.id);
+    await t.vm.update(req.resources?.value);
   }
 
   async stats(req: shim.StatsRequest): Promise<MessageInitShape<typeof shim.StatsResponseSchema>> {

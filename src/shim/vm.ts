@@ -8,6 +8,8 @@ import { CocoonError } from "../errors.js";
 import { hypervisorConfigFor } from "../config/hypervisor.js";
 import { parseHypervisorType } from "../hypervisor/types.js";
 import { podVmSize } from "./pod.js";
+import { Code, TtrpcError } from "./ttrpc/status.js";
+import { vmSizeForUpdate } from "./update.js";
 import type { ContainerCgroupStats } from "./stats.js";
 
 /** A guest process as the shim sees it: its streams, exit and controls. */
@@ -42,6 +44,8 @@ export interface ShimVm {
    * container, removes just that container from the pod's VM.
    */
   destroy(): Promise<void>;
+  /** Update: resizes the VM for the task's new limits (OCI LinuxResources JSON). */
+  update(resources: Uint8Array | undefined): Promise<void>;
   /** Adds a later container of this task's pod to the same VM (a pod's sandbox task only). */
   addContainer(req: ContainerRequest): Promise<ShimVm>;
 }
@@ -91,6 +95,8 @@ class CocoonVm implements ShimVm {
     private readonly sandbox: Sandbox,
     readonly pid: number,
     private readonly containerId: string,
+    /** The configured size, which a task's limits are added to. */
+    private readonly baseSize: { vcpus: number; memoryMB: number },
     private readonly ownsVm = true,
   ) {}
 
@@ -150,6 +156,31 @@ class CocoonVm implements ShimVm {
     await this.sandbox.release();
   }
 
+  async update(resources: Uint8Array | undefined): Promise<void> {
+    const size = vmSizeForUpdate(resources, this.baseSize);
+    if (!size) return;
+    if (!this.ownsVm)
+      throw new TtrpcError(
+        Code.failedPrecondition,
+        "cannot update one container of a pod: cocoon resizes the pod's VM only through its sandbox task",
+      );
+    try {
+      await this.sandbox.update(size);
+    } catch (err) {
+      // The hypervisor cannot resize (microvm, past the host's CPUs...): containerd should see
+      // a precondition that does not hold, with cocoon's reason, not "unimplemented".
+      if (
+        err instanceof CocoonError &&
+        (err.code === "ERR_NOT_SUPPORTED" || err.code === "ERR_RESOURCE_LIMIT")
+      )
+        throw new TtrpcError(
+          Code.failedPrecondition,
+          `${err.code}: ${err.message}${err.hint ? ` (${err.hint})` : ""}`,
+        );
+      throw err;
+    }
+  }
+
   async addContainer(req: ContainerRequest): Promise<ShimVm> {
     if (!this.ownsVm)
       throw new CocoonError("ERR_INTERNAL", "only a pod's sandbox task takes more containers");
@@ -161,7 +192,7 @@ class CocoonVm implements ShimVm {
       readonlyRootfs: req.readonlyRootfs,
       ...(req.hostname ? { hostname: req.hostname } : {}),
     });
-    return new CocoonVm(this.sandbox, this.pid, containerId, false);
+    return new CocoonVm(this.sandbox, this.pid, containerId, this.baseSize, false);
   }
 }
 
@@ -193,7 +224,10 @@ export async function bootVm(req: VmRequest, logger: Logger): Promise<ShimVm> {
     ],
   });
   const status = await sandbox.status();
-  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, containerId);
+  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, containerId, {
+    vcpus: defaults.numVCPUs,
+    memoryMB: defaults.memorySize,
+  });
 }
 
 /** Removes a sandbox a crashed shim left behind (the `delete` subcommand). */

@@ -155,6 +155,20 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   const vmms = (await processesMentioning(root)).filter((p) => p.cmdline.includes("qemu-system"));
   expect(vmms).toHaveLength(1);
 
+  // Update: the default microvm cannot resize; containerd gets FailedPrecondition and the reason.
+  const resources = {
+    typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+    value: Buffer.from(JSON.stringify({ cpu: { quota: 100000, period: 100000 } })),
+  };
+  const update = (await call(
+    "Update",
+    shim.UpdateTaskRequestSchema,
+    { id: POD, resources },
+    EmptySchema,
+  ).catch((e: unknown) => e)) as TtrpcError;
+  expect(update.code).toBe(Code.failedPrecondition);
+  expect(update.message).toMatch(/cannot change the vCPU count.*q35/);
+
   // The pod's sandbox task cannot go while a container of the pod is still there.
   await call("Kill", shim.KillRequestSchema, { id: POD, signal: 9 }, EmptySchema);
   await call("Wait", shim.WaitRequestSchema, { id: POD }, shim.WaitResponseSchema);
