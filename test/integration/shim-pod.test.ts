@@ -8,7 +8,12 @@ import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import * as shim from "../../src/gen/shim/github.com/containerd/containerd/runtime/v2/task/shim_pb.js";
 import { isProcessAlive } from "../../src/host/proc.js";
+import {
+  Events,
+  type ForwardRequest,
+} from "../../src/gen/shim/github.com/containerd/containerd/api/services/ttrpc/events/v1/events_pb.js";
 import { TtrpcClient } from "../../src/shim/ttrpc/client.js";
+import { TtrpcServer } from "../../src/shim/ttrpc/server.js";
 import { Code, TtrpcError } from "../../src/shim/ttrpc/status.js";
 import { busyboxRootfs } from "../helpers/rootfs.js";
 import { ASSETS_DIR, filesUnder, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
@@ -27,6 +32,9 @@ let cleanupRoot: () => Promise<void>;
 let env: NodeJS.ProcessEnv;
 let client: TtrpcClient | undefined;
 let shimPid = 0;
+/** containerd's event service, as the shim reaches it (`<address>.ttrpc`): the topics it got. */
+let events: TtrpcServer | undefined;
+const topics: string[] = [];
 
 const cri = (type: "sandbox" | "container", extra: Record<string, string> = {}) => ({
   "io.kubernetes.cri.container-type": type,
@@ -100,10 +108,26 @@ beforeAll(async () => {
     COCOON_SHIM_SOCKET_DIR: path.join(root, "s"),
   };
   await mkdir(path.join(root, "b"), { recursive: true });
+  events = new TtrpcServer();
+  events.registerService("containerd.services.events.ttrpc.v1.Events", Events, {
+    forward: (req: ForwardRequest) => {
+      topics.push(`${req.envelope?.topic} ${containerIdOf(req)}`);
+      return Promise.resolve({});
+    },
+  } as Record<string, (req: never) => Promise<unknown>>);
+  await events.listen(`${path.join(root, "ctd.sock")}.ttrpc`);
 }, 600_000);
+
+/** The container id inside a forwarded task event (every task event has it as field 1). */
+function containerIdOf(req: ForwardRequest): string {
+  const value = req.envelope?.event?.value;
+  if (!value || value[0] !== 0x0a) return "?";
+  return Buffer.from(value.subarray(2, 2 + (value[1] ?? 0))).toString();
+}
 
 afterAll(async () => {
   client?.close();
+  await events?.close();
   if (shimPid && (await isProcessAlive(shimPid))) process.kill(shimPid, "SIGKILL");
   await cleanupRoot?.();
 });
@@ -203,7 +227,29 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   expect(stdout.split("\n").filter((t) => t.startsWith(root))).toEqual([]);
   expect(await filesUnder(path.join(root, "s"))).toEqual([]);
   expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
-});
+
+  // containerd saw each task's life in order, the pod's container inside the pod's.
+  const of = (id: string) => topics.filter((t) => t.endsWith(` ${id}`)).map((t) => t.split(" ")[0]);
+  expect(of(CTR)).toEqual([
+    "/tasks/create",
+    "/tasks/start",
+    "/tasks/exec-added",
+    "/tasks/exec-started",
+    "/tasks/exit",
+    "/tasks/exit",
+    "/tasks/delete",
+  ]);
+  expect(of(POD)).toEqual([
+    "/tasks/create",
+    "/tasks/start",
+    "/tasks/exec-added",
+    "/tasks/exec-started",
+    "/tasks/exit",
+    "/tasks/exit",
+    "/tasks/delete",
+  ]);
+  expect(topics.indexOf(`/tasks/delete ${CTR}`)).toBeLessThan(topics.indexOf(`/tasks/delete ${POD}`));
+}, 600_000);
 
 it("after the shim is SIGKILLed, containerd's `delete` subcommand removes the VM, mounts, state and socket", async () => {
   const id = "solo";
@@ -242,4 +288,4 @@ it("after the shim is SIGKILLed, containerd's `delete` subcommand removes the VM
   expect(mounts.split("\n").filter((t) => t.startsWith(root))).toEqual([]);
   expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
   expect(await filesUnder(path.join(root, "s"))).toEqual([]);
-});
+}, 600_000);
