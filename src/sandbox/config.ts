@@ -71,6 +71,11 @@ export const sandboxConfigSchema = z.object({
   annotations: z.record(z.string(), z.string()).default({}),
   /** Containers created with the sandbox (each with its own rootfs). */
   containers: z.array(containerConfigSchema).default([]),
+  /**
+   * Share one pod directory with the guest at boot, so containers can be added to the running
+   * VM later (`Sandbox.addContainer`) even where the VM has no device hotplug (pod.ts).
+   */
+  podShare: z.boolean().default(false),
   /** A process run directly in the guest when there is no container (`cocoon run` without --rootfs). */
   guestProcess: processConfigSchema.optional(),
   volumes: z

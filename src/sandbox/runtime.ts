@@ -44,6 +44,8 @@ export interface CreateSandboxOptions {
   cpusetCpus?: string;
   pidsLimit?: number;
   cpuWeight?: number;
+  /** Share a pod directory so containers can be added to the running VM (Sandbox.addContainer). */
+  podShare?: boolean;
   /** Start as a clone of the VM template (QEMU); default: the configuration's [factory] enable_template. */
   template?: boolean;
 }
@@ -118,6 +120,7 @@ export class Runtime {
       },
       annotations,
       containers: options.containers ?? [],
+      ...(options.podShare ? { podShare: true } : {}),
       ...(options.process ? { guestProcess: options.process } : {}),
       dns: options.dns ?? [],
       disableGuestSeccomp: cfg.runtime.disable_guest_seccomp,

@@ -14,7 +14,14 @@ import type { Hypervisor, HypervisorState } from "../hypervisor/hypervisor.js";
 import { newHypervisor } from "../hypervisor/registry.js";
 import type { RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
-import { processConfigSchema, type ParsedSandboxConfig, type ProcessConfig } from "./config.js";
+import {
+  containerConfigSchema,
+  processConfigSchema,
+  type ContainerConfig,
+  type ParsedContainerConfig,
+  type ParsedSandboxConfig,
+  type ProcessConfig,
+} from "./config.js";
 import { ProcessHandle } from "./process.js";
 import { prepareHostCgroups } from "./resources/hooks.js";
 import { SandboxCgroups } from "./resources/host-cgroups.js";
@@ -22,6 +29,16 @@ import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
+import {
+  bindIntoPodShare,
+  createPodShare,
+  podRootfsPath,
+  podRootfsStorage,
+  podShareDevice,
+  podShareDir,
+  unbindFromPodShare,
+  unmountWorkDir,
+} from "./pod.js";
 import { pidStartTime } from "../host/process.js";
 import { watchMainProcess } from "../monitor/records.js";
 import { reapVmProcesses } from "../monitor/reap.js";
@@ -207,6 +224,11 @@ export class Sandbox extends EventEmitter {
     // Prepare rootfs first: a missing directory is refused before a VM exists.
     const sharing =
       this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
+    if (this.doc.config.podShare && sharing !== "virtio-fs" && sharing !== "virtio-9p")
+      throw new SandboxError(
+        "ERR_NOT_SUPPORTED",
+        `a pod sandbox needs a shared filesystem (virtio-fs or 9p), and ${this.hypervisor.type} with shared_fs "${sharing || "none"}" has none`,
+      );
     const prepared: { id: string; rootfs: PreparedRootfs }[] = [];
     for (const c of this.doc.config.containers) {
       const rootfs = await prepareRootfs(c.id, c.rootfs, { workDir: this.workDir, sharing });
@@ -235,6 +257,11 @@ export class Sandbox extends EventEmitter {
         void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
     });
     for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
+    if (this.doc.config.podShare && (sharing === "virtio-fs" || sharing === "virtio-9p")) {
+      // Under the work directory, so every cleanup path (delete, a failed create, gc) unmounts it.
+      await createPodShare(podShareDir(this.workDir));
+      await this.hypervisor.addDevice(podShareDevice(podShareDir(this.workDir), sharing));
+    }
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
@@ -263,22 +290,33 @@ export class Sandbox extends EventEmitter {
         storage = p.rootfs.storage;
       }
       const c = this.doc.config.containers.find((x) => x.id === p.id)!;
-      const proc = processConfigSchema.parse(c.process);
-      await agent.call("container.create", {
-        containerId: c.id,
-        rootfs: storage,
-        hostname: c.hostname ?? this.hostname(),
-        process: {
-          ...proc,
-          ...(proc.rows ? { rows: proc.rows } : {}),
-          ...(proc.cols ? { cols: proc.cols } : {}),
-        },
-        readonlyRootfs: c.readonlyRootfs,
-        ...(c.resources ? { resources: c.resources } : {}),
-      });
+      await this.createInGuest(agent, c, storage);
     }
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
+  }
+
+  /** Creates a container in the guest on storage the guest can mount. */
+  private async createInGuest(
+    agent: AgentClient,
+    c: ParsedContainerConfig,
+    storage: Storage,
+    rootfsSubpath = "",
+  ): Promise<void> {
+    const proc = processConfigSchema.parse(c.process);
+    await agent.call("container.create", {
+      containerId: c.id,
+      rootfs: storage,
+      rootfsSubpath,
+      hostname: c.hostname ?? this.hostname(),
+      process: {
+        ...proc,
+        ...(proc.rows ? { rows: proc.rows } : {}),
+        ...(proc.cols ? { cols: proc.cols } : {}),
+      },
+      readonlyRootfs: c.readonlyRootfs,
+      ...(c.resources ? { resources: c.resources } : {}),
+    });
   }
 
   private hostname(): string {
@@ -306,6 +344,7 @@ export class Sandbox extends EventEmitter {
     await SandboxCgroups.remove(this.ctx.store, this.id);
     for (const c of this.doc.containers)
       for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
+    await unmountWorkDir(this.workDir);
     await rm(this.workDir, { recursive: true, force: true });
     await this.ctx.store.removeSandbox(this.id);
   }
@@ -399,14 +438,8 @@ export class Sandbox extends EventEmitter {
       const agent = await this.agent();
       let handle: ProcessHandle | undefined;
       for (const [i, c] of this.doc.containers.entries()) {
-        const attach = i === 0 ? options.attach : undefined;
-        const s = attach ? await this.streams(agent, attach) : undefined;
-        const { pid } = await agent.call("container.start", {
-          containerId: c.config.id,
-          stdio: s?.ids ?? {},
-        });
-        c.state = "running";
-        if (s) handle = new ProcessHandle(agent, c.config.id, c.config.id, pid, s.handles);
+        const started = await this.startInGuest(agent, c, i === 0 ? options.attach : undefined);
+        handle ??= started;
       }
       const gp = this.doc.config.guestProcess;
       if (gp) {
@@ -426,6 +459,88 @@ export class Sandbox extends EventEmitter {
       // client to drain its output), as a container stops with its main process.
       if (!options.keepRunning)
         await watchMainProcess(this.vmDir, this.mainExecId(), options.attach ? 5_000 : 0);
+      return handle;
+    });
+  }
+
+  private async startInGuest(
+    agent: AgentClient,
+    c: ContainerState,
+    attach: AttachOptions | undefined,
+  ): Promise<ProcessHandle | undefined> {
+    const s = attach ? await this.streams(agent, attach) : undefined;
+    const { pid } = await agent.call("container.start", { containerId: c.config.id, stdio: s?.ids ?? {} });
+    c.state = "running";
+    return s ? new ProcessHandle(agent, c.config.id, c.config.id, pid, s.handles) : undefined;
+  }
+
+  /**
+   * Adds a container to the running (or ready) VM, its rootfs directory bind-mounted into the
+   * pod share (the sandbox must have been created with `podShare`). It is then `created`;
+   * `startContainer` runs it. On failure nothing of it is left.
+   */
+  async addContainer(input: ContainerConfig): Promise<void> {
+    const parsed = containerConfigSchema.safeParse(input);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new SandboxError(
+        "ERR_INVALID_CONFIG",
+        `invalid container config at ${issue.path.join(".") || "<root>"}: ${issue.message}`,
+      );
+    }
+    const config = parsed.data;
+    await this.locked("add container", async () => {
+      if (this.doc.state !== "running" && this.doc.state !== "ready")
+        throw new SandboxError(
+          "ERR_INVALID_STATE",
+          `cannot add a container: sandbox ${this.id} is ${describeState(this.doc)}`,
+        );
+      if (this.doc.containers.some((c) => c.config.id === config.id))
+        throw new SandboxError(
+          "ERR_ALREADY_EXISTS",
+          `sandbox ${this.id} already has a container "${config.id}"`,
+        );
+      const fsType = this.hypervisorConfig().sharedFS;
+      if (!this.doc.config.podShare || (fsType !== "virtio-fs" && fsType !== "virtio-9p"))
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `sandbox ${this.id} was not created with a pod share (podShare), so its VM cannot take more containers`,
+        );
+      if (config.rootfs.type !== "dir")
+        throw new SandboxError(
+          "ERR_INVALID_ARGUMENT",
+          "a container added to a running VM needs a rootfs directory",
+        );
+      const target = podRootfsPath(podShareDir(this.workDir), config.id);
+      await bindIntoPodShare(config.rootfs.path, target);
+      const state: ContainerState = {
+        config,
+        state: "created",
+        rootfs: { kind: "share", hostPath: target, owned: [], inPodShare: true },
+      };
+      try {
+        await this.createInGuest(await this.agent(), config, podRootfsStorage(config.id, fsType), config.id);
+      } catch (err) {
+        await unbindFromPodShare(target).catch(() => undefined);
+        throw err;
+      }
+      this.doc.containers.push(state);
+      await this.persist();
+    });
+  }
+
+  /** Starts a container added by `addContainer`; with `attach`, returns its init's stdio. */
+  async startContainer(
+    containerId: string,
+    options: { attach?: AttachOptions } = {},
+  ): Promise<ProcessHandle | undefined> {
+    return this.locked("start container", async () => {
+      this.requireRunning("start a container");
+      const c = this.findContainer(containerId);
+      if (c.state !== "created")
+        throw new SandboxError("ERR_INVALID_STATE", `container ${containerId} is ${c.state}, not created`);
+      const handle = await this.startInGuest(await this.agent(), c, options.attach);
+      await this.persist();
       return handle;
     });
   }
@@ -525,6 +640,7 @@ export class Sandbox extends EventEmitter {
           });
         }
       }
+      if (c.rootfs.inPodShare) await unbindFromPodShare(c.rootfs.hostPath);
       for (const p of c.rootfs.owned) await rm(p, { recursive: true, force: true });
       this.doc.containers = this.doc.containers.filter((x) => x !== c);
       this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;

@@ -37,6 +37,8 @@ const containerStateSchema = z.object({
     owned: z.array(z.string()).default([]),
     /** Block device id when attached as a disk. */
     blockId: z.string().optional(),
+    /** `hostPath` is cocoon's bind mount in the pod share, unmounted with the container. */
+    inPodShare: z.boolean().optional(),
   }),
   exit: z
     .object({ exitCode: z.number(), signal: z.string().optional(), oomKilled: z.boolean().optional() })

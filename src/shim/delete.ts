@@ -5,6 +5,8 @@ import { DeleteResponseSchema } from "../gen/shim/github.com/containerd/containe
 import type { ShimFlags } from "./flags.js";
 import { unmountRootfs } from "./rootfs.js";
 import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { groupIdFor, socketPathFor } from "./group.js";
 import path from "node:path";
 
 /**
@@ -12,6 +14,17 @@ import path from "node:path";
  * `delete` subcommand containerd runs after every shim exit then has nothing to look for.
  */
 export const CLEANED_MARKER = "cocoon-cleaned";
+
+/** A shim that was killed leaves its ttrpc socket: remove it when nothing listens there any more. */
+async function removeDeadSocket(flags: ShimFlags, bundle: string): Promise<void> {
+  const { annotationsOf, listening } = await import("./start.js");
+  const socket = socketPathFor(
+    flags.address,
+    flags.namespace,
+    groupIdFor(flags.id, await annotationsOf(bundle)),
+  );
+  if (existsSync(socket) && !(await listening(socket))) await rm(socket, { force: true });
+}
 
 /**
  * `delete`: containerd calls it after the shim went away (normally or not). Removes whatever
@@ -32,6 +45,9 @@ export async function deleteCommand(flags: ShimFlags): Promise<Uint8Array> {
     logger.error({ err }, "removing the leftover sandbox failed");
   }
   await unmountRootfs(bundle).catch((err: unknown) => logger.error({ err }, "unmounting the rootfs failed"));
+  await removeDeadSocket(flags, bundle).catch((err: unknown) =>
+    logger.error({ err }, "removing the dead shim's socket failed"),
+  );
   return toBinary(
     DeleteResponseSchema,
     create(DeleteResponseSchema, { pid: 0, exitStatus: 137, exitedAt: timestampNow() }),

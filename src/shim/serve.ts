@@ -9,6 +9,9 @@ import { TaskService } from "./service.js";
 import { TtrpcServer } from "./ttrpc/server.js";
 import { bootVm } from "./vm.js";
 
+/** How long an exiting shim waits for queued events to reach containerd. */
+const EXIT_FLUSH_MS = 5_000;
+
 /** containerd picks v3 only when a shim advertises it; both names get the same handlers. */
 const TASK_SERVICES = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
 
@@ -38,7 +41,9 @@ export async function serveCommand(flags: ShimFlags): Promise<void> {
   const exit = async (code: number) => {
     if (exiting) return;
     exiting = true;
-    await events.flush();
+    // After Shutdown containerd is done with us; if its event socket is gone (containerd
+    // restarted), queued events must not keep the shim alive through their retries.
+    await Promise.race([events.flush(), new Promise((r) => setTimeout(r, EXIT_FLUSH_MS))]);
     events.close();
     await server.close(flags.socket);
     logger.info("shim exiting");

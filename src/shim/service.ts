@@ -10,6 +10,7 @@ import { CLEANED_MARKER } from "./delete.js";
 import type { EventPublisher } from "./events.js";
 import { ShimProcess, signalName } from "./process.js";
 import { mountRootfs, unmountRootfs, bundleRootfs } from "./rootfs.js";
+import { podRoleOf } from "./pod.js";
 import { parseExecSpec, readBundleSpec } from "./spec.js";
 import { metricsAny } from "./stats.js";
 import { ProcessIo } from "./stdio.js";
@@ -23,6 +24,8 @@ interface Task {
   vm: ShimVm;
   mountedRootfs: boolean;
   procs: Map<string, ShimProcess>;
+  /** For a pod's later container: the task id of the pod's sandbox container, whose VM it is in. */
+  podSandboxId?: string;
 }
 
 export interface TaskServiceDeps {
@@ -73,18 +76,26 @@ export class TaskService {
         mounted = true;
       }
       io = await ProcessIo.open(stdio, req.id, this.deps.namespace);
-      const vm = await this.deps.bootVm(
-        {
-          taskId: req.id,
-          namespace: this.deps.namespace,
-          rootfsDir: mounted ? bundleRootfs(req.bundle) : spec.rootPath,
-          process: { ...spec.process, terminal: req.terminal },
-          ...(spec.hostname ? { hostname: spec.hostname } : {}),
-          annotations: {},
-          readonlyRootfs: spec.readonly,
-        },
-        this.deps.logger,
-      );
+      const container = {
+        taskId: req.id,
+        rootfsDir: mounted ? bundleRootfs(req.bundle) : spec.rootPath,
+        process: { ...spec.process, terminal: req.terminal },
+        ...(spec.hostname ? { hostname: spec.hostname } : {}),
+        readonlyRootfs: spec.readonly,
+      };
+      const pod = podRoleOf(req.id, spec.annotations);
+      const vm =
+        pod?.role === "container"
+          ? await this.podVm(pod.sandboxId, req.id).addContainer(container)
+          : await this.deps.bootVm(
+              {
+                ...container,
+                namespace: this.deps.namespace,
+                annotations: spec.annotations,
+                ...(pod ? { pod: true } : {}),
+              },
+              this.deps.logger,
+            );
       const init = new ShimProcess("", stdio, io);
       this.tasks.set(req.id, {
         id: req.id,
@@ -92,6 +103,7 @@ export class TaskService {
         vm,
         mountedRootfs: mounted,
         procs: new Map([["", init]]),
+        ...(pod?.role === "container" ? { podSandboxId: pod.sandboxId } : {}),
       });
       void this.deps.events.publish("/tasks/create", ev.TaskCreateSchema, {
         containerId: req.id,
@@ -107,6 +119,20 @@ export class TaskService {
       if (mounted) await unmountRootfs(req.bundle).catch(() => undefined);
       throw err;
     }
+  }
+
+  /** The VM of a pod's sandbox task, which this shim must serve (containerd groups by pod). */
+  private podVm(sandboxId: string, taskId: string): ShimVm {
+    const owner = this.tasks.get(sandboxId);
+    if (!owner)
+      throw new TtrpcError(
+        Code.failedPrecondition,
+        `container ${taskId} belongs to pod ${sandboxId}, whose sandbox task this shim does not run`,
+      );
+    const init = owner.procs.get("");
+    if (init?.status === Status.STOPPED)
+      throw new TtrpcError(Code.failedPrecondition, `the sandbox task of pod ${sandboxId} has stopped`);
+    return owner.vm;
   }
 
   async start(req: shim.StartRequest): Promise<{ pid: number }> {
@@ -196,13 +222,19 @@ export class TaskService {
       return;
     }
     const name = signalName(req.signal);
-    await t.vm.signal(p.execId || "task", name, req.all && p.execId === "");
+    await t.vm.signal(p.execId, name, req.all && p.execId === "");
   }
 
   async delete(req: shim.DeleteRequest): Promise<Partial<shim.DeleteResponse>> {
     const { t, p } = this.proc(req.id, req.execId);
     if (p.status === Status.RUNNING || p.status === Status.PAUSED)
       throw new TtrpcError(Code.failedPrecondition, `process ${req.execId || req.id} is still running`);
+    const members = [...this.tasks.values()].filter((x) => x.podSandboxId === t.id).map((x) => x.id);
+    if (p.execId === "" && members.length)
+      throw new TtrpcError(
+        Code.failedPrecondition,
+        `pod ${t.id} still has containers (${members.join(", ")}): delete them first`,
+      );
     if (p.status === Status.CREATED) await p.abandon(0);
     await p.exited;
     const answer = { pid: t.vm.pid, exitStatus: p.exitStatus, exitedAt: ts(p.exitedAt ?? new Date()) };
@@ -260,12 +292,10 @@ export class TaskService {
     if (req.stdin) p.io.closeStdin(p.guest?.stdin);
   }
 
+  /** Resizes the task's VM where the hypervisor can (q35); elsewhere FailedPrecondition says why. */
   async update(req: shim.UpdateTaskRequest): Promise<void> {
-    this.task(req.id);
-    throw new TtrpcError(
-      Code.failedPrecondition,
-      "cocoon's QEMU sandboxes cannot be resized yet (no vCPU/memory hotplug)",
-    );
+    const t = this.task(req.id);
+    await t.vm.update(req.resources?.value);
   }
 
   async stats(req: shim.StatsRequest): Promise<MessageInitShape<typeof shim.StatsResponseSchema>> {

@@ -5,7 +5,7 @@ import path from "node:path";
 import type { ShimFlags } from "./flags.js";
 import { groupIdFor, socketPathFor } from "./group.js";
 
-function listening(socket: string): Promise<boolean> {
+export function listening(socket: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = connect(socket);
     s.once("connect", () => {
@@ -16,7 +16,7 @@ function listening(socket: string): Promise<boolean> {
   });
 }
 
-async function annotationsOf(bundle: string): Promise<Record<string, string>> {
+export async function annotationsOf(bundle: string): Promise<Record<string, string>> {
   try {
     const spec = JSON.parse(await readFile(path.join(bundle, "config.json"), "utf8")) as {
       annotations?: unknown;

@@ -34,27 +34,73 @@ function fifoStream(fd: number, mode: "read" | "write"): Socket {
   return s;
 }
 
+/** How long a logging binary may take to signal it is ready, and to exit once its input ended. */
+const LOGGER_READY_MS = 10_000;
+const LOGGER_EXIT_MS = 12_000;
+
+export function isBinaryUri(target: string): boolean {
+  return target.startsWith("binary://") || target.startsWith("binary-v2://");
+}
+
+/**
+ * A logging binary, as containerd's shims run one (`ctr run --log-uri binary:///path?k=v`): the
+ * URI's query becomes its arguments (`k v`), CONTAINER_ID and CONTAINER_NAMESPACE its
+ * environment; it reads the container's stdout on fd 3 and stderr on fd 4, and closes fd 5 when
+ * it is ready. One process serves both streams. It is ended (and reaped) with the streams.
+ */
+async function openBinaryLogger(
+  target: string,
+  id: string,
+  ns: string,
+): Promise<{ stdout: Sink; stderr: Sink }> {
+  const url = new URL(target);
+  const args = [...url.searchParams.entries()].flatMap(([k, v]) => (v ? [k, v] : [k]));
+  const child: ChildProcess = spawn(url.pathname, args, {
+    stdio: ["ignore", "ignore", "ignore", "pipe", "pipe", "pipe"],
+    env: { ...process.env, CONTAINER_ID: id, CONTAINER_NAMESPACE: ns },
+  });
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    child.once("exit", () => resolve());
+    child.once("error", () => resolve());
+  });
+  const fds = child.stdio as unknown as [unknown, unknown, unknown, Writable, Writable, Readable];
+  const [, , , out, err, ready] = fds;
+  for (const s of [out, err, ready]) s.on("error", () => undefined);
+  ready.resume();
+  const failed = await Promise.race([
+    Promise.race([once(ready, "end"), once(ready, "close")]).then(() => false),
+    once(child, "error").then(() => true),
+    new Promise<boolean>((r) => setTimeout(() => r(true), LOGGER_READY_MS).unref()),
+  ]).catch(() => true);
+  if (failed || child.exitCode !== null) {
+    child.kill("SIGKILL");
+    throw new Error(`the logging binary ${url.pathname} did not start or did not signal it was ready`);
+  }
+  let open = 2;
+  const finishOne = (stream: Writable) => {
+    const done = finishOf(stream);
+    return async () => {
+      await done();
+      if (--open > 0) return;
+      const timer = setTimeout(() => child.kill("SIGKILL"), LOGGER_EXIT_MS);
+      await exited;
+      clearTimeout(timer);
+    };
+  };
+  return { stdout: { stream: out, finish: finishOne(out) }, stderr: { stream: err, finish: finishOne(err) } };
+}
+
 /**
  * Opens one output target (containerd's createIO rules): empty → none; `file://` → append;
- * `binary://` → spawn the logging binary; otherwise a FIFO path. A FIFO's write end is opened
- * non-blocking (the client already holds the read end), with a read handle kept so a client
- * that goes away never makes the shim's writes fail with EPIPE.
+ * otherwise a FIFO path (`binary://` is opened for both streams by openBinaryLogger). A FIFO's
+ * write end is opened non-blocking (the client already holds the read end), with a read handle
+ * kept so a client that goes away never makes the shim's writes fail with EPIPE.
  */
-async function openSink(target: string, id: string, ns: string): Promise<Sink | undefined> {
+function openSink(target: string): Sink | undefined {
   if (!target) return undefined;
   if (target.startsWith("file://")) {
     const stream = createWriteStream(fileURLToPath(target), { flags: "a" });
-    return { stream, finish: finishOf(stream) };
-  }
-  if (target.startsWith("binary://") || target.startsWith("binary-v2://")) {
-    const url = new URL(target);
-    const args = [...url.searchParams.entries()].flatMap(([k, v]) => (v ? [`${k}`, v] : [k]));
-    const child: ChildProcess = spawn(url.pathname, args, {
-      stdio: ["pipe", "ignore", "ignore"],
-      env: { ...process.env, CONTAINER_ID: id, CONTAINER_NAMESPACE: ns },
-    });
-    const stream = child.stdin as Writable;
-    stream.on("error", () => undefined);
     return { stream, finish: finishOf(stream) };
   }
   const keep = openSync(target, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -101,11 +147,17 @@ export class ProcessIo {
     id: string,
     ns: string,
   ): Promise<ProcessIo> {
-    const stdout = await openSink(paths.stdout, id, ns);
+    if (isBinaryUri(paths.stdout)) {
+      const logger = await openBinaryLogger(paths.stdout, id, ns);
+      return new ProcessIo(
+        paths.stdin ? new StdinFifo(paths.stdin) : undefined,
+        logger.stdout,
+        logger.stderr,
+      );
+    }
+    const stdout = openSink(paths.stdout);
     const stderr =
-      paths.stderr === paths.stdout && paths.stderr.startsWith("file://")
-        ? stdout
-        : await openSink(paths.stderr, id, ns);
+      paths.stderr === paths.stdout && paths.stderr.startsWith("file://") ? stdout : openSink(paths.stderr);
     return new ProcessIo(paths.stdin ? new StdinFifo(paths.stdin) : undefined, stdout, stderr);
   }
 

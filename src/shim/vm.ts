@@ -5,6 +5,11 @@ import { Runtime } from "../sandbox/runtime.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ProcessConfig } from "../sandbox/config.js";
 import { CocoonError } from "../errors.js";
+import { hypervisorConfigFor } from "../config/hypervisor.js";
+import { parseHypervisorType } from "../hypervisor/types.js";
+import { podVmSize } from "./pod.js";
+import { Code, TtrpcError } from "./ttrpc/status.js";
+import { vmSizeForUpdate } from "./update.js";
 import type { ContainerCgroupStats } from "./stats.js";
 
 /** A guest process as the shim sees it: its streams, exit and controls. */
@@ -34,8 +39,24 @@ export interface ShimVm {
   resume(): Promise<void>;
   /** The container's cgroup figures, read in the guest. */
   stats(): Promise<ContainerCgroupStats>;
-  /** Stops and deletes the VM and everything cocoon recorded for it. */
+  /**
+   * Stops and deletes the VM and everything cocoon recorded for it; for a pod's later
+   * container, removes just that container from the pod's VM.
+   */
   destroy(): Promise<void>;
+  /** Update: resizes the VM for the task's new limits (OCI LinuxResources JSON). */
+  update(resources: Uint8Array | undefined): Promise<void>;
+  /** Adds a later container of this task's pod to the same VM (a pod's sandbox task only). */
+  addContainer(req: ContainerRequest): Promise<ShimVm>;
+}
+
+/** A container for an existing VM: a pod's container after its sandbox container. */
+export interface ContainerRequest {
+  taskId: string;
+  rootfsDir: string;
+  process: ProcessConfig;
+  hostname?: string;
+  readonlyRootfs: boolean;
 }
 
 export interface VmRequest {
@@ -47,6 +68,8 @@ export interface VmRequest {
   hostname?: string;
   annotations: Record<string, string>;
   readonlyRootfs: boolean;
+  /** The task is a pod's sandbox container: its VM takes the pod's later containers. */
+  pod?: boolean;
 }
 
 /** cocoon sandbox ids are at most 64 characters: derive a stable one from namespace and task id. */
@@ -55,35 +78,68 @@ export function sandboxIdFor(namespace: string, taskId: string): string {
   return `ctd-${hash}`;
 }
 
+/** A container id in the guest for a pod's later container (containerd's ids may be longer). */
+function guestContainerId(taskId: string): string {
+  return /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(taskId)
+    ? taskId
+    : `c-${createHash("sha256").update(taskId).digest("hex").slice(0, 16)}`;
+}
+
 class CocoonVm implements ShimVm {
+  /**
+   * @param ownsVm true for the task that booted the VM; false for a pod's later container,
+   *   whose exec ids are prefixed with its container id (the guest's exec ids span the VM,
+   *   containerd's only the task).
+   */
   constructor(
     private readonly sandbox: Sandbox,
     readonly pid: number,
     private readonly containerId: string,
+    /** The configured size, which a task's limits are added to. */
+    private readonly baseSize: { vcpus: number; memoryMB: number },
+    private readonly ownsVm = true,
   ) {}
+
+  private guestExecId(execId: string): string {
+    if (!execId) return this.containerId;
+    return this.ownsVm ? execId : `${this.containerId}.${execId}`;
+  }
 
   async startMain(attach: { stdin: boolean; rows?: number; cols?: number }): Promise<GuestProcess> {
     // containerd expects the task (and its VM) to stay until Delete: exec, State and Wait still
     // answer after the main process ended, so the monitor must not stop the VM on its exit.
-    const handle = await this.sandbox.start({ attach, keepRunning: true });
+    const handle = this.ownsVm
+      ? await this.sandbox.start({ attach, keepRunning: true })
+      : await this.sandbox.startContainer(this.containerId, { attach });
     if (!handle) throw new CocoonError("ERR_INTERNAL", "the sandbox started without a main process");
     return handle;
   }
 
   exec(execId: string, process: ProcessConfig, attach: { stdin: boolean; rows?: number; cols?: number }) {
-    return this.sandbox.exec({ process, execId, containerId: this.containerId, ...attach });
+    return this.sandbox.exec({
+      process,
+      execId: this.guestExecId(execId),
+      containerId: this.containerId,
+      ...attach,
+    });
   }
 
   signal(execId: string, signal: string, all: boolean): Promise<void> {
-    return this.sandbox.signal(signal, all ? { all: true, containerId: this.containerId } : { execId });
+    return this.sandbox.signal(
+      signal,
+      all ? { all: true, containerId: this.containerId } : { execId: this.guestExecId(execId) },
+    );
   }
 
-  pause(): Promise<void> {
-    return this.sandbox.pause();
+  // The task that owns the VM pauses all of it; a pod's later container only its own cgroup.
+  async pause(): Promise<void> {
+    if (this.ownsVm) return this.sandbox.pause();
+    await (await this.sandbox.agent()).call("container.pause", { containerId: this.containerId });
   }
 
-  resume(): Promise<void> {
-    return this.sandbox.resume();
+  async resume(): Promise<void> {
+    if (this.ownsVm) return this.sandbox.resume();
+    await (await this.sandbox.agent()).call("container.resume", { containerId: this.containerId });
   }
 
   async stats(): Promise<ContainerCgroupStats> {
@@ -92,8 +148,51 @@ class CocoonVm implements ShimVm {
   }
 
   async destroy(): Promise<void> {
+    if (!this.ownsVm) {
+      await this.sandbox.removeContainer(this.containerId);
+      return;
+    }
     await this.sandbox.delete({ force: true });
     await this.sandbox.release();
+  }
+
+  async update(resources: Uint8Array | undefined): Promise<void> {
+    const size = vmSizeForUpdate(resources, this.baseSize);
+    if (!size) return;
+    if (!this.ownsVm)
+      throw new TtrpcError(
+        Code.failedPrecondition,
+        "cannot update one container of a pod: cocoon resizes the pod's VM only through its sandbox task",
+      );
+    try {
+      await this.sandbox.update(size);
+    } catch (err) {
+      // The hypervisor cannot resize (microvm, past the host's CPUs...): containerd should see
+      // a precondition that does not hold, with cocoon's reason, not "unimplemented".
+      if (
+        err instanceof CocoonError &&
+        (err.code === "ERR_NOT_SUPPORTED" || err.code === "ERR_RESOURCE_LIMIT")
+      )
+        throw new TtrpcError(
+          Code.failedPrecondition,
+          `${err.code}: ${err.message}${err.hint ? ` (${err.hint})` : ""}`,
+        );
+      throw err;
+    }
+  }
+
+  async addContainer(req: ContainerRequest): Promise<ShimVm> {
+    if (!this.ownsVm)
+      throw new CocoonError("ERR_INTERNAL", "only a pod's sandbox task takes more containers");
+    const containerId = guestContainerId(req.taskId);
+    await this.sandbox.addContainer({
+      id: containerId,
+      rootfs: { type: "dir", path: req.rootfsDir },
+      process: req.process,
+      readonlyRootfs: req.readonlyRootfs,
+      ...(req.hostname ? { hostname: req.hostname } : {}),
+    });
+    return new CocoonVm(this.sandbox, this.pid, containerId, this.baseSize, false);
   }
 }
 
@@ -102,8 +201,16 @@ export async function bootVm(req: VmRequest, logger: Logger): Promise<ShimVm> {
   const runtime = await Runtime.open({ logger });
   const id = sandboxIdFor(req.namespace, req.taskId);
   const containerId = "task";
+  const cfg = runtime.loaded.config;
+  const defaults = hypervisorConfigFor(cfg, parseHypervisorType(cfg.runtime.hypervisor));
   const sandbox = await runtime.createSandbox({
     id,
+    ...(req.pod
+      ? {
+          podShare: true,
+          ...podVmSize(req.annotations, { vcpus: defaults.numVCPUs, memoryMB: defaults.memorySize }),
+        }
+      : {}),
     ...(req.hostname ? { hostname: req.hostname } : {}),
     annotations: req.annotations,
     containers: [
@@ -117,7 +224,10 @@ export async function bootVm(req: VmRequest, logger: Logger): Promise<ShimVm> {
     ],
   });
   const status = await sandbox.status();
-  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, containerId);
+  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, containerId, {
+    vcpus: defaults.numVCPUs,
+    memoryMB: defaults.memorySize,
+  });
 }
 
 /** Removes a sandbox a crashed shim left behind (the `delete` subcommand). */
