@@ -70,6 +70,8 @@ export interface ClientOptions {
   requestTimeoutMs?: number;
   /** Called for every answer carrying `Deprecation: true`. The default logs a warning. */
   onDeprecation?: (notice: DeprecationNotice) => void;
+  /** The `--http-api-max-payload-size` Firecracker was started with (default 51,200 bytes). */
+  maxPayloadBytes?: number;
 }
 
 export interface CallOptions {
@@ -78,6 +80,30 @@ export interface CallOptions {
 
 const faultSchema = z.object({ fault_message: z.string() });
 const microHttpErrorSchema = z.object({ error: z.string() });
+
+/**
+ * Firecracker's default `--http-api-max-payload-size`. A bigger body is not refused once: the
+ * server answers one 400 per KiB of it, and a client that drops the connection while those
+ * answers are still being written makes Firecracker take SIGPIPE and die (SIGSYS, seen on every
+ * version from 1.0 to 1.14). So the client refuses such a body before sending a byte.
+ */
+export const DEFAULT_API_MAX_PAYLOAD_BYTES = 51_200;
+
+/**
+ * Parses a body micro-http wrote itself: `{ "error": "<msg>" }`, where the message of the
+ * payload-limit and unsupported-method answers holds a raw newline, so it is not valid JSON.
+ * Control characters inside the string are escaped before parsing.
+ */
+function parseMicroHttpError(text: string): string | undefined {
+  if (!/^\s*\{\s*"error"\s*:/.test(text)) return undefined;
+  let escaped = "";
+  for (const c of text.trim()) {
+    const code = c.charCodeAt(0);
+    escaped += code < 0x20 ? `\\u${code.toString(16).padStart(4, "0")}` : c;
+  }
+  const parsed = microHttpErrorSchema.safeParse(safeJson(escaped));
+  return parsed.success ? parsed.data.error : undefined;
+}
 
 /** Turns a non-2xx answer into a typed error, whichever of Firecracker's two error bodies it has. */
 export function apiErrorFrom(method: string, path: string, res: RawResponse): FirecrackerApiError {
@@ -96,11 +122,11 @@ export function apiErrorFrom(method: string, path: string, res: RawResponse): Fi
       method,
       path,
     });
-  const err = microHttpErrorSchema.safeParse(parsed);
-  if (err.success)
+  const microHttpError = parseMicroHttpError(res.text);
+  if (microHttpError !== undefined)
     return new FirecrackerApiError({
       status: res.status,
-      faultMessage: err.data.error,
+      faultMessage: microHttpError,
       bodyKey: "error",
       method,
       path,
@@ -252,6 +278,7 @@ export class FirecrackerClient {
         : typeof body === "string" || Buffer.isBuffer(body)
           ? body
           : JSON.stringify(body);
+    this.refuseOversizedBody(method, path, payload);
     const timeout = options.timeoutMs ?? this.timeoutMs;
     try {
       const res = await this.http.request({
@@ -290,6 +317,20 @@ export class FirecrackerClient {
         },
       );
     }
+  }
+
+  /** Refuses a body over Firecracker's payload limit before sending it (see DEFAULT_API_MAX_PAYLOAD_BYTES). */
+  private refuseOversizedBody(method: string, path: string, payload: string | Buffer | undefined): void {
+    if (payload === undefined) return;
+    const limit = this.options.maxPayloadBytes ?? DEFAULT_API_MAX_PAYLOAD_BYTES;
+    const size = typeof payload === "string" ? Buffer.byteLength(payload) : payload.length;
+    if (size <= limit) return;
+    throw new FirecrackerRequestError(
+      `the body of ${method} ${path} is ${size} bytes, over Firecracker's API payload limit of ${limit} bytes: ` +
+        "Firecracker would refuse it (and can die when the refused connection is dropped); send less " +
+        "(large MMDS data: --metadata at launch) or start Firecracker with a larger --http-api-max-payload-size",
+      { method, path, size, limit },
+    );
   }
 
   /**

@@ -5,17 +5,20 @@
  */
 import net from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   FirecrackerClient,
   apiErrorFrom,
   type DeprecationNotice,
+  type RawResponse,
 } from "../../../src/vmm/firecracker/client.js";
 import {
   FirecrackerApiError,
   FirecrackerRequestError,
   FirecrackerVersionError,
 } from "../../../src/vmm/firecracker/errors.js";
+import { isProcessAlive } from "../../../src/host/proc.js";
 import { MicroVM } from "../../../src/vmm/firecracker/microvm.js";
 import { atLeast } from "../../../src/vmm/firecracker/version.js";
 import {
@@ -47,6 +50,13 @@ function rawExchange(socketPath: string, request: string): Promise<string> {
     sock.on("error", reject);
     sock.on("connect", () => sock.write(request));
   });
+}
+
+/** A raw exchange's answer as the client sees one. */
+function rawResponse(answer: string): RawResponse {
+  const head = answer.indexOf("\r\n\r\n");
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
+  return { status, headers: {}, text: Buffer.from(answer.slice(head + 4), "latin1").toString("utf8") };
 }
 
 describe.each(VERSIONS)("Firecracker client against %s", (label) => {
@@ -138,17 +148,41 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     expect(e.code).toBe("ERR_VMM_API");
   });
 
-  it("turns micro-http's {error} answers into typed errors too (payload too large)", async () => {
+  it("refuses a body over the API payload limit before sending it, and Firecracker lives on", async () => {
+    // Sent, such a body earns one 400 per KiB; hanging up on them kills Firecracker (SIGPIPE).
     const big = { blob: "x".repeat(60_000) };
-    const err = await client.putMmds(big).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(FirecrackerApiError);
-    const e = err as FirecrackerApiError;
-    expect(e.status).toBe(400);
-    expect(e.bodyKey).toBe("error");
-    expect(e.faultMessage).toMatch(
-      /^Request payload with size \d+ is larger than the limit of 51200 allowed by server\./,
+    for (const send of [() => client.putMmds(big), () => client.raw("PUT", "/mmds", big)]) {
+      const err = await send().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FirecrackerRequestError);
+      expect((err as FirecrackerRequestError).message).toMatch(
+        /^the body of PUT \/mmds is 60011 bytes, over Firecracker's API payload limit of 51200 bytes/,
+      );
+    }
+    await sleep(200); // a Firecracker that took SIGPIPE would be gone by now
+    expect(await isProcessAlive(vm.firecrackerPid!)).toBe(true);
+    expect((await client.describeInstance()).status).toBe(200);
+  });
+
+  it('turns micro-http\'s { "error" } answers (not valid JSON) into typed errors', async () => {
+    // Only the head of an oversized request: the server answers it at once and owes nothing more.
+    const tooLarge = await rawExchange(
+      vm.apiSocketPath,
+      "PUT /mmds HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 60011\r\n\r\n",
     );
-    // micro-http drops the connection after that error; the client reconnects.
+    const payload = apiErrorFrom("PUT", "/mmds", rawResponse(tooLarge));
+    expect(payload.status).toBe(400);
+    expect(payload.bodyKey).toBe("error");
+    expect(payload.faultMessage).toBe(
+      "Request payload with size 60011 is larger than the limit of 51200 allowed by server.\nAll previous unanswered requests will be dropped.",
+    );
+    const method = apiErrorFrom(
+      "DELETE",
+      "/",
+      rawResponse(await rawExchange(vm.apiSocketPath, "POST / HTTP/1.1\r\nHost: localhost\r\n\r\n")),
+    );
+    expect(method.bodyKey).toBe("error");
+    expect(method.faultMessage).toMatch(/^Invalid HTTP Method: Unsupported HTTP method\.\n/);
+    expect(await isProcessAlive(vm.firecrackerPid!)).toBe(true);
     expect((await client.describeInstance()).status).toBe(200);
   });
 

@@ -25,6 +25,7 @@ import {
   processesMentioning,
   removeTmp,
   shortTmp,
+  skipUnlessBootable,
   target,
   type Target,
 } from "./helpers.js";
@@ -118,7 +119,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     });
   });
 
-  it("boots with queued devices, the drive pool, Firecracker's kernel params and a hybrid-vsock agent channel", async () => {
+  it("boots with queued devices, the drive pool, Firecracker's kernel params and a hybrid-vsock agent channel", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     await d.createVM({ ...options, guestReady: echoReady });
@@ -180,7 +182,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.check();
   });
 
-  it("hotplugs a block device by swapping a placeholder's backing file, and unplugs it", async () => {
+  it("hotplugs a block device by swapping a placeholder's backing file, and unplugs it", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     await d.createVM(options);
@@ -218,7 +221,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     );
   });
 
-  it("pauses, saves into the jail and the template paths, resumes", async () => {
+  it("pauses, saves into the jail and the template paths, resumes", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     const tpl = {
@@ -261,7 +265,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.stopVM(); // again: nothing to do
   });
 
-  it("hands a running VM to another driver instance through save/load", async () => {
+  it("hands a running VM to another driver instance through save/load", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const first = driver();
     await first.createVM(options);
@@ -289,7 +294,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     );
   });
 
-  it("boots from an initrd (no rootfs drive, no root= defaults)", async () => {
+  it("boots from an initrd (no rootfs drive, no root= defaults)", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup({ image: false });
     const d = driver();
     await d.createVM({ ...options, config: { ...options.config, kernelParams: [] } });
@@ -320,7 +326,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect((err as { hint?: string }).hint).toMatch(/shorter/);
   });
 
-  it("refuses to start over a jail whose Firecracker is still running", async () => {
+  it("refuses to start over a jail whose Firecracker is still running", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup();
     const a = driver();
     await a.createVM(options);
@@ -332,7 +339,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await a.check(); // untouched
   });
 
-  it("fails a boot whose guest never gets ready, with a timeout, and leaves nothing running", async () => {
+  it("fails a boot whose guest never gets ready, with a timeout, and leaves nothing running", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup();
     const d = driver();
     await d.createVM({
@@ -370,7 +378,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect((err as Error).message).toMatch(/boom/);
   });
 
-  it("cleans up twice, unmounting and removing the jail and the VM directory", async () => {
+  it("cleans up twice, unmounting and removing the jail and the VM directory", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     await d.createVM({

@@ -24,6 +24,7 @@ import {
   leaks,
   removeTmp,
   shortTmp,
+  skipUnlessBootable,
   target,
   type Target,
 } from "./helpers.js";
@@ -98,7 +99,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect(await vm.state()).toBe("Not started");
   });
 
-  it("boots, then refuses a drive PUT after boot and accepts a PATCH that swaps the backing file", async () => {
+  it("boots, then refuses a drive PUT after boot and accepts a PATCH that swaps the backing file", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm, dir } = await newVm();
     await vm.spawn();
     await vm.basicConfig({
@@ -140,7 +142,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect(await vm.consoleData()).toMatch(/Linux version .*\n.*Command line: console=ttyS0/);
   });
 
-  it("refuses a snapshot while running, then snapshots (full and diff) when paused, and restores", async () => {
+  it("refuses a snapshot while running, then snapshots (full and diff) when paused, and restores", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm, dir } = await newVm();
     await vm.spawn();
     await vm.basicConfig({ trackDirtyPages: true });
@@ -169,7 +172,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect(await restored.state()).toBe("Running");
   });
 
-  it("restores with the Uffd backend where the version has it", async () => {
+  it("restores with the Uffd backend where the version has it", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm, dir } = await newVm();
     await vm.spawn();
     await vm.basicConfig({ memSizeMib: 128 });
@@ -245,7 +249,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect(uds.endsWith("v.sock")).toBe(true);
   });
 
-  it("reads the logger FIFO and flushes metrics through the metrics FIFO", async () => {
+  it("reads the logger FIFO and flushes metrics through the metrics FIFO", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm } = await newVm();
     await vm.spawn({ logLevel: "Debug" });
     await vm.waitForLog(`Running Firecracker v${t.version}`);
@@ -271,7 +276,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
       expect(m).toHaveProperty(group);
   });
 
-  it("configures MMDS (V1 and V2), stores data, and serves the guest side with session tokens", async () => {
+  it("configures MMDS (V1 and V2), stores data, and serves the guest side with session tokens", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm, dir } = await newVm();
     await vm.spawn({ env: { ...process.env, FAKE_FC_MMDS_GUEST: "1" } });
     await vm.basicConfig();
@@ -299,7 +305,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     }
   });
 
-  it("adds a balloon with statistics and changes its target after boot", async () => {
+  it("adds a balloon with statistics and changes its target after boot", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm } = await newVm();
     await vm.spawn();
     await vm.basicConfig({ memSizeMib: 256 });
@@ -313,6 +320,7 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   });
 
   it("pins the VMM, API and vCPU threads by name", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     if (os.cpus().length < 1) return ctx.skip();
     const { vm } = await newVm();
     await vm.spawn();
@@ -391,6 +399,7 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   });
 
   it("runs Firecracker as the jailer's uid/gid", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     if (jailedOnly() || process.getuid?.() !== 0) return ctx.skip();
     const { vm, dir } = await newVm({ jailer: { uid: 1234, gid: 1234 } });
     // The fake cannot chroot: the uid must be able to reach the jail through the test directory.
@@ -403,7 +412,8 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     expect((await vm.flushMetrics()).utc_timestamp_ms).toBeGreaterThan(0);
   });
 
-  it("cleans up everything, twice", async () => {
+  it("cleans up everything, twice", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { vm, dir } = await newVm();
     await vm.spawn();
     await vm.basicConfig();

@@ -7,6 +7,7 @@
  * COCOON_FC_KERNEL and COCOON_FC_ROOTFS give a real guest kernel and rootfs (InstanceStart on a
  * real Firecracker loads the kernel); the fakes only need an ELF header.
  */
+import { accessSync, constants } from "node:fs";
 import { mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -14,6 +15,7 @@ import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
 import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
 import { formatVersion } from "../../../src/vmm/firecracker/version.js";
 import { fakeBinaries } from "../../fakes/firecracker/build.js";
+import type { TestContext } from "vitest";
 
 export const REAL = Boolean(process.env.COCOON_FC_BIN);
 
@@ -44,6 +46,31 @@ export async function target(version: string): Promise<Target> {
   }
   const b = await fakeBinaries(version);
   return { version, firecracker: b.firecracker, jailer: b.jailer, real: false };
+}
+
+/**
+ * Why this target cannot boot a guest, or undefined. The fakes always can. A real Firecracker
+ * needs a real guest kernel (COCOON_FC_KERNEL: without one, InstanceStart is refused or, on
+ * v1.0, aborts) and a /dev/kvm it can open; everything before InstanceStart works without them.
+ */
+export function bootBlocker(t: Target): string | undefined {
+  if (!t.real) return undefined;
+  const missing: string[] = [];
+  if (!process.env.COCOON_FC_KERNEL) missing.push("no guest kernel (set COCOON_FC_KERNEL)");
+  try {
+    accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
+  } catch {
+    missing.push("no usable /dev/kvm");
+  }
+  return missing.length
+    ? `boots a guest: a real Firecracker cannot boot here (${missing.join(", ")})`
+    : undefined;
+}
+
+/** Skips a boot-dependent test, with the one reason, where the target cannot boot. */
+export function skipUnlessBootable(t: Target, ctx: TestContext): void {
+  const reason = bootBlocker(t);
+  if (reason) ctx.skip(reason);
 }
 
 /** A short temp directory (unix socket paths must stay under 108 bytes). */
