@@ -76,6 +76,8 @@ export interface ClientOptions {
 
 export interface CallOptions {
   timeoutMs?: number;
+  /** The body updates some fields only (PATCH /machine-config): required fields may be left out. */
+  partialBody?: boolean;
 }
 
 const faultSchema = z.object({ fault_message: z.string() });
@@ -355,7 +357,7 @@ export class FirecrackerClient {
       if (body === undefined) {
         if (info.bodyRequired) throw new FirecrackerRequestError(`${key} needs a ${info.body} body`);
       } else {
-        this.api.checkBody(info.body, body);
+        this.api.checkBody(info.body, body, { partial: options.partialBody ?? false });
         for (const name of info.pathParams) {
           const field = BODY_ID_FIELD[name];
           const value = field ? (body as Record<string, unknown>)[field] : undefined;
@@ -408,8 +410,9 @@ export class FirecrackerClient {
   putMachineConfig(body: MachineConfiguration): Promise<ApiResult<void>> {
     return this.call("PUT /machine-config", {}, body);
   }
+  /** Changes some fields (at least one) of the machine configuration, before boot. */
   patchMachineConfig(body: Partial<MachineConfiguration>): Promise<ApiResult<void>> {
-    return this.call("PATCH /machine-config", {}, body as MachineConfiguration);
+    return this.call("PATCH /machine-config", {}, body as MachineConfiguration, { partialBody: true });
   }
   putCpuConfig(body: CpuConfig): Promise<ApiResult<void>> {
     return this.call("PUT /cpu-config", {}, body);

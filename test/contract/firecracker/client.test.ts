@@ -100,6 +100,20 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     });
   });
 
+  it("patches part of the machine configuration, and refuses an empty PATCH before sending it", async () => {
+    await client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128 });
+    await client.patchMachineConfig({ vcpu_count: 2 });
+    expect((await client.getMachineConfig()).body).toMatchObject({ vcpu_count: 2, mem_size_mib: 128 });
+    const empty = await client.patchMachineConfig({}).catch((e: unknown) => e);
+    expect(empty).toBeInstanceOf(FirecrackerRequestError);
+    expect((empty as Error).message).toMatch(/Empty PATCH request/);
+    // What Firecracker itself answers to one.
+    expect(JSON.parse((await client.raw("PATCH", "/machine-config", {})).text)).toEqual({
+      fault_message: "Empty PATCH request.",
+    });
+    await expect(client.patchMachineConfig({ vcpu_count: 0 })).rejects.toThrow(FirecrackerRequestError);
+  });
+
   it("refuses a field newer than the running version, naming the version that added it", async () => {
     const send = () => client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128, huge_pages: "None" });
     if (atLeast(client.version, "1.7.0")) {
