@@ -375,13 +375,19 @@ export class FirecrackerClient {
     if (res.status < 200 || res.status > 299) throw apiErrorFrom(method, path, res);
     const deprecated = res.headers["deprecation"] === "true";
     if (deprecated) {
-      const notice: DeprecationNotice = {
-        method,
-        path,
-        fields: info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : [],
-      };
+      const fields = [
+        ...(info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : []),
+        ...deprecatedSettings(info.key, body),
+      ];
+      const notice: DeprecationNotice = { method, path, fields };
       if (this.options.onDeprecation) this.options.onDeprecation(notice);
-      else this.options.logger?.warn(notice, `Firecracker deprecates something in ${method} ${path}`);
+      else
+        this.options.logger?.warn(
+          notice,
+          fields.length
+            ? `Firecracker deprecates ${fields.join(", ")} (${method} ${path})`
+            : `Firecracker deprecates something in ${method} ${path} without saying what`,
+        );
     }
     let parsed: unknown = undefined;
     if (info.response) {
@@ -541,6 +547,20 @@ export class FirecrackerClient {
     this.closed = true;
     await this.http.close().catch(() => this.http.destroy());
   }
+}
+
+/**
+ * Deprecations Firecracker flags by a value rather than a field, which the field history
+ * cannot name: MMDS version 1 (1.5+ answer `Deprecation: true` to PUT /mmds/config whenever
+ * the version is V1 or left out, which means V1).
+ */
+export function deprecatedSettings(key: string, body: unknown): string[] {
+  if (key === "PUT /mmds/config" && typeof body === "object" && body !== null) {
+    const version = (body as { version?: unknown }).version;
+    if (version === undefined) return ['MmdsConfig.version (left out, so V1; send "V2")'];
+    if (version === "V1") return ['MmdsConfig.version="V1" (send "V2")'];
+  }
+  return [];
 }
 
 function safeJson(text: string): unknown {

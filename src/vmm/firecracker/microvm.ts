@@ -494,6 +494,10 @@ export class MicroVM {
     return server.path;
   }
 
+  /**
+   * PUT /mmds/config. The MMDS version defaults to V2 (session tokens), which every supported
+   * Firecracker has: V1 is deprecated since 1.5 and each use of it is answered with a warning.
+   */
   async configureMmds(
     o: {
       version?: "V1" | "V2";
@@ -504,7 +508,7 @@ export class MicroVM {
   ): Promise<void> {
     await this.client.putMmdsConfig({
       network_interfaces: o.networkInterfaces ?? this.ifaces.map((i) => i.ifaceId),
-      ...(o.version ? { version: o.version } : {}),
+      version: o.version ?? "V2",
       ...(o.ipv4Address ? { ipv4_address: o.ipv4Address } : {}),
       ...(o.imdsCompat !== undefined ? { imds_compat: o.imdsCompat } : {}),
     });

@@ -210,6 +210,30 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     expect(notices.at(-1)).toEqual({ method: "PUT", path: "/vsock", fields: ["Vsock.vsock_id"] });
   });
 
+  it("names MMDS V1 as what is deprecated (1.5+), and MicroVM configures V2 by default", async () => {
+    await client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "nosuchtap0" });
+    notices.length = 0;
+    await client.putMmdsConfig({ network_interfaces: ["eth0"] });
+    await client.putMmdsConfig({ network_interfaces: ["eth0"], version: "V1" });
+    await client.putMmdsConfig({ network_interfaces: ["eth0"], version: "V2" });
+    expect(notices).toEqual(
+      atLeast(client.version, "1.5.0")
+        ? [
+            {
+              method: "PUT",
+              path: "/mmds/config",
+              fields: ['MmdsConfig.version (left out, so V1; send "V2")'],
+            },
+            { method: "PUT", path: "/mmds/config", fields: ['MmdsConfig.version="V1" (send "V2")'] },
+          ]
+        : [],
+    );
+    await vm.client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "nosuchtap0" });
+    await vm.configureMmds({ networkInterfaces: ["eth0"] });
+    const cfg = (await client.getVmConfig()).body as { "mmds-config"?: { version?: string } };
+    expect(cfg["mmds-config"]?.version).toBe("V2");
+  });
+
   it("is answered with serde's message for an unknown field (raw request)", async () => {
     const res = await client.raw("PUT", "/machine-config", '{"vcpu_count":1,"mem_size_mib":128,"bogus":1}');
     expect(res.status).toBe(400);

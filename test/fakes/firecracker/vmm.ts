@@ -246,7 +246,11 @@ export class FakeVmm {
     const deprecated = this.deprecated(info.body, value);
     if (deprecated) this.o.logger.log("Warning", "fc_api", `Deprecated API call: ${key} uses ${deprecated}.`);
     const reply = await this.run(key, params, value);
-    return deprecated && reply.status < 300 ? { ...reply, deprecated: true } : reply;
+    // MMDS V1 (also when the version is left out) is deprecated from 1.5, on success and failure.
+    const mmdsV1 =
+      key === "PUT /mmds/config" && this.atLeast("1.5.0") && isObj(value) && (value.version ?? "V1") === "V1";
+    if (mmdsV1) this.o.logger.log("Warning", "fc_api", "Deprecated API call: PUT /mmds/config uses MMDS V1.");
+    return mmdsV1 || (deprecated && reply.status < 300) ? { ...reply, deprecated: true } : reply;
   }
 
   /** Checks Firecracker does in its own deserializers (beyond the schema's types). */
