@@ -11,6 +11,7 @@ import { silentLogger } from "../../log.js";
 import { FirecrackerClient } from "../../vmm/firecracker/client.js";
 import { Jail } from "../../vmm/firecracker/jail.js";
 import { binaryVersion, jailLayout, type JailLayout } from "../../vmm/firecracker/jailer.js";
+import { DEFAULT_KVM_DEVICE, instanceStartFailure, requireKvm } from "../../vmm/firecracker/kvm.js";
 import { fileTail, launchFirecracker, waitForApi } from "../../vmm/firecracker/launch.js";
 import { snapshotCreateBody } from "../../vmm/firecracker/snapshot.js";
 import { vcpuThreads } from "../../vmm/firecracker/threads.js";
@@ -54,6 +55,8 @@ export interface FirecrackerDriverOptions {
   stopTimeoutMs?: number;
   /** Poll interval while waiting for the VMM to go away. */
   stopPollMs?: number;
+  /** The KVM device checked before Firecracker is launched (default /dev/kvm). */
+  kvmDevice?: string;
 }
 
 function driveId(i: number): string {
@@ -99,11 +102,13 @@ export class FirecrackerHypervisor implements Hypervisor {
   private client: FirecrackerClient | undefined;
   private readonly stopTimeoutMs: number;
   private readonly stopPollMs: number;
+  private readonly kvmDevice: string;
 
   constructor(ctx?: Partial<DriverContext>, options: FirecrackerDriverOptions = {}) {
     this.logger = ctx?.logger ?? silentLogger();
     this.stopTimeoutMs = options.stopTimeoutMs ?? 15_000;
     this.stopPollMs = options.stopPollMs ?? 50;
+    this.kvmDevice = options.kvmDevice ?? DEFAULT_KVM_DEVICE;
   }
 
   // -- creation ---------------------------------------------------------------------------
@@ -275,6 +280,7 @@ export class FirecrackerHypervisor implements Hypervisor {
       );
     }
     const deadline = Date.now() + timeoutMs;
+    await requireKvm(this.kvmDevice);
     try {
       await this.fcInit(Math.min(VMM_API_TIMEOUT_MS, timeoutMs));
       await this.configureAndBoot(config, deadline);
@@ -414,7 +420,12 @@ export class FirecrackerHypervisor implements Hypervisor {
       st.balloon = { amountMib: 0 };
     }
     st.resources = jail.resources();
-    await client.instanceStart();
+    try {
+      await client.instanceStart();
+    } catch (err) {
+      const exited = !(await isProcessAlive(this.pid, this.pidStart));
+      throw instanceStartFailure(err, exited, await fileTail(st.logPath, 1500));
+    }
     st.phase = "vm-ready";
     st.paused = false;
     this.logger.info({ version: st.firecrackerVersion }, "Firecracker VM started");

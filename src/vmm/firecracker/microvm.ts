@@ -3,6 +3,7 @@ import { closeSync, openSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import type net from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { HypervisorError, messageOf } from "../../errors.js";
 import { isProcessAlive } from "../../host/proc.js";
@@ -19,6 +20,7 @@ import {
   type JailerOptions,
 } from "./jailer.js";
 import { fileTail, launchFirecracker, waitForApi, type Launched } from "./launch.js";
+import { instanceStartFailure, requireKvm } from "./kvm.js";
 import { mmdsDataFromFile } from "./mmds.js";
 import {
   snapshotCreateBody,
@@ -70,6 +72,8 @@ export interface MicroVMOptions {
   /** How resources enter the jail (default auto: hard link, else bind mount). */
   jailStrategy?: JailStrategy;
   logger?: Logger;
+  /** The KVM device checked before InstanceStart (default /dev/kvm). */
+  kvmDevice?: string;
 }
 
 export interface SpawnOptions {
@@ -554,11 +558,30 @@ export class MicroVM {
       );
   }
 
-  /** InstanceStart, checking the state is "Not started" before and "Running" after. */
+  /**
+   * InstanceStart, checking KVM and the state ("Not started") before and the state ("Running")
+   * after. When Firecracker dies answering it, the error carries what its log said.
+   */
   async start(): Promise<void> {
+    await requireKvm(this.o.kvmDevice);
     await this.expectState("Not started", "before start");
-    await this.client.instanceStart();
+    try {
+      await this.client.instanceStart();
+    } catch (err) {
+      throw instanceStartFailure(err, await this.exitedSoon(), (this.logReader?.lines ?? []).join("\n"));
+    }
     await this.expectState("Running", "after start");
+  }
+
+  /** Whether Firecracker is gone (or goes within a second: an abort takes a moment). */
+  private async exitedSoon(): Promise<boolean> {
+    const pid = this.launched?.pid;
+    if (pid === undefined) return true;
+    for (let i = 0; i < 20; i++) {
+      if (!(await isProcessAlive(pid, this.launched?.startTime))) return true;
+      await sleep(50);
+    }
+    return false;
   }
 
   async pause(): Promise<void> {

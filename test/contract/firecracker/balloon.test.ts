@@ -47,7 +47,8 @@ describe.skipIf(REAL).each(VERSIONS)("Firecracker balloon against %s", (label) =
     dir = await shortTmp();
     const jailerBase = path.join(dir, "lib", "jails");
     await mkdir(jailerBase, { recursive: true });
-    d = new FirecrackerHypervisor({ logger: silentLogger() });
+    // The fakes need no KVM (see kvmDeviceFor).
+    d = new FirecrackerHypervisor({ logger: silentLogger() }, { kvmDevice: "/dev/null" });
     await d.createVM({
       id: "bal",
       config: {

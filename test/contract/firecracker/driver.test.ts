@@ -24,6 +24,7 @@ import {
   leaks,
   processesMentioning,
   removeTmp,
+  kvmDeviceFor,
   shortTmp,
   skipUnlessBootable,
   target,
@@ -97,7 +98,10 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   function driver(stopTimeoutMs?: number): FirecrackerHypervisor {
     const d = new FirecrackerHypervisor(
       { logger: silentLogger() },
-      stopTimeoutMs !== undefined ? { stopTimeoutMs } : {},
+      {
+        ...(stopTimeoutMs !== undefined ? { stopTimeoutMs } : {}),
+        ...(kvmDeviceFor(t) ? { kvmDevice: kvmDeviceFor(t)! } : {}),
+      },
     );
     drivers.push(d);
     return d;

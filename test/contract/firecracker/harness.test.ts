@@ -23,6 +23,7 @@ import {
   guestRootfs,
   leaks,
   removeTmp,
+  kvmDeviceFor,
   shortTmp,
   skipUnlessBootable,
   target,
@@ -59,6 +60,7 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
       ...(t.jailer ? { jailerPath: t.jailer } : {}),
       resourceDir: path.join(dir, "res"),
       chrootBaseDir: path.join(dir, "jails"),
+      ...(kvmDeviceFor(t) ? { kvmDevice: kvmDeviceFor(t)! } : {}),
       ...o,
     });
     await mkdir(o.chrootBaseDir ?? path.join(dir, "jails"), { recursive: true });
@@ -395,6 +397,39 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
       expect(await linkExists("tap3", ns)).toBe(false);
     } finally {
       await deleteNetns(ns);
+    }
+  });
+
+  it("refuses to start without KVM, saying so, before asking Firecracker", async () => {
+    const { vm, dir } = await newVm({ kvmDevice: "/nonexistent/kvm" });
+    await vm.spawn({ jailed: false });
+    await vm.basicConfig();
+    const err = await vm.start().catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: "ERR_VMM_START",
+      message: "Firecracker cannot boot a guest: /nonexistent/kvm does not exist: this host has no KVM",
+    });
+    expect((err as { hint?: string }).hint).toMatch(/kvm group/);
+    expect(await vm.state()).toBe("Not started");
+    expect(await exists(path.join(dir, "res"))).toBe(true);
+  });
+
+  it("reports what a Firecracker without KVM says: v1.0's panic from its log, later versions' refusal", async (ctx) => {
+    if (t.real) return ctx.skip(); // a real Firecracker cannot be shown a missing /dev/kvm here
+    const { vm } = await newVm();
+    await vm.spawn({ jailed: false, env: { ...process.env, FAKE_FC_KVM_DEVICE: "/nonexistent/kvm" } });
+    await vm.basicConfig();
+    const err = await vm.start().catch((e: unknown) => e);
+    if (atLeast(v(), "1.5.0")) {
+      expect(err).toBeInstanceOf(FirecrackerApiError);
+      expect((err as FirecrackerApiError).faultMessage).toMatch(/Error creating KVM object/);
+    } else {
+      // The client saw only the connection close; the message is Firecracker's panic line.
+      expect(err).toMatchObject({ code: "ERR_VMM_EXITED" });
+      expect((err as Error).message).toMatch(
+        /^Firecracker died during InstanceStart: .*Firecracker panicked at 'Error creating the Kvm object: Error\(2\)'/,
+      );
+      expect((err as { hint?: string }).hint).toMatch(/\/dev\/kvm/);
     }
   });
 

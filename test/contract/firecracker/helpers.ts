@@ -67,6 +67,15 @@ export function bootBlocker(t: Target): string | undefined {
     : undefined;
 }
 
+/**
+ * The KVM device cocoon checks before booting: the real one for real binaries; for the fakes,
+ * which need no KVM, /dev/null (a read-write character device every host has), so the suite
+ * runs on hosts without KVM.
+ */
+export function kvmDeviceFor(t: Target): string | undefined {
+  return t.real ? undefined : "/dev/null";
+}
+
 /** Skips a boot-dependent test, with the one reason, where the target cannot boot. */
 export function skipUnlessBootable(t: Target, ctx: TestContext): void {
   const reason = bootBlocker(t);

@@ -774,25 +774,63 @@ export class FakeVmm {
     ];
   }
 
+  /** InstanceStart's errors: the `Start microvm error: ` prefix came with 1.7. */
+  private startFault(message: string): Reply {
+    return fault(this.atLeast("1.7.0") ? `Start microvm error: ${message}` : message);
+  }
+
+  /**
+   * KVM, as each version fails without it. Modelled only when FAKE_FC_KVM_DEVICE names the
+   * device to open (the fake itself needs no KVM): v1.0 panics and aborts without answering.
+   */
+  private kvmFailure(): Reply | undefined {
+    const device = process.env.FAKE_FC_KVM_DEVICE;
+    if (!device) return undefined;
+    try {
+      closeSync(openSync(device, constants.O_RDWR));
+      return undefined;
+    } catch {
+      // as real Firecracker reports a missing /dev/kvm (ENOENT)
+    }
+    if (!this.atLeast("1.5.0")) {
+      this.o.logger.log(
+        "Error",
+        "firecracker",
+        "Firecracker panicked at 'Error creating the Kvm object: Error(2)', src/vmm/src/vstate/system.rs:53:30",
+      );
+      process.abort();
+    }
+    if (this.atLeast("1.14.0"))
+      return this.startFault(`Kvm error: Error creating KVM object: ${ENOENT_TEXT}`);
+    if (this.atLeast("1.7.0"))
+      return this.startFault(
+        `Internal error while starting microVM: Vm error: Error creating KVM object: ${ENOENT_TEXT} Make sure the user launching the firecracker process is \\\nconfigured on the /dev/kvm file's ACL.`,
+      );
+    return this.startFault(
+      `Internal error while starting microVM: Vm error: Error creating KVM object. [${ENOENT_TEXT}]`,
+    );
+  }
+
   private async instanceStart(): Promise<Reply> {
-    if (!this.bootSource)
-      return fault("Start microvm error: Cannot start microvm without kernel configuration.");
+    if (!this.bootSource) return this.startFault("Cannot start microvm without kernel configuration.");
     const kernel = this.resolve(String(this.bootSource.kernel_image_path));
     let head: Buffer;
     try {
       head = readFileSync(kernel).subarray(0, 0x210);
     } catch {
-      return fault(
-        `Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`,
+      return this.startFault(
+        `Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`,
       );
     }
     const elf = head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
     const bz = head.subarray(0x202, 0x206).toString("latin1") === "HdrS";
     if (!elf && !bz) {
-      return fault(
-        "Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header",
+      return this.startFault(
+        "Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header",
       );
     }
+    const noKvm = this.kvmFailure();
+    if (noKvm) return noKvm;
     const t0 = process.hrtime.bigint();
     await this.boot(Number(this.machine.vcpu_count));
     const bootArgs = String(this.bootSource.boot_args ?? "");
