@@ -304,7 +304,7 @@ async function main(): Promise<void> {
   };
 
   if (args.configFile) {
-    await bootFromConfigFile(resolve(args.configFile), serve, exit);
+    await bootFromConfigFile(resolve(args.configFile), version, serve, exit);
   }
   metrics.store("api_server", "process_startup_time_us", Number((process.hrtime.bigint() - started) / 1000n));
   metrics.store("api_server", "process_startup_time_cpu_us", Math.round(process.cpuUsage().user));
@@ -383,20 +383,31 @@ async function main(): Promise<void> {
   });
 }
 
-/** --config-file: the same sections as GET /vm/config; the VM boots right after (exit 152 on error). */
+/**
+ * --config-file: the same sections as GET /vm/config; the VM boots right after. A bad file
+ * ends Firecracker with exit code 152 in 1.0, and with 1 (and Rust's `Error: …` line) from 1.5.
+ */
 async function bootFromConfigFile(
   file: string,
+  version: string,
   serve: (method: string, p: string, body: string | undefined) => Promise<Reply>,
   exit: (code: number) => never,
 ): Promise<void> {
+  const failed = (message: string, variant: string): never => {
+    if (compareVersions(version, "1.5.0") < 0) {
+      process.stderr.write(`Configuration for VMM from one single json failed: ${message}\n`);
+      return exit(152);
+    }
+    process.stderr.write(
+      `Error: RunWithoutApiError(BuildMicroVMFromJson(${variant}(${JSON.stringify(message)})))\n`,
+    );
+    return exit(1);
+  };
   let cfg: Record<string, unknown>;
   try {
     cfg = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
   } catch (err) {
-    process.stderr.write(
-      `Configuration for VMM from one single json failed: ${err instanceof Error ? err.message : String(err)}\n`,
-    );
-    return exit(152);
+    return failed(err instanceof Error ? err.message : String(err), "ParseFromJson");
   }
   const calls: [string, string, unknown][] = [];
   const one = (key: string, p: string) =>
@@ -423,8 +434,7 @@ async function bootFromConfigFile(
     if (reply.status >= 300) {
       const msg =
         (reply.body as { fault_message?: string } | undefined)?.fault_message ?? `status ${reply.status}`;
-      process.stderr.write(`Configuration for VMM from one single json failed: ${msg}\n`);
-      exit(152);
+      failed(msg, "StartMicroVM");
     }
   }
 }

@@ -97,7 +97,7 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
     if (!arg.startsWith("--"))
       throw new JailerFailure(
         `Found argument '${arg}' which wasn't expected, or isn't valid in this context.`,
-        "ArgumentParsing",
+        `UnexpectedArgument(${JSON.stringify(arg)})`,
         true,
       );
     const name = arg.slice(2);
@@ -108,18 +108,22 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
     if (!VALUE_FLAGS.has(name))
       throw new JailerFailure(
         `Found argument '${name}' which wasn't expected, or isn't valid in this context.`,
-        "ArgumentParsing",
+        `UnexpectedArgument(${JSON.stringify(name)})`,
         true,
       );
     const value = own[i + 1];
     if (value === undefined)
       throw new JailerFailure(
         `The argument '${name}' requires a value, but none was supplied`,
-        "ArgumentParsing",
+        `MissingValue(${JSON.stringify(name)})`,
         true,
       );
     if (values.has(name) && !MULTI.has(name))
-      throw new JailerFailure(`The argument '${name}' was provided more than once.`, "ArgumentParsing", true);
+      throw new JailerFailure(
+        `The argument '${name}' was provided more than once.`,
+        `DuplicateArgument(${JSON.stringify(name)})`,
+        true,
+      );
     values.set(name, [...(values.get(name) ?? []), value]);
     i++;
   }
@@ -128,7 +132,11 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
   const one = (n: string) => values.get(n)?.[0];
   for (const required of ["id", "exec-file", "uid", "gid"]) {
     if (!values.has(required))
-      throw new JailerFailure(`Argument '${required}' required, but not found.`, "ArgumentParsing", true);
+      throw new JailerFailure(
+        `Argument '${required}' required, but not found.`,
+        `MissingArgument(${JSON.stringify(required)})`,
+        true,
+      );
   }
   const num = (n: string): number => {
     const v = one(n)!;
@@ -225,9 +233,19 @@ function misc(name: string): number | undefined {
   return undefined;
 }
 
+/** What the real jailer says is wrong with an id (1.0 starts the sentence in lower case). */
+function instanceIdProblem(id: string, version: string): string {
+  const length = [...id].length;
+  if (length < 1 || length > 64) return `Invalid len (${length});  the length must be between 1 and 64`;
+  const chars = [...id];
+  const at = chars.findIndex((c) => !/^[\p{L}\p{N}-]$/u.test(c));
+  const what = `char (${chars[at]}) at position ${at}`;
+  return compareVersions(version, "1.5.0") < 0 ? `invalid ${what}` : `Invalid ${what}`;
+}
+
 function plan(a: JailerArgs, version: string, selfPid: number): string {
   if (!/^[\p{L}\p{N}-]{1,64}$/u.test(a.id))
-    throw new JailerFailure(`Invalid instance ID: ${a.id}`, "InvalidInstanceId");
+    throw new JailerFailure(`Invalid instance ID: ${instanceIdProblem(a.id, version)}`, "InvalidInstanceId");
   const execFile = canonical(a.execFile, "file");
   const execName = path.basename(execFile);
   if (
@@ -258,7 +276,7 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   for (const r of a.resourceLimits) {
     const m = /^([a-z-]+)=(.*)$/.exec(r);
     if (!m || (m[1] !== "fsize" && m[1] !== "no-file"))
-      throw new JailerFailure(`Invalid resource argument: ${r}`, "ResLimitArgument");
+      throw new JailerFailure(`Invalid resource argument: ${m?.[1] ?? r}`, "ResLimitArgument");
     if (!/^\d+$/.test(m[2]!))
       throw new JailerFailure(`Invalid limit value for resource: ${m[1]}: ${m[2]}`, "ResLimitValue");
     if (m[1] === "fsize") limits.push(`--fsize=${m[2]}:${m[2]}`);
@@ -306,10 +324,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   const pidFile = path.join(root, `${execName}.pid`);
   const writesPidFile = a.newPidNs || compareVersions(version, "1.7.0") >= 0;
   if (writesPidFile && existsSync(pidFile)) {
-    throw new JailerFailure(
-      `Failed to write the pid file ${pidFile}: File exists (os error 17)`,
-      "WritePidFile",
-    );
+    // Named as seen from inside the jail, after dev/ and run/ were built.
+    throw new JailerFailure(`Failed to open file /${execName}.pid: File exists (os error 17)`, "FileOpen");
   }
 
   const env = Object.entries(process.env)
@@ -400,20 +416,27 @@ function main(): void {
     process.exit(0);
   } catch (err) {
     if (!(err instanceof JailerFailure)) throw err;
-    if (old) {
-      // 1.0: argument errors on stdout and exit 1; every later error is a panic (exit 101).
-      if (err.parse) {
-        process.stdout.write(`Arguments parsing error: ${err.message}\n`);
-        process.exit(1);
+    if (err.parse) {
+      // Argument errors: 1.0 prints them on stdout; from 1.5 (clap's successor) on stderr.
+      if (compareVersions(version, "1.5.0") < 0) {
+        process.stdout.write(`Arguments parsing error: ${err.message}\n\nFor more information try --help.\n`);
+      } else {
+        process.stderr.write(
+          `Failed to parse arguments: ${err.message}\nError: ArgumentParsing(${err.variant})\n`,
+        );
       }
-      process.stderr.write(
-        `thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs\n`,
-      );
-      process.exit(101);
+      process.exit(1);
     }
-    process.stderr.write(
-      `${err.parse ? `Failed to parse arguments: ${err.message}` : err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`,
-    );
+    if (compareVersions(version, "1.8.0") < 0) {
+      // Up to 1.7 every other error is a panic that aborts (SIGABRT, no exit code). The launcher
+      // runs the plan in its own pid, so the plan prints the panic and aborts itself.
+      const panic = old
+        ? `thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs:435:27`
+        : `thread 'main' panicked at src/jailer/src/main.rs:379:27:\nJailer error: ${err.message}`;
+      process.stdout.write(`printf '%s\\n' ${q(panic)} >&2\nkill -ABRT $$\n`);
+      process.exit(0);
+    }
+    process.stderr.write(`${err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`);
     process.exit(1);
   }
 }
