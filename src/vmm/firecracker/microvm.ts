@@ -20,6 +20,7 @@ import {
   type JailerOptions,
 } from "./jailer.js";
 import { fileTail, launchFirecracker, waitForApi, type Launched } from "./launch.js";
+import { checkJailerCgroups, removeJailerCgroups, type JailerCgroupSpec } from "./jailer-cgroups.js";
 import { instanceStartFailure, requireKvm } from "./kvm.js";
 import { mmdsDataFromFile } from "./mmds.js";
 import {
@@ -171,6 +172,8 @@ export class MicroVM {
   private isJailed = false;
   private killed = false;
   private cleaned = false;
+  /** The cgroups the jailer makes (and never removes), when it was given --cgroup settings. */
+  private jailerCgroups: JailerCgroupSpec | undefined;
 
   constructor(private readonly o: MicroVMOptions) {
     this.id = o.id ?? randomId();
@@ -263,6 +266,15 @@ export class MicroVM {
           pidFile: "",
           execName: path.basename(this.o.firecrackerPath),
         };
+    if (jailed && j.cgroups?.length) {
+      this.jailerCgroups = {
+        settings: j.cgroups,
+        version: j.cgroupVersion ?? 1,
+        parent: j.parentCgroup ?? layout.execName,
+        id: this.id,
+      };
+      await checkJailerCgroups(this.jailerCgroups); // before anything is built
+    }
     this.jail = new Jail(layout, { jailed, uid, gid, strategy: this.o.jailStrategy ?? "auto" });
     const apiSockJail = jailed ? "/run/firecracker.socket" : "/api.socket";
     this.apiSocketHost = this.jail.hostPath(apiSockJail);
@@ -781,6 +793,8 @@ export class MicroVM {
       await attempt(() => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const t of this.taps.splice(0)) await attempt(() => deleteTap(t.name, t.netns));
     if (this.jail) await attempt(() => this.jail!.cleanup());
+    // After the kill: a cgroup cannot be removed while Firecracker is in it.
+    if (this.jailerCgroups) await attempt(() => removeJailerCgroups(this.jailerCgroups!));
     await attempt(() => rm(this.path, { recursive: true, force: true }));
     if (errors.length)
       throw new HypervisorError(

@@ -433,6 +433,30 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
     }
   });
 
+  it("removes the cgroups the jailer made (v1) in cleanup, and refuses a controller the host lacks", async (ctx) => {
+    const cpuset = "/sys/fs/cgroup/cpuset";
+    if (jailedOnly() || process.getuid?.() !== 0 || !(await exists(path.join(cpuset, "cgroup.procs"))))
+      return ctx.skip(); // needs the jailer, root and a cgroup v1 cpuset hierarchy
+    const { vm } = await newVm({
+      jailer: { cgroups: ["cpuset.cpus=0", "cpuset.mems=0"], cgroupVersion: 1 },
+    });
+    await vm.spawn();
+    const dir = path.join(cpuset, "firecracker", vm.id);
+    expect(await readFile(path.join(dir, "cpuset.cpus"), "utf8")).toBe("0\n");
+    expect(await readFile(`/proc/${vm.firecrackerPid!}/cgroup`, "utf8")).toMatch(
+      new RegExp(`:cpuset:/firecracker/${vm.id}$`, "m"),
+    );
+    await vm.cleanup();
+    expect(await exists(dir)).toBe(false);
+
+    // A controller the host does not offer: refused before the jailer runs (it would abort).
+    const other = await newVm({ jailer: { cgroups: ["bogus.weight=100"], cgroupVersion: 2 } });
+    const err = await other.vm.spawn().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "ERR_CGROUP" });
+    expect((err as Error).message).toMatch(/cgroup v2 controller bogus/);
+    expect(await exists(path.join(other.dir, "jails", "firecracker", other.vm.id))).toBe(false);
+  });
+
   it("runs Firecracker as the jailer's uid/gid", async (ctx) => {
     skipUnlessBootable(t, ctx);
     if (jailedOnly() || process.getuid?.() !== 0) return ctx.skip();

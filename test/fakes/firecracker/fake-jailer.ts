@@ -12,10 +12,10 @@
  * - --new-pid-ns: `unshare --pid --fork`; Firecracker is pid 1 of a new namespace, the pid file
  *   holds its host pid, and the spawned process exits 0.
  * What it cannot do: chroot and pivot_root (the fake Firecracker gets the jail root in
- * FAKE_FC_JAIL_ROOT and resolves every path in it), mount namespaces, real cgroups (the values
- * are validated; with FAKE_JAILER_CGROUP_ROOT they are written below that directory), and
+ * FAKE_FC_JAIL_ROOT and resolves every path in it), mount namespaces, and
  * device nodes when mknod is not permitted (plain files then). Environment: like the real one
- * it clears the environment, except FAKE_FC_* variables, which it passes on.
+ * it clears the environment, except FAKE_FC_* variables, which it passes on. Cgroups are real
+ * (see makeCgroups), unless FAKE_JAILER_CGROUP_ROOT redirects them.
  *
  * Version: FAKE_JAILER_VERSION, else FAKE_FC_VERSION, else the version baked in at build time,
  * else 1.16.1.
@@ -37,6 +37,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
+import { parseCgroupMounts } from "../../../src/host/cgroups/layout.js";
 import { compareVersions, tryParseVersion } from "../../../src/vmm/firecracker/version.js";
 
 /** Set by build.ts (esbuild define) in per-version builds; absent when run from source. */
@@ -243,6 +244,62 @@ function instanceIdProblem(id: string, version: string): string {
   return compareVersions(version, "1.5.0") < 0 ? `invalid ${what}` : `Invalid ${what}`;
 }
 
+/**
+ * The jailer's cgroups, made as the real one makes them (and, like it, never removed): v1 one
+ * directory per controller, `<its mount>/<parent>/<id>`, a new cpuset level inheriting
+ * cpuset.cpus/mems from its parent; v2 one directory in the unified hierarchy. A controller the
+ * host does not offer aborts the jailer. Returns the directories to join. With
+ * FAKE_JAILER_CGROUP_ROOT the values are written below that directory instead, and nothing
+ * is joined (for runs that must not touch the host's cgroups).
+ */
+function makeCgroups(
+  cgroups: { file: string; value: string }[],
+  version: 1 | 2,
+  parent: string,
+  id: string,
+): string[] {
+  if (cgroups.length === 0) return [];
+  const fakeRoot = process.env.FAKE_JAILER_CGROUP_ROOT;
+  if (fakeRoot) {
+    const dir = path.join(fakeRoot, parent, id);
+    mkdirSync(dir, { recursive: true });
+    for (const c of cgroups) writeFileSync(path.join(dir, c.file), `${c.value}\n`);
+    return [];
+  }
+  const mounts = parseCgroupMounts(readFileSync("/proc/self/mountinfo", "utf8"));
+  const unified = mounts.find((m) => m.fsType === "cgroup2")?.mountPoint;
+  const offered = unified
+    ? readFileSync(path.join(unified, "cgroup.controllers"), "utf8").trim().split(/\s+/)
+    : [];
+  const dirs = new Set<string>();
+  for (const c of cgroups) {
+    const controller = c.file.slice(0, c.file.indexOf("."));
+    const mountPoint =
+      version === 1
+        ? mounts.find((m) => m.fsType === "cgroup" && m.superOptions.includes(controller))?.mountPoint
+        : unified && offered.includes(controller)
+          ? unified
+          : undefined;
+    if (!mountPoint)
+      throw new JailerFailure(`Controller ${controller} is unavailable`, "CgroupControllerUnavailable");
+    let dir = mountPoint;
+    for (const level of [...parent.split("/"), id]) {
+      dir = path.join(dir, level);
+      if (existsSync(dir)) continue;
+      mkdirSync(dir);
+      if (version === 1 && controller === "cpuset")
+        for (const f of ["cpuset.cpus", "cpuset.mems"])
+          writeFileSync(
+            path.join(dir, f),
+            readFileSync(path.join(path.dirname(dir), f), "utf8").trim() || "\n",
+          );
+    }
+    writeFileSync(path.join(dir, c.file), c.value);
+    dirs.add(dir);
+  }
+  return [...dirs];
+}
+
 function plan(a: JailerArgs, version: string, selfPid: number): string {
   if (!/^[\p{L}\p{N}-]{1,64}$/u.test(a.id))
     throw new JailerFailure(`Invalid instance ID: ${instanceIdProblem(a.id, version)}`, "InvalidInstanceId");
@@ -284,6 +341,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   }
   limits.push(`--nofile=${noFile}:${noFile}`);
 
+  // Cgroups come first: a controller that is not there aborts before any jail is built.
+  const cgroupDirs = makeCgroups(cgroups, a.cgroupVersion, a.parentCgroup ?? execName, a.id);
   const jailDir = path.join(base, execName, a.id);
   const root = path.join(jailDir, "root");
   mkdirSync(root, { recursive: true });
@@ -302,11 +361,6 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
     } catch (err) {
       throw new JailerFailure(`Failed to join network namespace: ${osError(err)}`, "SetNetNs");
     }
-  }
-  if (cgroups.length && process.env.FAKE_JAILER_CGROUP_ROOT) {
-    const dir = path.join(process.env.FAKE_JAILER_CGROUP_ROOT, a.parentCgroup ?? execName, a.id);
-    mkdirSync(dir, { recursive: true });
-    for (const c of cgroups) writeFileSync(path.join(dir, c.file), `${c.value}\n`);
   }
   for (const d of [root, path.join(root, "dev"), path.join(root, "dev/net"), path.join(root, "run")]) {
     mkdirSync(d, { recursive: true, mode: 0o700 });
@@ -353,6 +407,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   chain.push("env", "-i", ...env, dest, ...fcArgs);
   const chainText = chain.map(q).join(" ");
   const lines = [`cd ${q(root)} || exit 1`];
+  // Joins the cgroups before exec (Firecracker keeps this pid, and children inherit them).
+  for (const dir of cgroupDirs) lines.push(`printf %s "$$" > ${q(path.join(dir, "cgroup.procs"))} || exit 1`);
 
   if (a.newPidNs) {
     // Firecracker becomes pid 1 of a new pid namespace; this process writes its host pid and exits 0.
