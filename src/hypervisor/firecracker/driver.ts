@@ -11,6 +11,7 @@ import { silentLogger } from "../../log.js";
 import { FirecrackerClient } from "../../vmm/firecracker/client.js";
 import { Jail } from "../../vmm/firecracker/jail.js";
 import { binaryVersion, jailLayout, type JailLayout } from "../../vmm/firecracker/jailer.js";
+import { placeForFirecracker } from "./jail-visibility.js";
 import { DEFAULT_KVM_DEVICE, instanceStartFailure, requireKvm } from "../../vmm/firecracker/kvm.js";
 import { fileTail, launchFirecracker, waitForApi } from "../../vmm/firecracker/launch.js";
 import { snapshotCreateBody } from "../../vmm/firecracker/snapshot.js";
@@ -237,6 +238,14 @@ export class FirecrackerHypervisor implements Hypervisor {
     await this.applyDevice(device);
   }
 
+  /** Puts a file into the jail of the running Firecracker, checking that it sees the file (see jail-visibility.ts). */
+  private place(source: string, jailPath: string, readOnly: boolean): Promise<string> {
+    return placeForFirecracker(this.jail!, this.pid, source, jailPath, {
+      readOnly,
+      strategy: this.settings?.jailResources ?? "auto",
+    });
+  }
+
   private async applyDevice(device: Device): Promise<void> {
     const client = await this.api();
     const jail = this.jail!;
@@ -244,7 +253,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     if (device.type === "block") {
       const d = device as BlockDevice;
       const id = firecrackerDriveId(d.id);
-      const fc = await jail.put(d.path, `/blk/${id}`, { readOnly: d.readOnly ?? false });
+      const fc = await this.place(d.path, `/blk/${id}`, d.readOnly ?? false);
       await client.putDrive({
         drive_id: id,
         path_on_host: fc,
@@ -389,16 +398,16 @@ export class FirecrackerHypervisor implements Hypervisor {
       debug: config.debug,
     });
     await client.putBootSource({
-      kernel_image_path: await jail.put(assetPath(config, "kernel"), "/vmlinux", { readOnly: true }),
+      kernel_image_path: await this.place(assetPath(config, "kernel"), "/vmlinux", true),
       boot_args: kernelCmdline(params),
       // The seed attached an initrd as a drive, which no kernel can boot from; it is the initrd here.
-      ...(initrd ? { initrd_path: await jail.put(initrd, "/initrd", { readOnly: true }) } : {}),
+      ...(initrd ? { initrd_path: await this.place(initrd, "/initrd", true) } : {}),
     });
     if (image) {
       // Read-only and not flagged as root: the root= parameters pick the partition.
       await client.putDrive({
         drive_id: "rootfs",
-        path_on_host: await jail.put(image, "/rootfs", { readOnly: true }),
+        path_on_host: await this.place(image, "/rootfs", true),
         is_root_device: false,
         is_read_only: true,
       });
@@ -579,7 +588,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     }
     const jail = this.jail!;
     const jailPath = `/hotplug/${driveId(index)}`;
-    const fc = await jail.put(device.path, jailPath, { readOnly: device.readOnly ?? false });
+    const fc = await this.place(device.path, jailPath, device.readOnly ?? false);
     try {
       // Firecracker ≥ 1.0 has no rescan action: PATCH re-opens the drive with the new file.
       await (await this.api()).patchDrive({ drive_id: driveId(index), path_on_host: fc });

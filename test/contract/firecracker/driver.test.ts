@@ -2,7 +2,7 @@
  * The Firecracker hypervisor driver (the `Hypervisor` interface) against Firecracker and its
  * jailer: the fakes of each version, or real binaries (COCOON_FC_BIN / COCOON_JAILER_BIN).
  */
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../../../src/hypervisor/config.js";
@@ -11,6 +11,8 @@ import type { AgentChannel, CreateVmOptions } from "../../../src/hypervisor/hype
 import { newHypervisor } from "../../../src/hypervisor/registry.js";
 import "../../../src/hypervisor/drivers.js";
 import { isProcessAlive } from "../../../src/host/proc.js";
+import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
+import { runChecked } from "../../../src/host/process.js";
 import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
 import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import { silentLogger } from "../../../src/log.js";
@@ -225,6 +227,32 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     );
   });
 
+  it("refuses a hotplug the jailed Firecracker cannot see (bind mount after start), leaving nothing mounted", async (ctx) => {
+    skipUnlessBootable(t, ctx);
+    // A disk on another filesystem than the jail cannot be hard-linked: it would be bind-mounted.
+    const elsewhere = await mkdtemp("/dev/shm/cfc-").catch(() => undefined);
+    if (!t.jailer || process.getuid?.() !== 0 || !elsewhere) return ctx.skip();
+    try {
+      const { options, dir } = await setup();
+      if ((await stat(elsewhere)).dev === (await stat(dir)).dev) return ctx.skip();
+      const d = driver();
+      await d.createVM(options);
+      await d.startVM(20_000);
+      const disk = path.join(elsewhere, "hot.img");
+      await writeFile(disk, "not empty");
+      const err = await d.hotplugAddDevice({ type: "block", id: "hot", path: disk }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "ERR_NOT_SUPPORTED" });
+      expect((err as Error).message).toMatch(/does not see it at \/hotplug\/drive_0/);
+      expect(d.save().blockIndexMap).toEqual([]);
+      expect(await mountsUnder(dir)).toEqual([]);
+      // A disk on the jail's filesystem is hard-linked, and Firecracker sees it.
+      const near = await guestRootfs(dir, "near.img");
+      expect(await d.hotplugAddDevice({ type: "block", id: "near", path: near })).toMatchObject({ index: 0 });
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
+  });
+
   it("pauses, saves into the jail and the template paths, resumes", async (ctx) => {
     skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
@@ -385,25 +413,33 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   it("cleans up twice, unmounting and removing the jail and the VM directory", async (ctx) => {
     skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
-    const d = driver();
-    await d.createVM({
-      ...options,
-      config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] },
-    });
-    await d.startVM(20_000);
-    const disk = await guestRootfs(dir, "hot.img");
-    await d.hotplugAddDevice({ type: "block", id: "hot", path: disk, readOnly: true });
-    expect((await leaks(dir)).mounts.length).toBeGreaterThan(0); // kernel, rootfs, hotplugged disk
-    // A read-only bind: writes through the jail path fail, the source is untouched.
-    const hot = path.join(d.paths.root, "hotplug", "drive_0");
-    await expect(writeFile(hot, "x")).rejects.toThrow(/read-only/i);
-    const { jailDir } = d.paths;
-    await d.cleanup();
-    await d.cleanup();
-    expect(await exists(jailDir)).toBe(false);
-    expect(await exists(options.paths.vmDir)).toBe(false);
-    expect((await stat(disk)).size).toBe(1024 * 1024);
-    expect(await processesMentioning(dir)).toEqual([]);
-    expect(await readFile(options.config.kernelPath)).toBeTruthy();
+    // Bind mounts made after the jailer started reach Firecracker only through a shared jail base.
+    const base = options.paths.jailerBase;
+    await runChecked("mount", ["--bind", base, base]);
+    await runChecked("mount", ["--make-rshared", base]);
+    try {
+      const d = driver();
+      await d.createVM({
+        ...options,
+        config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] },
+      });
+      await d.startVM(20_000);
+      const disk = await guestRootfs(dir, "hot.img");
+      await d.hotplugAddDevice({ type: "block", id: "hot", path: disk, readOnly: true });
+      expect((await leaks(dir)).mounts.length).toBeGreaterThan(0); // kernel, rootfs, hotplugged disk
+      // A read-only bind: writes through the jail path fail, the source is untouched.
+      const hot = path.join(d.paths.root, "hotplug", "drive_0");
+      await expect(writeFile(hot, "x")).rejects.toThrow(/read-only/i);
+      const { jailDir } = d.paths;
+      await d.cleanup();
+      await d.cleanup();
+      expect(await exists(jailDir)).toBe(false);
+      expect(await exists(options.paths.vmDir)).toBe(false);
+      expect((await stat(disk)).size).toBe(1024 * 1024);
+      expect(await processesMentioning(dir)).toEqual([]);
+      expect(await readFile(options.config.kernelPath)).toBeTruthy();
+    } finally {
+      await unmountAllUnder(base, { lazy: true });
+    }
   });
 });

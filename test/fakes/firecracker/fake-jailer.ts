@@ -400,6 +400,10 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
     ...a.extra,
   ];
   const chain: string[] = [];
+  // Like the real jailer, Firecracker gets a mount namespace of its own whose mounts are
+  // slaves of the host's: on a host with private mounts, a bind mount made in the jail after
+  // this point is not seen by Firecracker (hard links are). Needs root, as the real one does.
+  if (process.getuid!() === 0) chain.push("unshare", "--mount", "--propagation", "slave", "--");
   if (a.netns !== undefined) chain.push("nsenter", `--net=${a.netns}`, "--");
   chain.push("prlimit", ...limits, "--");
   if (a.uid !== process.getuid!() || a.gid !== process.getgid!())
