@@ -218,7 +218,11 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FirecrackerApiError);
     expect((err as FirecrackerApiError).faultMessage).toMatch(
-      /^Load microVM snapshot error: Cannot perform open on the snapshot backing file/,
+      atLeast(v(), "1.7.0")
+        ? /^Load snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: No such file or directory/
+        : atLeast(v(), "1.5.0")
+          ? /^Load microVM snapshot error: Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: No such file or directory/
+          : /^Load microVM snapshot error: Cannot perform open on the snapshot backing file/,
     );
     const deadline = Date.now() + 5_000;
     while ((await isProcessAlive(vm.firecrackerPid!)) && Date.now() < deadline)

@@ -919,18 +919,19 @@ export class FakeVmm {
   private async loadSnapshot(body: Obj): Promise<Reply> {
     if (this.configured)
       return fault("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
-    const failed = (why: string): Reply => ({
-      ...fault(`Load microVM snapshot error: ${why}`),
-      exitAfter: 1,
-    });
+    // The prefix became "Load snapshot error:" in 1.7; 1.5 reworded the causes.
+    const prefix = this.atLeast("1.7.0") ? "Load snapshot error" : "Load microVM snapshot error";
+    const failed = (why: string): Reply => ({ ...fault(`${prefix}: ${why}`), exitAfter: 1 });
     let state: Obj;
     try {
       state = JSON.parse(readFileSync(this.resolve(String(body.snapshot_path)), "utf8")) as Obj;
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        return failed("Cannot deserialize the microVM state.");
       return failed(
-        (err as NodeJS.ErrnoException).code === "ENOENT"
-          ? `Cannot perform open on the snapshot backing file: ${ENOENT_TEXT}`
-          : "Cannot deserialize the microVM state.",
+        this.atLeast("1.5.0")
+          ? `Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: ${ENOENT_TEXT}`
+          : `Cannot perform open on the snapshot backing file: ${ENOENT_TEXT}`,
       );
     }
     if (state.magic !== "cocoon-fake-firecracker-vmstate")
