@@ -229,7 +229,10 @@ export class FakeVmm {
           // Every real version takes a partial body here, but not an empty one.
           if (node.kind === "object" && node.entries.length === 0) return fault("Empty PATCH request.");
           checkAgainst(this.patchDefs, info.body, node);
-        } else checkAgainst(this.defs, info.body, node);
+        } else {
+          if (info.body === "Logger") this.checkLogLevel(node);
+          checkAgainst(this.defs, info.body, node);
+        }
         this.semanticSerde(info.body, node);
       } catch (err) {
         if (err instanceof SerdeError) return fault(deserializeFault(err));
@@ -253,13 +256,28 @@ export class FakeVmm {
     return mmdsV1 || (deprecated && reply.status < 300) ? { ...reply, deprecated: true } : reply;
   }
 
+  /** From 1.5 the level is parsed as a log::LevelFilter (any case, Trace and Off too). */
+  private checkLogLevel(node: JNode): void {
+    const level = entry(node, "level");
+    if (!this.atLeast("1.5.0") || level?.kind !== "string") return;
+    if (!["off", "error", "warn", "warning", "info", "debug", "trace"].includes(level.value.toLowerCase()))
+      throw new SerdeError("Invalid LevelFilter", level.end);
+  }
+
   /** Checks Firecracker does in its own deserializers (beyond the schema's types). */
   private semanticSerde(def: string, node: JNode): void {
-    if (def === "MachineConfiguration") {
+    // Before 1.7 serde itself refuses 0 or more than 32 vCPUs; from 1.7 the VMM does (putMachine).
+    if (def === "MachineConfiguration" && !this.atLeast("1.7.0")) {
       const vcpus = entry(node, "vcpu_count");
       if (vcpus?.kind === "number" && vcpus.value === 0) {
         throw new SerdeError(
           "invalid value: vcpu_num, expected number of vCPUs should be larger than 0",
+          vcpus.end,
+        );
+      }
+      if (vcpus?.kind === "number" && vcpus.value > 32) {
+        throw new SerdeError(
+          "invalid value: vcpu_num, expected number of vCPUs exceeds the maximum limitation",
           vcpus.end,
         );
       }
@@ -388,7 +406,7 @@ export class FakeVmm {
       case "PATCH /balloon":
         return this.patchBalloon(body);
       case "GET /balloon":
-        if (!this.balloon) return fault("Balloon device not configured.");
+        if (!this.balloon) return fault("No balloon device found.");
         return { status: 200, body: this.balloon.cfg };
       case "GET /balloon/statistics":
         return this.balloonStats();
@@ -397,7 +415,7 @@ export class FakeVmm {
       case "PATCH /balloon/hinting/start":
       case "PATCH /balloon/hinting/stop":
       case "GET /balloon/hinting/status": {
-        if (!this.balloon) return fault("Balloon device not configured.");
+        if (!this.balloon) return fault("No balloon device found.");
         if (this.balloon.cfg.free_page_hinting !== true)
           return fault("Free page hinting was not enabled when the device was configured.");
         const h = this.balloon.hinting;
@@ -476,12 +494,20 @@ export class FakeVmm {
         : { ...this.machine };
     const next: Obj = { ...base, ...body };
     const vcpus = Number(next.vcpu_count);
-    if (vcpus > 32 || (next.smt === true && vcpus > 1 && vcpus % 2 !== 0)) {
+    const badVcpus = vcpus === 0 || vcpus > 32 || (next.smt === true && vcpus > 1 && vcpus % 2 !== 0);
+    if (badVcpus && this.atLeast("1.7.0"))
+      return fault(
+        "Machine config error: The number of vCPUs must be greater than 0, less than 32 and must be 1 or an even number if SMT is enabled.",
+      );
+    if (badVcpus) {
       return fault(
         "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
       );
     }
-    if (Number(next.mem_size_mib) === 0) return fault("The memory size (MiB) is invalid.");
+    if (Number(next.mem_size_mib) === 0)
+      return fault(
+        `${this.atLeast("1.7.0") ? "Machine config error: " : ""}The memory size (MiB) is invalid.`,
+      );
     if (next.huge_pages === "2M" && Number(next.mem_size_mib) % 2 !== 0)
       return fault("The memory size (MiB) must be a multiple of 2 with 2M huge pages.");
     this.machine = next;
@@ -490,11 +516,12 @@ export class FakeVmm {
   }
 
   private putBootSource(body: Obj): Reply {
+    const prefix = this.atLeast("1.7.0") ? "Boot source error: " : "";
     if (!existsSync(this.resolve(String(body.kernel_image_path))))
-      return fault(`The kernel file cannot be opened: ${ENOENT_TEXT}`);
+      return fault(`${prefix}The kernel file cannot be opened: ${ENOENT_TEXT}`);
     if (typeof body.initrd_path === "string" && !existsSync(this.resolve(body.initrd_path))) {
       return fault(
-        `The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`,
+        `${prefix}The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`,
       );
     }
     this.bootSource = body;
@@ -507,7 +534,9 @@ export class FakeVmm {
   private putDrive(body: Obj): Reply {
     const id = String(body.drive_id);
     if (typeof body.socket !== "string") {
-      if (typeof body.path_on_host !== "string" || typeof body.is_read_only !== "boolean") {
+      // is_read_only became optional (default false) in 1.7.
+      const readOnlyMissing = typeof body.is_read_only !== "boolean" && !this.atLeast("1.7.0");
+      if (typeof body.path_on_host !== "string" || readOnlyMissing) {
         return fault("Drive config error: A virtio-block device needs path_on_host and is_read_only.");
       }
       if (!existsSync(this.resolve(body.path_on_host))) {
@@ -562,7 +591,8 @@ export class FakeVmm {
 
   private async putVsock(body: Obj): Promise<Reply> {
     const cid = Number(body.guest_cid);
-    if (cid < 3)
+    // Every real version takes CID 2 (the host's); below that it is refused.
+    if (cid < 2)
       return fault(
         `Cannot create backend for vsock device: invalid guest CID ${cid} (the guest CID must be at least 3).`,
       );
@@ -598,14 +628,16 @@ export class FakeVmm {
   // -- logger, metrics, MMDS ----------------------------------------------------------------
 
   private putLogger(body: Obj): Reply {
-    if (this.o.logger.configured) return fault("Logger error: Reinitialization of logger not allowed.");
+    // 1.0 initializes the logger once; from 1.5 a new PUT reconfigures it.
+    if (this.o.logger.configured && !this.atLeast("1.5.0"))
+      return fault("Logger initialization failure: The component is already initialized.");
     const level = body.level === undefined ? undefined : parseLevel(String(body.level));
     let fd: number | undefined;
     if (typeof body.log_path === "string") {
       try {
         fd = openTarget(this.resolve(body.log_path), this.atLeast("1.14.0"));
       } catch {
-        return fault(`Logger error: Failed to open target file: ${ENOENT_TEXT}`);
+        return fault(this.atLeast("1.5.0") ? `Failed to open target file: ${ENOENT_TEXT}` : ENOENT_TEXT);
       }
     } else {
       fd = 1; // 1.6+: without a path the logs go to stdout
@@ -1027,14 +1059,19 @@ export class FakeVmm {
           boot_args: this.bootSource.boot_args ?? null,
         }
       : null;
+    // The root device comes first; v1.0 shows no logger or metrics and an empty boot source.
+    const rootFirst = [...drives].sort(
+      (a, b) => Number((b as Obj).is_root_device === true) - Number((a as Obj).is_root_device === true),
+    );
+    const v10 = !this.atLeast("1.1.0");
     return {
       balloon: this.balloon?.cfg ?? null,
-      drives,
-      "boot-source": boot,
+      drives: rootFirst,
+      "boot-source": boot ?? (v10 ? { kernel_image_path: "", initrd_path: null } : null),
       ...(this.atLeast("1.10.0") ? { "cpu-config": this.cpuConfig ?? null } : {}),
-      logger: this.loggerCfg ?? null,
+      logger: v10 ? null : (this.loggerCfg ?? null),
       "machine-config": this.machineView(),
-      metrics: this.metricsCfg ?? null,
+      metrics: v10 ? null : (this.metricsCfg ?? null),
       ...(this.atLeast("1.14.0") ? { "memory-hotplug": this.memoryHotplug?.cfg ?? null } : {}),
       "mmds-config": this.mmdsConfig ?? null,
       "network-interfaces": nets,
