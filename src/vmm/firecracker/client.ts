@@ -245,8 +245,9 @@ export class FirecrackerClient {
   }
 
   /**
-   * Sends one request with no checks at all (tests of Firecracker's own refusals use this).
-   * `body` is sent as is when a string or Buffer, else as JSON.
+   * Sends one request with no checks of the API model (tests of Firecracker's own refusals use
+   * this), only the payload limit, whose refusal can kill Firecracker. `body` is sent as is
+   * when a string or Buffer, else as JSON.
    */
   async raw(
     method: string,
