@@ -1,12 +1,11 @@
 import { closeSync, openSync } from "node:fs";
 import { copyFile, link, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { ConfigError, HypervisorError, isCocoonError, messageOf } from "../../errors.js";
 import { mountOf } from "../../host/mount.js";
 import { isProcessAlive } from "../../host/proc.js";
-import { describeExit, terminatePid, type EscalationStep, type ManagedProcess } from "../../host/process.js";
+import { terminatePid, type EscalationStep, type ManagedProcess } from "../../host/process.js";
 import { silentLogger } from "../../log.js";
 import { FirecrackerClient } from "../../vmm/firecracker/client.js";
 import { Jail } from "../../vmm/firecracker/jail.js";
@@ -35,6 +34,7 @@ import { firecrackerKernelParams } from "./kernel-params.js";
 import { firecrackerSettingsFromParams, type FirecrackerSettings } from "./settings.js";
 import { parseDriverState, type DriverState, type HotplugSlot } from "./state.js";
 import { balloonAmountFor, configureBalloon, setBalloon } from "./balloon.js";
+import { waitForGuest, waitRunning } from "./boot-wait.js";
 
 /** Placeholder drives attached before boot; block "hotplug" swaps their backing files. */
 export const DRIVE_POOL_SIZE = 8;
@@ -438,67 +438,17 @@ export class FirecrackerHypervisor implements Hypervisor {
     st.phase = "vm-ready";
     st.paused = false;
     this.logger.info({ version: st.firecrackerVersion }, "Firecracker VM started");
-    await this.waitGuest(deadline);
-  }
-
-  /** guestReady (when given) raced against Firecracker exiting and the deadline. */
-  private async waitGuest(deadline: number): Promise<void> {
-    const ac = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => {
-          // Settle first, then abort: the aborted guestReady must not win the race.
-          reject(
-            new HypervisorError(
-              "ERR_VMM_TIMEOUT",
-              `the Firecracker guest was not ready within the boot timeout`,
-              {
-                hint: "check the guest kernel and rootfs (enable_debug turns on the serial console in console.log)",
-              },
-            ),
-          );
-          ac.abort();
-        },
-        Math.max(0, deadline - Date.now()),
-      );
+    await waitForGuest({
+      deadline,
+      ready: this.guestReady
+        ? (signal) => this.guestReady!(this.agentChannel(), signal)
+        : async (signal) => waitRunning(await this.api(), signal),
+      pid: this.pid,
+      ...(this.pidStart !== undefined ? { pidStart: this.pidStart } : {}),
+      ...(this.proc ? { spawned: this.proc } : {}),
+      logPath: st.logPath,
+      consolePath: st.consolePath,
     });
-    const exited = this.watchExit(ac.signal);
-    const ready = this.guestReady
-      ? this.guestReady(this.agentChannel(), ac.signal)
-      : this.waitRunning(ac.signal);
-    try {
-      await Promise.race([ready, exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-      ac.abort();
-    }
-  }
-
-  private async waitRunning(signal: AbortSignal): Promise<void> {
-    const client = await this.api();
-    while (!signal.aborted) {
-      if ((await client.describeInstance()).body.state === "Running") return;
-      await sleep(10);
-    }
-  }
-
-  /** Rejects when Firecracker goes away before `signal` aborts. */
-  private async watchExit(signal: AbortSignal): Promise<never> {
-    for (;;) {
-      if (signal.aborted) return new Promise<never>(() => undefined);
-      if (!(await isProcessAlive(this.pid, this.pidStart))) {
-        const st = this.st!;
-        const log = [await fileTail(st.logPath, 1500), await fileTail(st.consolePath, 1500)]
-          .filter(Boolean)
-          .join("\n");
-        throw new HypervisorError(
-          "ERR_VMM_EXITED",
-          `Firecracker exited during boot${this.proc?.exitStatus && this.proc.pid === this.pid ? ` (${describeExit(this.proc.exitStatus)})` : ""}: ${log || "(no output)"}`,
-        );
-      }
-      await sleep(50);
-    }
   }
 
   /** The API client (re-connected after load or disconnect). */
