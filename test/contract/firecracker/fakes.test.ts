@@ -437,7 +437,27 @@ describe.skipIf(REAL).each(["1.0.0", "1.5.1", "1.7.0", "1.14.2"])(
           }),
         );
         expect((await fault("GET", "/balloon")).text).toBe(
-          JSON.stringify({ fault_message: "No balloon device found." }),
+          JSON.stringify({ fault_message: `${v17 ? "Balloon config error: " : ""}No balloon device found.` }),
+        );
+        expect((await fault("GET", "/drives/rootfs")).text).toBe(
+          JSON.stringify({ fault_message: "Invalid request method and/or path: GET drives." }),
+        );
+        const missing = await fault(
+          "PUT",
+          "/drives/bad",
+          '{"drive_id":"bad","path_on_host":"/nonexistent/disk.img","is_root_device":false,"is_read_only":false}',
+        );
+        expect(missing.text).toBe(
+          JSON.stringify({
+            fault_message: v17
+              ? 'Drive config error: Unable to create the virtio block device: VirtioBackend(BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "/nonexistent/disk.img"))'
+              : "Invalid block device path: /nonexistent/disk.img",
+          }),
+        );
+        expect((await fault("PUT", "/metrics", '{"metrics_path":"/nonexistent/metrics.fifo"}')).text).toBe(
+          JSON.stringify({
+            fault_message: `${v17 ? "Metrics error: Cannot initialize the metrics system due to bad user input: " : ""}No such file or directory (os error 2)`,
+          }),
         );
 
         const log = path.join(dir, "log");

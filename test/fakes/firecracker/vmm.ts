@@ -201,7 +201,8 @@ export class FakeVmm {
   /** Handles one API request (the caller serializes requests, like Firecracker's VMM thread). */
   async handle(method: string, p: string, body: string | undefined): Promise<Reply> {
     const route = this.route(method, p);
-    if (!route) return fault(`Invalid request method and/or path: ${method} ${p.replace(/^\//, "")}.`);
+    // Firecracker names only the first path segment ("GET drives." for GET /drives/rootfs).
+    if (!route) return fault(`Invalid request method and/or path: ${method} ${p.split("/")[1] ?? ""}.`);
     const metric = METRIC_OF[route.key];
     const reply = await this.dispatch(route, method, body);
     if (metric) this.o.metrics.inc(metric[0], `${metric[1]}_${reply.status >= 300 ? "fails" : "count"}`);
@@ -406,7 +407,8 @@ export class FakeVmm {
       case "PATCH /balloon":
         return this.patchBalloon(body);
       case "GET /balloon":
-        if (!this.balloon) return fault("No balloon device found.");
+        if (!this.balloon)
+          return fault(`${this.atLeast("1.7.0") ? "Balloon config error: " : ""}No balloon device found.`);
         return { status: 200, body: this.balloon.cfg };
       case "GET /balloon/statistics":
         return this.balloonStats();
@@ -415,7 +417,8 @@ export class FakeVmm {
       case "PATCH /balloon/hinting/start":
       case "PATCH /balloon/hinting/stop":
       case "GET /balloon/hinting/status": {
-        if (!this.balloon) return fault("No balloon device found.");
+        if (!this.balloon)
+          return fault(`${this.atLeast("1.7.0") ? "Balloon config error: " : ""}No balloon device found.`);
         if (this.balloon.cfg.free_page_hinting !== true)
           return fault("Free page hinting was not enabled when the device was configured.");
         const h = this.balloon.hinting;
@@ -541,7 +544,9 @@ export class FakeVmm {
       }
       if (!existsSync(this.resolve(body.path_on_host))) {
         return fault(
-          `Drive config error: Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}")`,
+          this.atLeast("1.7.0")
+            ? `Drive config error: Unable to create the virtio block device: VirtioBackend(BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}"))`
+            : `Invalid block device path: ${body.path_on_host}`,
         );
       }
     }
@@ -549,7 +554,9 @@ export class FakeVmm {
       body.is_root_device === true &&
       [...this.drives.values()].some((d) => d.is_root_device === true && d.drive_id !== id)
     ) {
-      return fault("Drive config error: A root block device already exists!");
+      return fault(
+        `${this.atLeast("1.7.0") ? "Drive config error: " : ""}A root block device already exists!`,
+      );
     }
     this.drives.set(id, { cache_type: "Unsafe", io_engine: "Sync", ...body });
     this.configured = true;
@@ -577,12 +584,21 @@ export class FakeVmm {
     const id = String(body.iface_id);
     for (const other of this.nets.values()) {
       if (other.iface_id === id) continue;
+      const prefix = this.atLeast("1.7.0") ? "Network config error: " : "";
       if (other.host_dev_name === body.host_dev_name)
         return fault(
-          `Unable to create the net device: the host device name ${String(body.host_dev_name)} is already in use.`,
+          this.atLeast("1.5.0")
+            ? `${prefix}Could not create the network device: Open tap device failed: Error while creating ifreq structure: Resource busy (os error 16). Invalid TUN/TAP Backend provided by ${String(body.host_dev_name)}. Check our documentation on setting up the network devices.`
+            : 'Could not create Network Device: TapOpen(IoctlError(Os { code: 16, kind: Other, message: "Resource busy" }))',
         );
-      if (body.guest_mac !== undefined && other.guest_mac === body.guest_mac)
-        return fault(`The guest MAC address ${String(body.guest_mac)} is already in use.`);
+      // MACs compare (and are reported) in lower case.
+      const mac = typeof body.guest_mac === "string" ? body.guest_mac.toLowerCase() : undefined;
+      if (mac !== undefined && String(other.guest_mac ?? "").toLowerCase() === mac)
+        return fault(
+          this.atLeast("1.5.0")
+            ? `${prefix}The MAC address is already in use: ${mac}`
+            : `The guest MAC address ${mac} is already in use.`,
+        );
     }
     this.nets.set(id, body);
     this.configured = true;
@@ -654,12 +670,14 @@ export class FakeVmm {
   }
 
   private putMetrics(body: Obj): Reply {
-    if (this.o.metrics.configured)
-      return fault("Metrics initialization error: Reinitialization of metrics not allowed.");
+    const prefix = this.atLeast("1.7.0")
+      ? "Metrics error: Cannot initialize the metrics system due to bad user input: "
+      : "";
+    if (this.o.metrics.configured) return fault(`${prefix}Reinitialization of metrics not allowed.`);
     try {
       this.o.metrics.configure(openTarget(this.resolve(String(body.metrics_path)), this.atLeast("1.14.0")));
     } catch {
-      return fault(`Metrics initialization error: Failed to open target file: ${ENOENT_TEXT}`);
+      return fault(`${prefix}${ENOENT_TEXT}`);
     }
     this.metricsCfg = body;
     return { status: 204 };
