@@ -460,6 +460,13 @@ describe.skipIf(REAL).each(["1.0.0", "1.5.1", "1.7.0", "1.14.2"])(
           }),
         );
 
+        expect((await fault("PUT", "/mmds")).text).toBe(
+          JSON.stringify({ fault_message: "Empty PUT request." }),
+        );
+        expect((await fault("PUT", "/mmds", "[1,2]")).status).toBe(204);
+        expect((await fault("PUT", "/mmds", '"s"')).status).toBe(204);
+        expect(await fault("GET", "/mmds/latest")).toMatchObject({ status: 200, text: '"s"' });
+
         const log = path.join(dir, "log");
         await writeFile(log, "");
         const loud = await fault("PUT", "/logger", JSON.stringify({ log_path: log, level: "Loud" }));

@@ -11,6 +11,7 @@ import { accessSync, constants } from "node:fs";
 import { mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
 import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
 import { formatVersion } from "../../../src/vmm/firecracker/version.js";
@@ -115,12 +116,26 @@ export async function socketsUnder(dir: string): Promise<string[]> {
   return (await entriesUnder(dir)).filter((e) => e.entry.isSocket()).map((e) => e.path);
 }
 
+/**
+ * Processes mentioning `dir` that are still there after up to 2 s. A process whose child was
+ * just killed may take a moment to go: the fake jailer's `unshare --pid --fork` parent of a
+ * Firecracker in a new pid namespace exits only after it has reaped it. A leak stays.
+ */
+async function lingeringProcesses(dir: string): Promise<string[]> {
+  const deadline = Date.now() + 2_000;
+  for (;;) {
+    const found = (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`);
+    if (found.length === 0 || Date.now() >= deadline) return found;
+    await sleep(50);
+  }
+}
+
 /** What a test leaves behind under `dir`: processes, mounts, sockets. */
 export async function leaks(
   dir: string,
 ): Promise<{ processes: string[]; mounts: string[]; sockets: string[] }> {
   return {
-    processes: (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`),
+    processes: await lingeringProcesses(dir),
     mounts: (await mountsUnder(dir)).map((m) => m.target),
     sockets: await socketsUnder(dir),
   };

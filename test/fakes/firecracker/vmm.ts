@@ -137,7 +137,8 @@ export class FakeVmm {
   private loggerCfg: Obj | undefined;
   private metricsCfg: Obj | undefined;
   private mmdsConfig: Obj | undefined;
-  private mmdsData: Obj | undefined;
+  /** Any JSON value: PUT /mmds takes arrays and strings too. */
+  private mmdsData: unknown;
   private balloon:
     { cfg: Obj; actualMib: number; hinting: { host_cmd: number; guest_cmd: number } } | undefined;
   private entropy: Obj | undefined;
@@ -200,6 +201,9 @@ export class FakeVmm {
 
   /** Handles one API request (the caller serializes requests, like Firecracker's VMM thread). */
   async handle(method: string, p: string, body: string | undefined): Promise<Reply> {
+    // GET /mmds/<anything> (not in the spec) answers the whole store, as GET /mmds does.
+    if (method === "GET" && p.startsWith("/mmds/") && body === undefined)
+      return { status: 200, body: this.mmdsData ?? {} };
     const route = this.route(method, p);
     // Firecracker names only the first path segment ("GET drives." for GET /drives/rootfs).
     if (!route) return fault(`Invalid request method and/or path: ${method} ${p.split("/")[1] ?? ""}.`);
@@ -218,7 +222,9 @@ export class FakeVmm {
     }
     const hasBody = body !== undefined && body.length > 0;
     if (method === "GET" && hasBody) return fault("GET request cannot have a body.");
-    if ((method === "PUT" || method === "PATCH") && !hasBody && info.body && info.bodyRequired !== false) {
+    // PUT /mmds is documented with an optional body, but Firecracker refuses an empty one.
+    const bodyRequired = info.bodyRequired !== false || key === "PUT /mmds";
+    if ((method === "PUT" || method === "PATCH") && !hasBody && info.body && bodyRequired) {
       return fault(`Empty ${method} request.`);
     }
     let node: JNode | undefined;
@@ -232,7 +238,8 @@ export class FakeVmm {
           checkAgainst(this.patchDefs, info.body, node);
         } else {
           if (info.body === "Logger") this.checkLogLevel(node);
-          checkAgainst(this.defs, info.body, node);
+          // PUT /mmds stores any JSON value, not only the object the spec describes.
+          if (key !== "PUT /mmds") checkAgainst(this.defs, info.body, node);
         }
         this.semanticSerde(info.body, node);
       } catch (err) {
@@ -702,7 +709,7 @@ export class FakeVmm {
   }
 
   private putMmds(patch: boolean, value: unknown): Reply {
-    if (!isObj(value)) return fault("The MMDS data store must be a JSON object.");
+    if (patch && !isObj(value)) return fault("The MMDS data store must be a JSON object.");
     if (patch && this.mmdsData === undefined) return fault("The MMDS data store is not initialized.");
     const next = patch ? mergePatch(this.mmdsData, value) : value;
     const size = Buffer.byteLength(JSON.stringify(next));
@@ -712,13 +719,13 @@ export class FakeVmm {
         413,
       );
     }
-    this.mmdsData = next as Obj;
+    this.mmdsData = next;
     return { status: 204 };
   }
 
   /** The guest-visible MMDS state (for the optional guest-side endpoint). */
   mmdsView(): { config: Obj | undefined; data: Obj } {
-    return { config: this.mmdsConfig, data: this.mmdsData ?? {} };
+    return { config: this.mmdsConfig, data: isObj(this.mmdsData) ? this.mmdsData : {} };
   }
 
   // -- balloon ------------------------------------------------------------------------------
