@@ -39,8 +39,10 @@ describe.skipIf(REAL).each(VERSIONS)("Firecracker balloon against %s", (label) =
   afterEach(async () => {
     await d?.cleanup();
     d = undefined;
-    expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
+    // Checked before, asserted after the removal: a failed check must not leave the directory.
+    const left = await leaks(dir);
     await removeTmp(dir);
+    expect(left).toEqual({ processes: [], mounts: [], sockets: [] });
   });
 
   async function boot(o: { balloon: boolean; guestDriver?: boolean }): Promise<FirecrackerHypervisor> {
