@@ -1,16 +1,17 @@
 import { closeSync, openSync } from "node:fs";
 import { copyFile, link, mkdir, rm } from "node:fs/promises";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { ConfigError, HypervisorError, isCocoonError, messageOf } from "../../errors.js";
 import { mountOf } from "../../host/mount.js";
 import { isProcessAlive } from "../../host/proc.js";
-import { describeExit, terminatePid, type EscalationStep, type ManagedProcess } from "../../host/process.js";
+import { terminatePid, type EscalationStep, type ManagedProcess } from "../../host/process.js";
 import { silentLogger } from "../../log.js";
 import { FirecrackerClient } from "../../vmm/firecracker/client.js";
 import { Jail } from "../../vmm/firecracker/jail.js";
 import { binaryVersion, jailLayout, type JailLayout } from "../../vmm/firecracker/jailer.js";
+import { placeForFirecracker } from "./jail-visibility.js";
+import { DEFAULT_KVM_DEVICE, instanceStartFailure, requireKvm } from "../../vmm/firecracker/kvm.js";
 import { fileTail, launchFirecracker, waitForApi } from "../../vmm/firecracker/launch.js";
 import { snapshotCreateBody } from "../../vmm/firecracker/snapshot.js";
 import { vcpuThreads } from "../../vmm/firecracker/threads.js";
@@ -33,6 +34,7 @@ import { firecrackerKernelParams } from "./kernel-params.js";
 import { firecrackerSettingsFromParams, type FirecrackerSettings } from "./settings.js";
 import { parseDriverState, type DriverState, type HotplugSlot } from "./state.js";
 import { balloonAmountFor, configureBalloon, setBalloon } from "./balloon.js";
+import { waitForGuest, waitRunning } from "./boot-wait.js";
 
 /** Placeholder drives attached before boot; block "hotplug" swaps their backing files. */
 export const DRIVE_POOL_SIZE = 8;
@@ -54,6 +56,8 @@ export interface FirecrackerDriverOptions {
   stopTimeoutMs?: number;
   /** Poll interval while waiting for the VMM to go away. */
   stopPollMs?: number;
+  /** The KVM device checked before Firecracker is launched (default /dev/kvm). */
+  kvmDevice?: string;
 }
 
 function driveId(i: number): string {
@@ -99,11 +103,13 @@ export class FirecrackerHypervisor implements Hypervisor {
   private client: FirecrackerClient | undefined;
   private readonly stopTimeoutMs: number;
   private readonly stopPollMs: number;
+  private readonly kvmDevice: string;
 
   constructor(ctx?: Partial<DriverContext>, options: FirecrackerDriverOptions = {}) {
     this.logger = ctx?.logger ?? silentLogger();
     this.stopTimeoutMs = options.stopTimeoutMs ?? 15_000;
     this.stopPollMs = options.stopPollMs ?? 50;
+    this.kvmDevice = options.kvmDevice ?? DEFAULT_KVM_DEVICE;
   }
 
   // -- creation ---------------------------------------------------------------------------
@@ -232,6 +238,14 @@ export class FirecrackerHypervisor implements Hypervisor {
     await this.applyDevice(device);
   }
 
+  /** Puts a file into the jail of the running Firecracker, checking that it sees the file (see jail-visibility.ts). */
+  private place(source: string, jailPath: string, readOnly: boolean): Promise<string> {
+    return placeForFirecracker(this.jail!, this.pid, source, jailPath, {
+      readOnly,
+      strategy: this.settings?.jailResources ?? "auto",
+    });
+  }
+
   private async applyDevice(device: Device): Promise<void> {
     const client = await this.api();
     const jail = this.jail!;
@@ -239,7 +253,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     if (device.type === "block") {
       const d = device as BlockDevice;
       const id = firecrackerDriveId(d.id);
-      const fc = await jail.put(d.path, `/blk/${id}`, { readOnly: d.readOnly ?? false });
+      const fc = await this.place(d.path, `/blk/${id}`, d.readOnly ?? false);
       await client.putDrive({
         drive_id: id,
         path_on_host: fc,
@@ -275,6 +289,7 @@ export class FirecrackerHypervisor implements Hypervisor {
       );
     }
     const deadline = Date.now() + timeoutMs;
+    await requireKvm(this.kvmDevice);
     try {
       await this.fcInit(Math.min(VMM_API_TIMEOUT_MS, timeoutMs));
       await this.configureAndBoot(config, deadline);
@@ -383,16 +398,16 @@ export class FirecrackerHypervisor implements Hypervisor {
       debug: config.debug,
     });
     await client.putBootSource({
-      kernel_image_path: await jail.put(assetPath(config, "kernel"), "/vmlinux", { readOnly: true }),
+      kernel_image_path: await this.place(assetPath(config, "kernel"), "/vmlinux", true),
       boot_args: kernelCmdline(params),
       // The seed attached an initrd as a drive, which no kernel can boot from; it is the initrd here.
-      ...(initrd ? { initrd_path: await jail.put(initrd, "/initrd", { readOnly: true }) } : {}),
+      ...(initrd ? { initrd_path: await this.place(initrd, "/initrd", true) } : {}),
     });
     if (image) {
       // Read-only and not flagged as root: the root= parameters pick the partition.
       await client.putDrive({
         drive_id: "rootfs",
-        path_on_host: await jail.put(image, "/rootfs", { readOnly: true }),
+        path_on_host: await this.place(image, "/rootfs", true),
         is_root_device: false,
         is_read_only: true,
       });
@@ -414,71 +429,26 @@ export class FirecrackerHypervisor implements Hypervisor {
       st.balloon = { amountMib: 0 };
     }
     st.resources = jail.resources();
-    await client.instanceStart();
+    try {
+      await client.instanceStart();
+    } catch (err) {
+      const exited = !(await isProcessAlive(this.pid, this.pidStart));
+      throw instanceStartFailure(err, exited, await fileTail(st.logPath, 1500));
+    }
     st.phase = "vm-ready";
     st.paused = false;
     this.logger.info({ version: st.firecrackerVersion }, "Firecracker VM started");
-    await this.waitGuest(deadline);
-  }
-
-  /** guestReady (when given) raced against Firecracker exiting and the deadline. */
-  private async waitGuest(deadline: number): Promise<void> {
-    const ac = new AbortController();
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => {
-          // Settle first, then abort: the aborted guestReady must not win the race.
-          reject(
-            new HypervisorError(
-              "ERR_VMM_TIMEOUT",
-              `the Firecracker guest was not ready within the boot timeout`,
-              {
-                hint: "check the guest kernel and rootfs (enable_debug turns on the serial console in console.log)",
-              },
-            ),
-          );
-          ac.abort();
-        },
-        Math.max(0, deadline - Date.now()),
-      );
+    await waitForGuest({
+      deadline,
+      ready: this.guestReady
+        ? (signal) => this.guestReady!(this.agentChannel(), signal)
+        : async (signal) => waitRunning(await this.api(), signal),
+      pid: this.pid,
+      ...(this.pidStart !== undefined ? { pidStart: this.pidStart } : {}),
+      ...(this.proc ? { spawned: this.proc } : {}),
+      logPath: st.logPath,
+      consolePath: st.consolePath,
     });
-    const exited = this.watchExit(ac.signal);
-    const ready = this.guestReady
-      ? this.guestReady(this.agentChannel(), ac.signal)
-      : this.waitRunning(ac.signal);
-    try {
-      await Promise.race([ready, exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-      ac.abort();
-    }
-  }
-
-  private async waitRunning(signal: AbortSignal): Promise<void> {
-    const client = await this.api();
-    while (!signal.aborted) {
-      if ((await client.describeInstance()).body.state === "Running") return;
-      await sleep(10);
-    }
-  }
-
-  /** Rejects when Firecracker goes away before `signal` aborts. */
-  private async watchExit(signal: AbortSignal): Promise<never> {
-    for (;;) {
-      if (signal.aborted) return new Promise<never>(() => undefined);
-      if (!(await isProcessAlive(this.pid, this.pidStart))) {
-        const st = this.st!;
-        const log = [await fileTail(st.logPath, 1500), await fileTail(st.consolePath, 1500)]
-          .filter(Boolean)
-          .join("\n");
-        throw new HypervisorError(
-          "ERR_VMM_EXITED",
-          `Firecracker exited during boot${this.proc?.exitStatus && this.proc.pid === this.pid ? ` (${describeExit(this.proc.exitStatus)})` : ""}: ${log || "(no output)"}`,
-        );
-      }
-      await sleep(50);
-    }
   }
 
   /** The API client (re-connected after load or disconnect). */
@@ -568,7 +538,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     }
     const jail = this.jail!;
     const jailPath = `/hotplug/${driveId(index)}`;
-    const fc = await jail.put(device.path, jailPath, { readOnly: device.readOnly ?? false });
+    const fc = await this.place(device.path, jailPath, device.readOnly ?? false);
     try {
       // Firecracker ≥ 1.0 has no rescan action: PATCH re-opens the drive with the new file.
       await (await this.api()).patchDrive({ drive_id: driveId(index), path_on_host: fc });

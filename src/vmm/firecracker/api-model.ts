@@ -132,22 +132,34 @@ export function matchEndpoint(
 /** Resource ids in paths: non-empty, alphanumerics and `_` only (firecracker-api.md §1). */
 export const RESOURCE_ID_RE = /^[A-Za-z0-9_]+$/;
 
-interface Compiled {
-  strict: Map<string, ValidateFunction>;
-  lenient: Map<string, ValidateFunction>;
+/** strict: request bodies; partial: PATCH bodies (every field optional); lenient: answers. */
+type SchemaMode = "strict" | "partial" | "lenient";
+
+type Compiled = Record<SchemaMode, Map<string, ValidateFunction>>;
+
+/** The definitions with no required fields (what a partial update may send). */
+function withoutRequired(defs: Record<string, Schema>): Record<string, Schema> {
+  const out: Record<string, Schema> = {};
+  for (const [name, schema] of Object.entries(defs)) {
+    const { required: _required, ...rest } = schema;
+    out[name] = rest;
+  }
+  return out;
 }
 
 /** One version's view of the API. Cheap to get: instances are cached per version. */
 export class VersionedApi {
   private static cache = new Map<string, VersionedApi>();
   private readonly ajv = new Ajv({ strict: false, allErrors: false });
-  private readonly compiled: Compiled = { strict: new Map(), lenient: new Map() };
+  private readonly compiled: Compiled = { strict: new Map(), partial: new Map(), lenient: new Map() };
   readonly label: string;
 
   private constructor(readonly version: FcVersion) {
     addFormats(this.ajv);
     this.label = formatVersion(version);
-    this.ajv.addSchema({ $id: "strict", definitions: definitionsFor(version, { strict: true }) });
+    const strict = definitionsFor(version, { strict: true });
+    this.ajv.addSchema({ $id: "strict", definitions: strict });
+    this.ajv.addSchema({ $id: "partial", definitions: withoutRequired(strict) });
     this.ajv.addSchema({ $id: "lenient", definitions: definitionsFor(version, { strict: false }) });
   }
 
@@ -162,11 +174,11 @@ export class VersionedApi {
     return api;
   }
 
-  private validator(def: string, strict: boolean): ValidateFunction {
-    const map = strict ? this.compiled.strict : this.compiled.lenient;
+  private validator(def: string, mode: SchemaMode): ValidateFunction {
+    const map = this.compiled[mode];
     let fn = map.get(def);
     if (!fn) {
-      fn = this.ajv.compile({ $ref: `${strict ? "strict" : "lenient"}#/definitions/${def}` });
+      fn = this.ajv.compile({ $ref: `${mode}#/definitions/${def}` });
       map.set(def, fn);
     }
     return fn;
@@ -192,11 +204,19 @@ export class VersionedApi {
   /**
    * Checks a request body before it is sent: every field, nested field and enum value must
    * exist in this version (else FirecrackerVersionError naming the version that added it), then
-   * the body must match this version's schema (else FirecrackerRequestError).
+   * the body must match this version's schema (else FirecrackerRequestError). `partial`: a
+   * PATCH that updates some fields (every real version accepts `{"vcpu_count":2}` on PATCH
+   * /machine-config although the spec names the full definition); it must not be empty.
    */
-  checkBody(def: string, body: unknown): void {
+  checkBody(def: string, body: unknown, options: { partial?: boolean } = {}): void {
     this.checkKnown(def, MERGED_DEFINITIONS[def], body, def);
-    const fn = this.validator(def, true);
+    if (options.partial && isObject(body) && Object.keys(body).length === 0) {
+      throw new FirecrackerRequestError(
+        `an empty ${def} update changes nothing (Firecracker refuses it: "Empty PATCH request."); name at least one field`,
+        { definition: def },
+      );
+    }
+    const fn = this.validator(def, options.partial ? "partial" : "strict");
     if (!fn(body)) {
       const e = fn.errors?.[0];
       const where = e?.instancePath ? `${def}${e.instancePath.replace(/\//g, ".")}` : def;
@@ -279,7 +299,7 @@ export class VersionedApi {
    * answers GET /vm/config with other key names than its spec documents (firecracker-api.md §13.1).
    */
   validateResponse<T>(def: string, body: unknown): T {
-    const fn = this.validator(def, false);
+    const fn = this.validator(def, "lenient");
     if (!fn(body)) {
       const e = fn.errors?.[0];
       throw new HypervisorError(

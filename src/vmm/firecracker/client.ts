@@ -70,14 +70,42 @@ export interface ClientOptions {
   requestTimeoutMs?: number;
   /** Called for every answer carrying `Deprecation: true`. The default logs a warning. */
   onDeprecation?: (notice: DeprecationNotice) => void;
+  /** The `--http-api-max-payload-size` Firecracker was started with (default 51,200 bytes). */
+  maxPayloadBytes?: number;
 }
 
 export interface CallOptions {
   timeoutMs?: number;
+  /** The body updates some fields only (PATCH /machine-config): required fields may be left out. */
+  partialBody?: boolean;
 }
 
 const faultSchema = z.object({ fault_message: z.string() });
 const microHttpErrorSchema = z.object({ error: z.string() });
+
+/**
+ * Firecracker's default `--http-api-max-payload-size`. A bigger body is not refused once: the
+ * server answers one 400 per KiB of it, and a client that drops the connection while those
+ * answers are still being written makes Firecracker take SIGPIPE and die (SIGSYS, seen on every
+ * version from 1.0 to 1.14). So the client refuses such a body before sending a byte.
+ */
+export const DEFAULT_API_MAX_PAYLOAD_BYTES = 51_200;
+
+/**
+ * Parses a body micro-http wrote itself: `{ "error": "<msg>" }`, where the message of the
+ * payload-limit and unsupported-method answers holds a raw newline, so it is not valid JSON.
+ * Control characters inside the string are escaped before parsing.
+ */
+function parseMicroHttpError(text: string): string | undefined {
+  if (!/^\s*\{\s*"error"\s*:/.test(text)) return undefined;
+  let escaped = "";
+  for (const c of text.trim()) {
+    const code = c.charCodeAt(0);
+    escaped += code < 0x20 ? `\\u${code.toString(16).padStart(4, "0")}` : c;
+  }
+  const parsed = microHttpErrorSchema.safeParse(safeJson(escaped));
+  return parsed.success ? parsed.data.error : undefined;
+}
 
 /** Turns a non-2xx answer into a typed error, whichever of Firecracker's two error bodies it has. */
 export function apiErrorFrom(method: string, path: string, res: RawResponse): FirecrackerApiError {
@@ -96,11 +124,11 @@ export function apiErrorFrom(method: string, path: string, res: RawResponse): Fi
       method,
       path,
     });
-  const err = microHttpErrorSchema.safeParse(parsed);
-  if (err.success)
+  const microHttpError = parseMicroHttpError(res.text);
+  if (microHttpError !== undefined)
     return new FirecrackerApiError({
       status: res.status,
-      faultMessage: err.data.error,
+      faultMessage: microHttpError,
       bodyKey: "error",
       method,
       path,
@@ -217,8 +245,9 @@ export class FirecrackerClient {
   }
 
   /**
-   * Sends one request with no checks at all (tests of Firecracker's own refusals use this).
-   * `body` is sent as is when a string or Buffer, else as JSON.
+   * Sends one request with no checks of the API model (tests of Firecracker's own refusals use
+   * this), only the payload limit, whose refusal can kill Firecracker. `body` is sent as is
+   * when a string or Buffer, else as JSON.
    */
   async raw(
     method: string,
@@ -252,6 +281,7 @@ export class FirecrackerClient {
         : typeof body === "string" || Buffer.isBuffer(body)
           ? body
           : JSON.stringify(body);
+    this.refuseOversizedBody(method, path, payload);
     const timeout = options.timeoutMs ?? this.timeoutMs;
     try {
       const res = await this.http.request({
@@ -292,6 +322,20 @@ export class FirecrackerClient {
     }
   }
 
+  /** Refuses a body over Firecracker's payload limit before sending it (see DEFAULT_API_MAX_PAYLOAD_BYTES). */
+  private refuseOversizedBody(method: string, path: string, payload: string | Buffer | undefined): void {
+    if (payload === undefined) return;
+    const limit = this.options.maxPayloadBytes ?? DEFAULT_API_MAX_PAYLOAD_BYTES;
+    const size = typeof payload === "string" ? Buffer.byteLength(payload) : payload.length;
+    if (size <= limit) return;
+    throw new FirecrackerRequestError(
+      `the body of ${method} ${path} is ${size} bytes, over Firecracker's API payload limit of ${limit} bytes: ` +
+        "Firecracker would refuse it (and can die when the refused connection is dropped); send less " +
+        "(large MMDS data: --metadata at launch) or start Firecracker with a larger --http-api-max-payload-size",
+      { method, path, size, limit },
+    );
+  }
+
   /**
    * One operation of the API, checked against the running version: the endpoint must exist,
    * path ids must be valid and match the body's id, and the body must be valid for it.
@@ -314,7 +358,7 @@ export class FirecrackerClient {
       if (body === undefined) {
         if (info.bodyRequired) throw new FirecrackerRequestError(`${key} needs a ${info.body} body`);
       } else {
-        this.api.checkBody(info.body, body);
+        this.api.checkBody(info.body, body, { partial: options.partialBody ?? false });
         for (const name of info.pathParams) {
           const field = BODY_ID_FIELD[name];
           const value = field ? (body as Record<string, unknown>)[field] : undefined;
@@ -332,13 +376,19 @@ export class FirecrackerClient {
     if (res.status < 200 || res.status > 299) throw apiErrorFrom(method, path, res);
     const deprecated = res.headers["deprecation"] === "true";
     if (deprecated) {
-      const notice: DeprecationNotice = {
-        method,
-        path,
-        fields: info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : [],
-      };
+      const fields = [
+        ...(info.body && body !== undefined ? this.api.deprecatedFields(info.body, body) : []),
+        ...deprecatedSettings(info.key, body),
+      ];
+      const notice: DeprecationNotice = { method, path, fields };
       if (this.options.onDeprecation) this.options.onDeprecation(notice);
-      else this.options.logger?.warn(notice, `Firecracker deprecates something in ${method} ${path}`);
+      else
+        this.options.logger?.warn(
+          notice,
+          fields.length
+            ? `Firecracker deprecates ${fields.join(", ")} (${method} ${path})`
+            : `Firecracker deprecates something in ${method} ${path} without saying what`,
+        );
     }
     let parsed: unknown = undefined;
     if (info.response) {
@@ -367,8 +417,9 @@ export class FirecrackerClient {
   putMachineConfig(body: MachineConfiguration): Promise<ApiResult<void>> {
     return this.call("PUT /machine-config", {}, body);
   }
+  /** Changes some fields (at least one) of the machine configuration, before boot. */
   patchMachineConfig(body: Partial<MachineConfiguration>): Promise<ApiResult<void>> {
-    return this.call("PATCH /machine-config", {}, body as MachineConfiguration);
+    return this.call("PATCH /machine-config", {}, body as MachineConfiguration, { partialBody: true });
   }
   putCpuConfig(body: CpuConfig): Promise<ApiResult<void>> {
     return this.call("PUT /cpu-config", {}, body);
@@ -497,6 +548,20 @@ export class FirecrackerClient {
     this.closed = true;
     await this.http.close().catch(() => this.http.destroy());
   }
+}
+
+/**
+ * Deprecations Firecracker flags by a value rather than a field, which the field history
+ * cannot name: MMDS version 1 (1.5+ answer `Deprecation: true` to PUT /mmds/config whenever
+ * the version is V1 or left out, which means V1).
+ */
+export function deprecatedSettings(key: string, body: unknown): string[] {
+  if (key === "PUT /mmds/config" && typeof body === "object" && body !== null) {
+    const version = (body as { version?: unknown }).version;
+    if (version === undefined) return ['MmdsConfig.version (left out, so V1; send "V2")'];
+    if (version === "V1") return ['MmdsConfig.version="V1" (send "V2")'];
+  }
+  return [];
 }
 
 function safeJson(text: string): unknown {

@@ -192,6 +192,29 @@ export class Jail {
     return this.fcPath(jailPath);
   }
 
+  /**
+   * Whether the running Firecracker `pid` sees, at `jailPath`, the file that was put there.
+   * Looked up through /proc/<pid>/root, so in Firecracker's own mount namespace and root: a
+   * bind mount made after the jailer started is invisible there on a host whose mounts are
+   * private, and Firecracker would open the empty placeholder instead. A chrooted Firecracker
+   * has the file at `jailPath`, an unjailed one at its host path.
+   */
+  async seenBy(pid: number, jailPath: string): Promise<boolean> {
+    const placed = this.placed.get(path.resolve("/", jailPath));
+    if (!placed) return false;
+    const wanted = await stat(placed.source);
+    const root = `/proc/${pid}/root`;
+    for (const candidate of [path.join(root, placed.jailPath), path.join(root, placed.hostPath)]) {
+      try {
+        const seen = await stat(candidate);
+        if (seen.dev === wanted.dev && seen.ino === wanted.ino) return true;
+      } catch {
+        // not there in Firecracker's view
+      }
+    }
+    return false;
+  }
+
   /** Takes a resource out of the jail: unmounts a bind, removes the file. */
   async remove(jailPath: string): Promise<void> {
     const key = path.resolve("/", jailPath);

@@ -3,6 +3,7 @@ import { closeSync, openSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import type net from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import { HypervisorError, messageOf } from "../../errors.js";
 import { isProcessAlive } from "../../host/proc.js";
@@ -19,6 +20,8 @@ import {
   type JailerOptions,
 } from "./jailer.js";
 import { fileTail, launchFirecracker, waitForApi, type Launched } from "./launch.js";
+import { checkJailerCgroups, removeJailerCgroups, type JailerCgroupSpec } from "./jailer-cgroups.js";
+import { instanceStartFailure, requireKvm } from "./kvm.js";
 import { mmdsDataFromFile } from "./mmds.js";
 import {
   snapshotCreateBody,
@@ -70,6 +73,8 @@ export interface MicroVMOptions {
   /** How resources enter the jail (default auto: hard link, else bind mount). */
   jailStrategy?: JailStrategy;
   logger?: Logger;
+  /** The KVM device checked before InstanceStart (default /dev/kvm). */
+  kvmDevice?: string;
 }
 
 export interface SpawnOptions {
@@ -167,6 +172,8 @@ export class MicroVM {
   private isJailed = false;
   private killed = false;
   private cleaned = false;
+  /** The cgroups the jailer makes (and never removes), when it was given --cgroup settings. */
+  private jailerCgroups: JailerCgroupSpec | undefined;
 
   constructor(private readonly o: MicroVMOptions) {
     this.id = o.id ?? randomId();
@@ -259,6 +266,15 @@ export class MicroVM {
           pidFile: "",
           execName: path.basename(this.o.firecrackerPath),
         };
+    if (jailed && j.cgroups?.length) {
+      this.jailerCgroups = {
+        settings: j.cgroups,
+        version: j.cgroupVersion ?? 1,
+        parent: j.parentCgroup ?? layout.execName,
+        id: this.id,
+      };
+      await checkJailerCgroups(this.jailerCgroups); // before anything is built
+    }
     this.jail = new Jail(layout, { jailed, uid, gid, strategy: this.o.jailStrategy ?? "auto" });
     const apiSockJail = jailed ? "/run/firecracker.socket" : "/api.socket";
     this.apiSocketHost = this.jail.hostPath(apiSockJail);
@@ -494,6 +510,10 @@ export class MicroVM {
     return server.path;
   }
 
+  /**
+   * PUT /mmds/config. The MMDS version defaults to V2 (session tokens), which every supported
+   * Firecracker has: V1 is deprecated since 1.5 and each use of it is answered with a warning.
+   */
   async configureMmds(
     o: {
       version?: "V1" | "V2";
@@ -504,7 +524,7 @@ export class MicroVM {
   ): Promise<void> {
     await this.client.putMmdsConfig({
       network_interfaces: o.networkInterfaces ?? this.ifaces.map((i) => i.ifaceId),
-      ...(o.version ? { version: o.version } : {}),
+      version: o.version ?? "V2",
       ...(o.ipv4Address ? { ipv4_address: o.ipv4Address } : {}),
       ...(o.imdsCompat !== undefined ? { imds_compat: o.imdsCompat } : {}),
     });
@@ -550,11 +570,30 @@ export class MicroVM {
       );
   }
 
-  /** InstanceStart, checking the state is "Not started" before and "Running" after. */
+  /**
+   * InstanceStart, checking KVM and the state ("Not started") before and the state ("Running")
+   * after. When Firecracker dies answering it, the error carries what its log said.
+   */
   async start(): Promise<void> {
+    await requireKvm(this.o.kvmDevice);
     await this.expectState("Not started", "before start");
-    await this.client.instanceStart();
+    try {
+      await this.client.instanceStart();
+    } catch (err) {
+      throw instanceStartFailure(err, await this.exitedSoon(), (this.logReader?.lines ?? []).join("\n"));
+    }
     await this.expectState("Running", "after start");
+  }
+
+  /** Whether Firecracker is gone (or goes within a second: an abort takes a moment). */
+  private async exitedSoon(): Promise<boolean> {
+    const pid = this.launched?.pid;
+    if (pid === undefined) return true;
+    for (let i = 0; i < 20; i++) {
+      if (!(await isProcessAlive(pid, this.launched?.startTime))) return true;
+      await sleep(50);
+    }
+    return false;
   }
 
   async pause(): Promise<void> {
@@ -754,6 +793,8 @@ export class MicroVM {
       await attempt(() => new Promise<void>((resolve) => l.close(() => resolve())));
     for (const t of this.taps.splice(0)) await attempt(() => deleteTap(t.name, t.netns));
     if (this.jail) await attempt(() => this.jail!.cleanup());
+    // After the kill: a cgroup cannot be removed while Firecracker is in it.
+    if (this.jailerCgroups) await attempt(() => removeJailerCgroups(this.jailerCgroups!));
     await attempt(() => rm(this.path, { recursive: true, force: true }));
     if (errors.length)
       throw new HypervisorError(

@@ -5,17 +5,20 @@
  */
 import net from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   FirecrackerClient,
   apiErrorFrom,
   type DeprecationNotice,
+  type RawResponse,
 } from "../../../src/vmm/firecracker/client.js";
 import {
   FirecrackerApiError,
   FirecrackerRequestError,
   FirecrackerVersionError,
 } from "../../../src/vmm/firecracker/errors.js";
+import { isProcessAlive } from "../../../src/host/proc.js";
 import { MicroVM } from "../../../src/vmm/firecracker/microvm.js";
 import { atLeast } from "../../../src/vmm/firecracker/version.js";
 import {
@@ -49,6 +52,13 @@ function rawExchange(socketPath: string, request: string): Promise<string> {
   });
 }
 
+/** A raw exchange's answer as the client sees one. */
+function rawResponse(answer: string): RawResponse {
+  const head = answer.indexOf("\r\n\r\n");
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0);
+  return { status, headers: {}, text: Buffer.from(answer.slice(head + 4), "latin1").toString("utf8") };
+}
+
 describe.each(VERSIONS)("Firecracker client against %s", (label) => {
   let t: Target;
   let dir: string;
@@ -71,8 +81,10 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
   afterAll(async () => {
     await client?.close();
     await vm?.cleanup();
-    expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
+    // Checked before, asserted after the removal: a failed check must not leave the directory.
+    const left = await leaks(dir);
     await removeTmp(dir);
+    expect(left).toEqual({ processes: [], mounts: [], sockets: [] });
   });
 
   it("learns the running version with GET /version first", async () => {
@@ -88,6 +100,20 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
       mem_size_mib: 256,
       smt: false,
     });
+  });
+
+  it("patches part of the machine configuration, and refuses an empty PATCH before sending it", async () => {
+    await client.putMachineConfig({ vcpu_count: 1, mem_size_mib: 128 });
+    await client.patchMachineConfig({ vcpu_count: 2 });
+    expect((await client.getMachineConfig()).body).toMatchObject({ vcpu_count: 2, mem_size_mib: 128 });
+    const empty = await client.patchMachineConfig({}).catch((e: unknown) => e);
+    expect(empty).toBeInstanceOf(FirecrackerRequestError);
+    expect((empty as Error).message).toMatch(/Empty PATCH request/);
+    // What Firecracker itself answers to one.
+    expect(JSON.parse((await client.raw("PATCH", "/machine-config", {})).text)).toEqual({
+      fault_message: "Empty PATCH request.",
+    });
+    await expect(client.patchMachineConfig({ vcpu_count: 0 })).rejects.toThrow(FirecrackerRequestError);
   });
 
   it("refuses a field newer than the running version, naming the version that added it", async () => {
@@ -138,17 +164,41 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     expect(e.code).toBe("ERR_VMM_API");
   });
 
-  it("turns micro-http's {error} answers into typed errors too (payload too large)", async () => {
+  it("refuses a body over the API payload limit before sending it, and Firecracker lives on", async () => {
+    // Sent, such a body earns one 400 per KiB; hanging up on them kills Firecracker (SIGPIPE).
     const big = { blob: "x".repeat(60_000) };
-    const err = await client.putMmds(big).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(FirecrackerApiError);
-    const e = err as FirecrackerApiError;
-    expect(e.status).toBe(400);
-    expect(e.bodyKey).toBe("error");
-    expect(e.faultMessage).toMatch(
-      /^Request payload with size \d+ is larger than the limit of 51200 allowed by server\./,
+    for (const send of [() => client.putMmds(big), () => client.raw("PUT", "/mmds", big)]) {
+      const err = await send().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FirecrackerRequestError);
+      expect((err as FirecrackerRequestError).message).toMatch(
+        /^the body of PUT \/mmds is 60011 bytes, over Firecracker's API payload limit of 51200 bytes/,
+      );
+    }
+    await sleep(200); // a Firecracker that took SIGPIPE would be gone by now
+    expect(await isProcessAlive(vm.firecrackerPid!)).toBe(true);
+    expect((await client.describeInstance()).status).toBe(200);
+  });
+
+  it('turns micro-http\'s { "error" } answers (not valid JSON) into typed errors', async () => {
+    // Only the head of an oversized request: the server answers it at once and owes nothing more.
+    const tooLarge = await rawExchange(
+      vm.apiSocketPath,
+      "PUT /mmds HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 60011\r\n\r\n",
     );
-    // micro-http drops the connection after that error; the client reconnects.
+    const payload = apiErrorFrom("PUT", "/mmds", rawResponse(tooLarge));
+    expect(payload.status).toBe(400);
+    expect(payload.bodyKey).toBe("error");
+    expect(payload.faultMessage).toBe(
+      "Request payload with size 60011 is larger than the limit of 51200 allowed by server.\nAll previous unanswered requests will be dropped.",
+    );
+    const method = apiErrorFrom(
+      "DELETE",
+      "/",
+      rawResponse(await rawExchange(vm.apiSocketPath, "POST / HTTP/1.1\r\nHost: localhost\r\n\r\n")),
+    );
+    expect(method.bodyKey).toBe("error");
+    expect(method.faultMessage).toMatch(/^Invalid HTTP Method: Unsupported HTTP method\.\n/);
+    expect(await isProcessAlive(vm.firecrackerPid!)).toBe(true);
     expect((await client.describeInstance()).status).toBe(200);
   });
 
@@ -160,6 +210,30 @@ describe.each(VERSIONS)("Firecracker client against %s", (label) => {
     });
     expect(res.deprecated).toBe(true);
     expect(notices.at(-1)).toEqual({ method: "PUT", path: "/vsock", fields: ["Vsock.vsock_id"] });
+  });
+
+  it("names MMDS V1 as what is deprecated (1.5+), and MicroVM configures V2 by default", async () => {
+    await client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "nosuchtap0" });
+    notices.length = 0;
+    await client.putMmdsConfig({ network_interfaces: ["eth0"] });
+    await client.putMmdsConfig({ network_interfaces: ["eth0"], version: "V1" });
+    await client.putMmdsConfig({ network_interfaces: ["eth0"], version: "V2" });
+    expect(notices).toEqual(
+      atLeast(client.version, "1.5.0")
+        ? [
+            {
+              method: "PUT",
+              path: "/mmds/config",
+              fields: ['MmdsConfig.version (left out, so V1; send "V2")'],
+            },
+            { method: "PUT", path: "/mmds/config", fields: ['MmdsConfig.version="V1" (send "V2")'] },
+          ]
+        : [],
+    );
+    await vm.client.putNetworkInterface({ iface_id: "eth0", host_dev_name: "nosuchtap0" });
+    await vm.configureMmds({ networkInterfaces: ["eth0"] });
+    const cfg = (await client.getVmConfig()).body as { "mmds-config"?: { version?: string } };
+    expect(cfg["mmds-config"]?.version).toBe("V2");
   });
 
   it("is answered with serde's message for an unknown field (raw request)", async () => {

@@ -2,7 +2,7 @@
  * The Firecracker hypervisor driver (the `Hypervisor` interface) against Firecracker and its
  * jailer: the fakes of each version, or real binaries (COCOON_FC_BIN / COCOON_JAILER_BIN).
  */
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../../../src/hypervisor/config.js";
@@ -11,6 +11,8 @@ import type { AgentChannel, CreateVmOptions } from "../../../src/hypervisor/hype
 import { newHypervisor } from "../../../src/hypervisor/registry.js";
 import "../../../src/hypervisor/drivers.js";
 import { isProcessAlive } from "../../../src/host/proc.js";
+import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
+import { runChecked } from "../../../src/host/process.js";
 import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
 import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import { silentLogger } from "../../../src/log.js";
@@ -24,7 +26,9 @@ import {
   leaks,
   processesMentioning,
   removeTmp,
+  kvmDeviceFor,
   shortTmp,
+  skipUnlessBootable,
   target,
   type Target,
 } from "./helpers.js";
@@ -61,8 +65,10 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
       if (created) expect(await exists(created.jailDir)).toBe(false);
     }
     for (const dir of dirs.splice(0)) {
-      expect(await leaks(dir)).toEqual({ processes: [], mounts: [], sockets: [] });
+      // Checked before, asserted after the removal: a failed check must not leave the directory.
+      const left = await leaks(dir);
       await removeTmp(dir);
+      expect(left).toEqual({ processes: [], mounts: [], sockets: [] });
     }
   });
 
@@ -96,7 +102,10 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   function driver(stopTimeoutMs?: number): FirecrackerHypervisor {
     const d = new FirecrackerHypervisor(
       { logger: silentLogger() },
-      stopTimeoutMs !== undefined ? { stopTimeoutMs } : {},
+      {
+        ...(stopTimeoutMs !== undefined ? { stopTimeoutMs } : {}),
+        ...(kvmDeviceFor(t) ? { kvmDevice: kvmDeviceFor(t)! } : {}),
+      },
     );
     drivers.push(d);
     return d;
@@ -118,7 +127,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     });
   });
 
-  it("boots with queued devices, the drive pool, Firecracker's kernel params and a hybrid-vsock agent channel", async () => {
+  it("boots with queued devices, the drive pool, Firecracker's kernel params and a hybrid-vsock agent channel", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     await d.createVM({ ...options, guestReady: echoReady });
@@ -180,7 +190,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.check();
   });
 
-  it("hotplugs a block device by swapping a placeholder's backing file, and unplugs it", async () => {
+  it("hotplugs a block device by swapping a placeholder's backing file, and unplugs it", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     await d.createVM(options);
@@ -218,7 +229,34 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     );
   });
 
-  it("pauses, saves into the jail and the template paths, resumes", async () => {
+  it("refuses a hotplug the jailed Firecracker cannot see (bind mount after start), leaving nothing mounted", async (ctx) => {
+    skipUnlessBootable(t, ctx);
+    // A disk on another filesystem than the jail cannot be hard-linked: it would be bind-mounted.
+    const elsewhere = await mkdtemp("/dev/shm/cfc-").catch(() => undefined);
+    if (!t.jailer || process.getuid?.() !== 0 || !elsewhere) return ctx.skip();
+    try {
+      const { options, dir } = await setup();
+      if ((await stat(elsewhere)).dev === (await stat(dir)).dev) return ctx.skip();
+      const d = driver();
+      await d.createVM(options);
+      await d.startVM(20_000);
+      const disk = path.join(elsewhere, "hot.img");
+      await writeFile(disk, "not empty");
+      const err = await d.hotplugAddDevice({ type: "block", id: "hot", path: disk }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "ERR_NOT_SUPPORTED" });
+      expect((err as Error).message).toMatch(/does not see it at \/hotplug\/drive_0/);
+      expect(d.save().blockIndexMap).toEqual([]);
+      expect(await mountsUnder(dir)).toEqual([]);
+      // A disk on the jail's filesystem is hard-linked, and Firecracker sees it.
+      const near = await guestRootfs(dir, "near.img");
+      expect(await d.hotplugAddDevice({ type: "block", id: "near", path: near })).toMatchObject({ index: 0 });
+    } finally {
+      await rm(elsewhere, { recursive: true, force: true });
+    }
+  });
+
+  it("pauses, saves into the jail and the template paths, resumes", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const d = driver();
     const tpl = {
@@ -261,7 +299,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await d.stopVM(); // again: nothing to do
   });
 
-  it("hands a running VM to another driver instance through save/load", async () => {
+  it("hands a running VM to another driver instance through save/load", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
     const first = driver();
     await first.createVM(options);
@@ -289,7 +328,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     );
   });
 
-  it("boots from an initrd (no rootfs drive, no root= defaults)", async () => {
+  it("boots from an initrd (no rootfs drive, no root= defaults)", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup({ image: false });
     const d = driver();
     await d.createVM({ ...options, config: { ...options.config, kernelParams: [] } });
@@ -320,7 +360,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect((err as { hint?: string }).hint).toMatch(/shorter/);
   });
 
-  it("refuses to start over a jail whose Firecracker is still running", async () => {
+  it("refuses to start over a jail whose Firecracker is still running", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup();
     const a = driver();
     await a.createVM(options);
@@ -332,7 +373,8 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     await a.check(); // untouched
   });
 
-  it("fails a boot whose guest never gets ready, with a timeout, and leaves nothing running", async () => {
+  it("fails a boot whose guest never gets ready, with a timeout, and leaves nothing running", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options } = await setup();
     const d = driver();
     await d.createVM({
@@ -370,27 +412,36 @@ describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
     expect((err as Error).message).toMatch(/boom/);
   });
 
-  it("cleans up twice, unmounting and removing the jail and the VM directory", async () => {
+  it("cleans up twice, unmounting and removing the jail and the VM directory", async (ctx) => {
+    skipUnlessBootable(t, ctx);
     const { options, dir } = await setup();
-    const d = driver();
-    await d.createVM({
-      ...options,
-      config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] },
-    });
-    await d.startVM(20_000);
-    const disk = await guestRootfs(dir, "hot.img");
-    await d.hotplugAddDevice({ type: "block", id: "hot", path: disk, readOnly: true });
-    expect((await leaks(dir)).mounts.length).toBeGreaterThan(0); // kernel, rootfs, hotplugged disk
-    // A read-only bind: writes through the jail path fail, the source is untouched.
-    const hot = path.join(d.paths.root, "hotplug", "drive_0");
-    await expect(writeFile(hot, "x")).rejects.toThrow(/read-only/i);
-    const { jailDir } = d.paths;
-    await d.cleanup();
-    await d.cleanup();
-    expect(await exists(jailDir)).toBe(false);
-    expect(await exists(options.paths.vmDir)).toBe(false);
-    expect((await stat(disk)).size).toBe(1024 * 1024);
-    expect(await processesMentioning(dir)).toEqual([]);
-    expect(await readFile(options.config.kernelPath)).toBeTruthy();
+    // Bind mounts made after the jailer started reach Firecracker only through a shared jail base.
+    const base = options.paths.jailerBase;
+    await runChecked("mount", ["--bind", base, base]);
+    await runChecked("mount", ["--make-rshared", base]);
+    try {
+      const d = driver();
+      await d.createVM({
+        ...options,
+        config: { ...options.config, hypervisorParams: [{ key: "jail_resources", value: "bind" }] },
+      });
+      await d.startVM(20_000);
+      const disk = await guestRootfs(dir, "hot.img");
+      await d.hotplugAddDevice({ type: "block", id: "hot", path: disk, readOnly: true });
+      expect((await leaks(dir)).mounts.length).toBeGreaterThan(0); // kernel, rootfs, hotplugged disk
+      // A read-only bind: writes through the jail path fail, the source is untouched.
+      const hot = path.join(d.paths.root, "hotplug", "drive_0");
+      await expect(writeFile(hot, "x")).rejects.toThrow(/read-only/i);
+      const { jailDir } = d.paths;
+      await d.cleanup();
+      await d.cleanup();
+      expect(await exists(jailDir)).toBe(false);
+      expect(await exists(options.paths.vmDir)).toBe(false);
+      expect((await stat(disk)).size).toBe(1024 * 1024);
+      expect(await processesMentioning(dir)).toEqual([]);
+      expect(await readFile(options.config.kernelPath)).toBeTruthy();
+    } finally {
+      await unmountAllUnder(base, { lazy: true });
+    }
   });
 });

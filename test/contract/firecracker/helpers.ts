@@ -7,13 +7,16 @@
  * COCOON_FC_KERNEL and COCOON_FC_ROOTFS give a real guest kernel and rootfs (InstanceStart on a
  * real Firecracker loads the kernel); the fakes only need an ELF header.
  */
+import { accessSync, constants } from "node:fs";
 import { mkdtemp, rm, writeFile, truncate, stat } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
 import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
 import { formatVersion } from "../../../src/vmm/firecracker/version.js";
 import { fakeBinaries } from "../../fakes/firecracker/build.js";
+import type { TestContext } from "vitest";
 
 export const REAL = Boolean(process.env.COCOON_FC_BIN);
 
@@ -44,6 +47,40 @@ export async function target(version: string): Promise<Target> {
   }
   const b = await fakeBinaries(version);
   return { version, firecracker: b.firecracker, jailer: b.jailer, real: false };
+}
+
+/**
+ * Why this target cannot boot a guest, or undefined. The fakes always can. A real Firecracker
+ * needs a real guest kernel (COCOON_FC_KERNEL: without one, InstanceStart is refused or, on
+ * v1.0, aborts) and a /dev/kvm it can open; everything before InstanceStart works without them.
+ */
+export function bootBlocker(t: Target): string | undefined {
+  if (!t.real) return undefined;
+  const missing: string[] = [];
+  if (!process.env.COCOON_FC_KERNEL) missing.push("no guest kernel (set COCOON_FC_KERNEL)");
+  try {
+    accessSync("/dev/kvm", constants.R_OK | constants.W_OK);
+  } catch {
+    missing.push("no usable /dev/kvm");
+  }
+  return missing.length
+    ? `boots a guest: a real Firecracker cannot boot here (${missing.join(", ")})`
+    : undefined;
+}
+
+/**
+ * The KVM device cocoon checks before booting: the real one for real binaries; for the fakes,
+ * which need no KVM, /dev/null (a read-write character device every host has), so the suite
+ * runs on hosts without KVM.
+ */
+export function kvmDeviceFor(t: Target): string | undefined {
+  return t.real ? undefined : "/dev/null";
+}
+
+/** Skips a boot-dependent test, with the one reason, where the target cannot boot. */
+export function skipUnlessBootable(t: Target, ctx: TestContext): void {
+  const reason = bootBlocker(t);
+  if (reason) ctx.skip(reason);
 }
 
 /** A short temp directory (unix socket paths must stay under 108 bytes). */
@@ -79,12 +116,26 @@ export async function socketsUnder(dir: string): Promise<string[]> {
   return (await entriesUnder(dir)).filter((e) => e.entry.isSocket()).map((e) => e.path);
 }
 
+/**
+ * Processes mentioning `dir` that are still there after up to 2 s. A process whose child was
+ * just killed may take a moment to go: the fake jailer's `unshare --pid --fork` parent of a
+ * Firecracker in a new pid namespace exits only after it has reaped it. A leak stays.
+ */
+async function lingeringProcesses(dir: string): Promise<string[]> {
+  const deadline = Date.now() + 2_000;
+  for (;;) {
+    const found = (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`);
+    if (found.length === 0 || Date.now() >= deadline) return found;
+    await sleep(50);
+  }
+}
+
 /** What a test leaves behind under `dir`: processes, mounts, sockets. */
 export async function leaks(
   dir: string,
 ): Promise<{ processes: string[]; mounts: string[]; sockets: string[] }> {
   return {
-    processes: (await processesMentioning(dir)).map((p) => `${p.pid}: ${p.cmdline}`),
+    processes: await lingeringProcesses(dir),
     mounts: (await mountsUnder(dir)).map((m) => m.target),
     sockets: await socketsUnder(dir),
   };

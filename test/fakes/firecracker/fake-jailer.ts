@@ -12,10 +12,10 @@
  * - --new-pid-ns: `unshare --pid --fork`; Firecracker is pid 1 of a new namespace, the pid file
  *   holds its host pid, and the spawned process exits 0.
  * What it cannot do: chroot and pivot_root (the fake Firecracker gets the jail root in
- * FAKE_FC_JAIL_ROOT and resolves every path in it), mount namespaces, real cgroups (the values
- * are validated; with FAKE_JAILER_CGROUP_ROOT they are written below that directory), and
+ * FAKE_FC_JAIL_ROOT and resolves every path in it), mount namespaces, and
  * device nodes when mknod is not permitted (plain files then). Environment: like the real one
- * it clears the environment, except FAKE_FC_* variables, which it passes on.
+ * it clears the environment, except FAKE_FC_* variables, which it passes on. Cgroups are real
+ * (see makeCgroups), unless FAKE_JAILER_CGROUP_ROOT redirects them.
  *
  * Version: FAKE_JAILER_VERSION, else FAKE_FC_VERSION, else the version baked in at build time,
  * else 1.16.1.
@@ -37,6 +37,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import path from "node:path";
+import { parseCgroupMounts } from "../../../src/host/cgroups/layout.js";
 import { compareVersions, tryParseVersion } from "../../../src/vmm/firecracker/version.js";
 
 /** Set by build.ts (esbuild define) in per-version builds; absent when run from source. */
@@ -97,7 +98,7 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
     if (!arg.startsWith("--"))
       throw new JailerFailure(
         `Found argument '${arg}' which wasn't expected, or isn't valid in this context.`,
-        "ArgumentParsing",
+        `UnexpectedArgument(${JSON.stringify(arg)})`,
         true,
       );
     const name = arg.slice(2);
@@ -108,18 +109,22 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
     if (!VALUE_FLAGS.has(name))
       throw new JailerFailure(
         `Found argument '${name}' which wasn't expected, or isn't valid in this context.`,
-        "ArgumentParsing",
+        `UnexpectedArgument(${JSON.stringify(name)})`,
         true,
       );
     const value = own[i + 1];
     if (value === undefined)
       throw new JailerFailure(
         `The argument '${name}' requires a value, but none was supplied`,
-        "ArgumentParsing",
+        `MissingValue(${JSON.stringify(name)})`,
         true,
       );
     if (values.has(name) && !MULTI.has(name))
-      throw new JailerFailure(`The argument '${name}' was provided more than once.`, "ArgumentParsing", true);
+      throw new JailerFailure(
+        `The argument '${name}' was provided more than once.`,
+        `DuplicateArgument(${JSON.stringify(name)})`,
+        true,
+      );
     values.set(name, [...(values.get(name) ?? []), value]);
     i++;
   }
@@ -128,7 +133,11 @@ function parseArgs(argv: string[], version: string): JailerArgs | "version" | "h
   const one = (n: string) => values.get(n)?.[0];
   for (const required of ["id", "exec-file", "uid", "gid"]) {
     if (!values.has(required))
-      throw new JailerFailure(`Argument '${required}' required, but not found.`, "ArgumentParsing", true);
+      throw new JailerFailure(
+        `Argument '${required}' required, but not found.`,
+        `MissingArgument(${JSON.stringify(required)})`,
+        true,
+      );
   }
   const num = (n: string): number => {
     const v = one(n)!;
@@ -225,9 +234,75 @@ function misc(name: string): number | undefined {
   return undefined;
 }
 
+/** What the real jailer says is wrong with an id (1.0 starts the sentence in lower case). */
+function instanceIdProblem(id: string, version: string): string {
+  const length = [...id].length;
+  if (length < 1 || length > 64) return `Invalid len (${length});  the length must be between 1 and 64`;
+  const chars = [...id];
+  const at = chars.findIndex((c) => !/^[\p{L}\p{N}-]$/u.test(c));
+  const what = `char (${chars[at]}) at position ${at}`;
+  return compareVersions(version, "1.5.0") < 0 ? `invalid ${what}` : `Invalid ${what}`;
+}
+
+/**
+ * The jailer's cgroups, made as the real one makes them (and, like it, never removed): v1 one
+ * directory per controller, `<its mount>/<parent>/<id>`, a new cpuset level inheriting
+ * cpuset.cpus/mems from its parent; v2 one directory in the unified hierarchy. A controller the
+ * host does not offer aborts the jailer. Returns the directories to join. With
+ * FAKE_JAILER_CGROUP_ROOT the values are written below that directory instead, and nothing
+ * is joined (for runs that must not touch the host's cgroups).
+ */
+function makeCgroups(
+  cgroups: { file: string; value: string }[],
+  version: 1 | 2,
+  parent: string,
+  id: string,
+): string[] {
+  if (cgroups.length === 0) return [];
+  const fakeRoot = process.env.FAKE_JAILER_CGROUP_ROOT;
+  if (fakeRoot) {
+    const dir = path.join(fakeRoot, parent, id);
+    mkdirSync(dir, { recursive: true });
+    for (const c of cgroups) writeFileSync(path.join(dir, c.file), `${c.value}\n`);
+    return [];
+  }
+  const mounts = parseCgroupMounts(readFileSync("/proc/self/mountinfo", "utf8"));
+  const unified = mounts.find((m) => m.fsType === "cgroup2")?.mountPoint;
+  const offered = unified
+    ? readFileSync(path.join(unified, "cgroup.controllers"), "utf8").trim().split(/\s+/)
+    : [];
+  const dirs = new Set<string>();
+  for (const c of cgroups) {
+    const controller = c.file.slice(0, c.file.indexOf("."));
+    const mountPoint =
+      version === 1
+        ? mounts.find((m) => m.fsType === "cgroup" && m.superOptions.includes(controller))?.mountPoint
+        : unified && offered.includes(controller)
+          ? unified
+          : undefined;
+    if (!mountPoint)
+      throw new JailerFailure(`Controller ${controller} is unavailable`, "CgroupControllerUnavailable");
+    let dir = mountPoint;
+    for (const level of [...parent.split("/"), id]) {
+      dir = path.join(dir, level);
+      if (existsSync(dir)) continue;
+      mkdirSync(dir);
+      if (version === 1 && controller === "cpuset")
+        for (const f of ["cpuset.cpus", "cpuset.mems"])
+          writeFileSync(
+            path.join(dir, f),
+            readFileSync(path.join(path.dirname(dir), f), "utf8").trim() || "\n",
+          );
+    }
+    writeFileSync(path.join(dir, c.file), c.value);
+    dirs.add(dir);
+  }
+  return [...dirs];
+}
+
 function plan(a: JailerArgs, version: string, selfPid: number): string {
   if (!/^[\p{L}\p{N}-]{1,64}$/u.test(a.id))
-    throw new JailerFailure(`Invalid instance ID: ${a.id}`, "InvalidInstanceId");
+    throw new JailerFailure(`Invalid instance ID: ${instanceIdProblem(a.id, version)}`, "InvalidInstanceId");
   const execFile = canonical(a.execFile, "file");
   const execName = path.basename(execFile);
   if (
@@ -258,7 +333,7 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   for (const r of a.resourceLimits) {
     const m = /^([a-z-]+)=(.*)$/.exec(r);
     if (!m || (m[1] !== "fsize" && m[1] !== "no-file"))
-      throw new JailerFailure(`Invalid resource argument: ${r}`, "ResLimitArgument");
+      throw new JailerFailure(`Invalid resource argument: ${m?.[1] ?? r}`, "ResLimitArgument");
     if (!/^\d+$/.test(m[2]!))
       throw new JailerFailure(`Invalid limit value for resource: ${m[1]}: ${m[2]}`, "ResLimitValue");
     if (m[1] === "fsize") limits.push(`--fsize=${m[2]}:${m[2]}`);
@@ -266,6 +341,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   }
   limits.push(`--nofile=${noFile}:${noFile}`);
 
+  // Cgroups come first: a controller that is not there aborts before any jail is built.
+  const cgroupDirs = makeCgroups(cgroups, a.cgroupVersion, a.parentCgroup ?? execName, a.id);
   const jailDir = path.join(base, execName, a.id);
   const root = path.join(jailDir, "root");
   mkdirSync(root, { recursive: true });
@@ -285,11 +362,6 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
       throw new JailerFailure(`Failed to join network namespace: ${osError(err)}`, "SetNetNs");
     }
   }
-  if (cgroups.length && process.env.FAKE_JAILER_CGROUP_ROOT) {
-    const dir = path.join(process.env.FAKE_JAILER_CGROUP_ROOT, a.parentCgroup ?? execName, a.id);
-    mkdirSync(dir, { recursive: true });
-    for (const c of cgroups) writeFileSync(path.join(dir, c.file), `${c.value}\n`);
-  }
   for (const d of [root, path.join(root, "dev"), path.join(root, "dev/net"), path.join(root, "run")]) {
     mkdirSync(d, { recursive: true, mode: 0o700 });
     chmodSync(d, 0o700);
@@ -306,10 +378,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   const pidFile = path.join(root, `${execName}.pid`);
   const writesPidFile = a.newPidNs || compareVersions(version, "1.7.0") >= 0;
   if (writesPidFile && existsSync(pidFile)) {
-    throw new JailerFailure(
-      `Failed to write the pid file ${pidFile}: File exists (os error 17)`,
-      "WritePidFile",
-    );
+    // Named as seen from inside the jail, after dev/ and run/ were built.
+    throw new JailerFailure(`Failed to open file /${execName}.pid: File exists (os error 17)`, "FileOpen");
   }
 
   const env = Object.entries(process.env)
@@ -330,6 +400,10 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
     ...a.extra,
   ];
   const chain: string[] = [];
+  // Like the real jailer, Firecracker gets a mount namespace of its own whose mounts are
+  // slaves of the host's: on a host with private mounts, a bind mount made in the jail after
+  // this point is not seen by Firecracker (hard links are). Needs root, as the real one does.
+  if (process.getuid!() === 0) chain.push("unshare", "--mount", "--propagation", "slave", "--");
   if (a.netns !== undefined) chain.push("nsenter", `--net=${a.netns}`, "--");
   chain.push("prlimit", ...limits, "--");
   if (a.uid !== process.getuid!() || a.gid !== process.getgid!())
@@ -337,6 +411,8 @@ function plan(a: JailerArgs, version: string, selfPid: number): string {
   chain.push("env", "-i", ...env, dest, ...fcArgs);
   const chainText = chain.map(q).join(" ");
   const lines = [`cd ${q(root)} || exit 1`];
+  // Joins the cgroups before exec (Firecracker keeps this pid, and children inherit them).
+  for (const dir of cgroupDirs) lines.push(`printf %s "$$" > ${q(path.join(dir, "cgroup.procs"))} || exit 1`);
 
   if (a.newPidNs) {
     // Firecracker becomes pid 1 of a new pid namespace; this process writes its host pid and exits 0.
@@ -400,20 +476,27 @@ function main(): void {
     process.exit(0);
   } catch (err) {
     if (!(err instanceof JailerFailure)) throw err;
-    if (old) {
-      // 1.0: argument errors on stdout and exit 1; every later error is a panic (exit 101).
-      if (err.parse) {
-        process.stdout.write(`Arguments parsing error: ${err.message}\n`);
-        process.exit(1);
+    if (err.parse) {
+      // Argument errors: 1.0 prints them on stdout; from 1.5 (clap's successor) on stderr.
+      if (compareVersions(version, "1.5.0") < 0) {
+        process.stdout.write(`Arguments parsing error: ${err.message}\n\nFor more information try --help.\n`);
+      } else {
+        process.stderr.write(
+          `Failed to parse arguments: ${err.message}\nError: ArgumentParsing(${err.variant})\n`,
+        );
       }
-      process.stderr.write(
-        `thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs\n`,
-      );
-      process.exit(101);
+      process.exit(1);
     }
-    process.stderr.write(
-      `${err.parse ? `Failed to parse arguments: ${err.message}` : err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`,
-    );
+    if (compareVersions(version, "1.8.0") < 0) {
+      // Up to 1.7 every other error is a panic that aborts (SIGABRT, no exit code). The launcher
+      // runs the plan in its own pid, so the plan prints the panic and aborts itself.
+      const panic = old
+        ? `thread 'main' panicked at 'Jailer error: ${err.message}', src/jailer/src/main.rs:435:27`
+        : `thread 'main' panicked at src/jailer/src/main.rs:379:27:\nJailer error: ${err.message}`;
+      process.stdout.write(`printf '%s\\n' ${q(panic)} >&2\nkill -ABRT $$\n`);
+      process.exit(0);
+    }
+    process.stderr.write(`${err.message}\nError: ${err.variant}(${JSON.stringify(err.message)})\n`);
     process.exit(1);
   }
 }

@@ -14,36 +14,62 @@ export interface HttpRequest {
   body: Buffer | undefined;
 }
 
-/** A framing error: micro-http answers it with 400 `{"error": …}` and drops the connection. */
+/** A framing error: micro-http answers it with 400 `{ "error": … }` (see microHttpErrorBody). */
 export interface HttpFramingError {
   error: string;
   status: number;
 }
 
-const KNOWN_METHODS = new Set([
-  "GET",
-  "HEAD",
-  "POST",
-  "PUT",
-  "PATCH",
-  "DELETE",
-  "OPTIONS",
-  "TRACE",
-  "CONNECT",
-]);
+/** What micro-http appends to the errors after which it drops the requests it has not answered. */
+const DROPPED = "\nAll previous unanswered requests will be dropped.";
 
-/** Incremental request parser for one connection. */
+/**
+ * micro-http's own error body, byte for byte as the real server writes it: spaces inside the
+ * braces and the message unescaped, so a message with a newline makes a body that is not JSON.
+ */
+export function microHttpErrorBody(message: string): string {
+  return `{ "error": "${message}" }`;
+}
+
+/** Methods micro-http parses; DELETE only in the versions that have a DELETE endpoint (1.16+). */
+function supportedMethods(withDelete: boolean): Set<string> {
+  return new Set(withDelete ? ["GET", "PUT", "PATCH", "DELETE"] : ["GET", "PUT", "PATCH"]);
+}
+
+/** The real server reads (and answers) an oversized body in reads of this size. */
+const READ_CHUNK = 1024;
+
+/**
+ * Incremental request parser for one connection. Like micro-http, it does not drop the
+ * connection after a framing error: a body over the payload limit is refused, and then every
+ * 1 KiB of it that arrives is parsed as a request of its own and refused again, so a client
+ * that sends one gets many answers (and a client that hangs up while they are being written
+ * makes the real Firecracker take SIGPIPE; the server models that).
+ */
 export class RequestParser {
   private buf = Buffer.alloc(0);
-  private failed = false;
+  /** Bytes of an oversized body still to come (each KiB of it earns another 400). */
+  private discarding = 0;
+  private readonly methods: Set<string>;
 
-  constructor(private readonly maxPayload: number) {}
+  constructor(
+    private readonly maxPayload: number,
+    options: { deleteMethod?: boolean } = {},
+  ) {
+    this.methods = supportedMethods(options.deleteMethod ?? false);
+  }
 
-  /** Feeds bytes; returns the complete requests (and at most one framing error, which ends the stream). */
+  /** Feeds bytes; returns the complete requests and the framing errors, in order. */
   push(chunk: Buffer): (HttpRequest | HttpFramingError)[] {
-    if (this.failed) return [];
-    this.buf = Buffer.concat([this.buf, chunk]);
     const out: (HttpRequest | HttpFramingError)[] = [];
+    if (this.discarding > 0) {
+      const taken = Math.min(this.discarding, chunk.length);
+      this.discarding -= taken;
+      for (let i = 0; i < Math.ceil(taken / READ_CHUNK); i++)
+        out.push({ error: `Invalid header. Reason: Invalid value for header.${DROPPED}`, status: 400 });
+      chunk = chunk.subarray(taken);
+    }
+    this.buf = Buffer.concat([this.buf, chunk]);
     for (;;) {
       const headEnd = this.buf.indexOf("\r\n\r\n");
       if (headEnd === -1) {
@@ -55,7 +81,8 @@ export class RequestParser {
       const requestLine = (lines[0] ?? "").split(" ");
       if (requestLine.length !== 3) return this.fail(out, "Invalid request line.");
       const [method = "", uri = "", version = ""] = requestLine;
-      if (!KNOWN_METHODS.has(method)) return this.fail(out, `Invalid HTTP Method.`);
+      if (!this.methods.has(method))
+        return this.fail(out, `Invalid HTTP Method: Unsupported HTTP method.${DROPPED}`);
       if (version !== "HTTP/1.1" && version !== "HTTP/1.0")
         return this.fail(out, "Unsupported HTTP version.");
       const headers: Record<string, string> = {};
@@ -74,10 +101,15 @@ export class RequestParser {
       if (!/^\d+$/.test(lengthText)) return this.fail(out, "Invalid value for Content-Length.");
       const length = Number(lengthText);
       if (length > this.maxPayload) {
-        return this.fail(
+        const rest = Buffer.from(this.buf.subarray(headEnd + 4));
+        this.fail(
           out,
-          `Request payload with size ${length} is larger than the limit of ${this.maxPayload} allowed by server.\nAll previous unanswered requests will be dropped.`,
+          `Request payload with size ${length} is larger than the limit of ${this.maxPayload} allowed by server.${DROPPED}`,
         );
+        // The body that follows is read (and refused) in chunks, not skipped.
+        this.discarding = length;
+        out.push(...this.push(rest));
+        return out;
       }
       const total = headEnd + 4 + length;
       if (this.buf.length < total) return out;
@@ -91,8 +123,9 @@ export class RequestParser {
     }
   }
 
+  /** Answers a framing error; what was buffered is dropped, as micro-http drops unanswered requests. */
   private fail(out: (HttpRequest | HttpFramingError)[], error: string): (HttpRequest | HttpFramingError)[] {
-    this.failed = true;
+    this.buf = Buffer.alloc(0);
     out.push({ error, status: 400 });
     return out;
   }
@@ -100,6 +133,26 @@ export class RequestParser {
 
 export function isFramingError(x: HttpRequest | HttpFramingError): x is HttpFramingError {
   return "error" in x;
+}
+
+/**
+ * The answer to an 11th simultaneous connection, written at connect time before any request:
+ * no reason phrase and no trailing space on the status line, `Connection: close`, no
+ * Content-Type (as observed on 1.0 to 1.14).
+ */
+export function tooManyConnectionsResponse(): Buffer {
+  const body = microHttpErrorBody("Too many open connections");
+  return Buffer.from(
+    [
+      "HTTP/1.1 503",
+      "Server: Firecracker API",
+      "Connection: close",
+      `Content-Length: ${Buffer.byteLength(body)}`,
+      "",
+      body,
+    ].join("\r\n"),
+    "utf8",
+  );
 }
 
 /** One answer as Firecracker writes it. */

@@ -137,7 +137,8 @@ export class FakeVmm {
   private loggerCfg: Obj | undefined;
   private metricsCfg: Obj | undefined;
   private mmdsConfig: Obj | undefined;
-  private mmdsData: Obj | undefined;
+  /** Any JSON value: PUT /mmds takes arrays and strings too. */
+  private mmdsData: unknown;
   private balloon:
     { cfg: Obj; actualMib: number; hinting: { host_cmd: number; guest_cmd: number } } | undefined;
   private entropy: Obj | undefined;
@@ -145,6 +146,8 @@ export class FakeVmm {
   private memoryHotplug: { cfg: Obj; requested: number } | undefined;
   private readonly vcpus = new VcpuThreads();
   private readonly defs: Record<string, Schema>;
+  /** PATCH /machine-config: the machine configuration with no required field. */
+  private readonly patchDefs: Record<string, Schema>;
   private readonly routes: [string, EndpointHistory][];
 
   constructor(private readonly o: VmmOptions) {
@@ -153,6 +156,8 @@ export class FakeVmm {
     this.defs = exact
       ? (exact.definitions as Record<string, Schema>)
       : (definitionsFor(parseVersion(v)) as Record<string, Schema>);
+    const { required: _required, ...partialMachine } = this.defs.MachineConfiguration ?? {};
+    this.patchDefs = { ...this.defs, MachineConfiguration: partialMachine };
     this.routes = Object.entries(ENDPOINT_HISTORY).filter(
       ([, e]) =>
         compareVersions(v, e.since) >= 0 && (e.removed === undefined || compareVersions(v, e.removed) < 0),
@@ -196,8 +201,12 @@ export class FakeVmm {
 
   /** Handles one API request (the caller serializes requests, like Firecracker's VMM thread). */
   async handle(method: string, p: string, body: string | undefined): Promise<Reply> {
+    // GET /mmds/<anything> (not in the spec) answers the whole store, as GET /mmds does.
+    if (method === "GET" && p.startsWith("/mmds/") && body === undefined)
+      return { status: 200, body: this.mmdsData ?? {} };
     const route = this.route(method, p);
-    if (!route) return fault(`Invalid request method and/or path: ${method} ${p.replace(/^\//, "")}.`);
+    // Firecracker names only the first path segment ("GET drives." for GET /drives/rootfs).
+    if (!route) return fault(`Invalid request method and/or path: ${method} ${p.split("/")[1] ?? ""}.`);
     const metric = METRIC_OF[route.key];
     const reply = await this.dispatch(route, method, body);
     if (metric) this.o.metrics.inc(metric[0], `${metric[1]}_${reply.status >= 300 ? "fails" : "count"}`);
@@ -213,7 +222,9 @@ export class FakeVmm {
     }
     const hasBody = body !== undefined && body.length > 0;
     if (method === "GET" && hasBody) return fault("GET request cannot have a body.");
-    if ((method === "PUT" || method === "PATCH") && !hasBody && info.body && info.bodyRequired !== false) {
+    // PUT /mmds is documented with an optional body, but Firecracker refuses an empty one.
+    const bodyRequired = info.bodyRequired !== false || key === "PUT /mmds";
+    if ((method === "PUT" || method === "PATCH") && !hasBody && info.body && bodyRequired) {
       return fault(`Empty ${method} request.`);
     }
     let node: JNode | undefined;
@@ -221,7 +232,15 @@ export class FakeVmm {
     if (hasBody && info.body) {
       try {
         node = parseJson(body);
-        checkAgainst(this.defs, info.body, node);
+        if (key === "PATCH /machine-config") {
+          // Every real version takes a partial body here, but not an empty one.
+          if (node.kind === "object" && node.entries.length === 0) return fault("Empty PATCH request.");
+          checkAgainst(this.patchDefs, info.body, node);
+        } else {
+          if (info.body === "Logger") this.checkLogLevel(node);
+          // PUT /mmds stores any JSON value, not only the object the spec describes.
+          if (key !== "PUT /mmds") checkAgainst(this.defs, info.body, node);
+        }
         this.semanticSerde(info.body, node);
       } catch (err) {
         if (err instanceof SerdeError) return fault(deserializeFault(err));
@@ -238,16 +257,35 @@ export class FakeVmm {
     const deprecated = this.deprecated(info.body, value);
     if (deprecated) this.o.logger.log("Warning", "fc_api", `Deprecated API call: ${key} uses ${deprecated}.`);
     const reply = await this.run(key, params, value);
-    return deprecated && reply.status < 300 ? { ...reply, deprecated: true } : reply;
+    // MMDS V1 (also when the version is left out) is deprecated from 1.5, on success and failure.
+    const mmdsV1 =
+      key === "PUT /mmds/config" && this.atLeast("1.5.0") && isObj(value) && (value.version ?? "V1") === "V1";
+    if (mmdsV1) this.o.logger.log("Warning", "fc_api", "Deprecated API call: PUT /mmds/config uses MMDS V1.");
+    return mmdsV1 || (deprecated && reply.status < 300) ? { ...reply, deprecated: true } : reply;
+  }
+
+  /** From 1.5 the level is parsed as a log::LevelFilter (any case, Trace and Off too). */
+  private checkLogLevel(node: JNode): void {
+    const level = entry(node, "level");
+    if (!this.atLeast("1.5.0") || level?.kind !== "string") return;
+    if (!["off", "error", "warn", "warning", "info", "debug", "trace"].includes(level.value.toLowerCase()))
+      throw new SerdeError("Invalid LevelFilter", level.end);
   }
 
   /** Checks Firecracker does in its own deserializers (beyond the schema's types). */
   private semanticSerde(def: string, node: JNode): void {
-    if (def === "MachineConfiguration") {
+    // Before 1.7 serde itself refuses 0 or more than 32 vCPUs; from 1.7 the VMM does (putMachine).
+    if (def === "MachineConfiguration" && !this.atLeast("1.7.0")) {
       const vcpus = entry(node, "vcpu_count");
       if (vcpus?.kind === "number" && vcpus.value === 0) {
         throw new SerdeError(
           "invalid value: vcpu_num, expected number of vCPUs should be larger than 0",
+          vcpus.end,
+        );
+      }
+      if (vcpus?.kind === "number" && vcpus.value > 32) {
+        throw new SerdeError(
+          "invalid value: vcpu_num, expected number of vCPUs exceeds the maximum limitation",
           vcpus.end,
         );
       }
@@ -376,7 +414,8 @@ export class FakeVmm {
       case "PATCH /balloon":
         return this.patchBalloon(body);
       case "GET /balloon":
-        if (!this.balloon) return fault("Balloon device not configured.");
+        if (!this.balloon)
+          return fault(`${this.atLeast("1.7.0") ? "Balloon config error: " : ""}No balloon device found.`);
         return { status: 200, body: this.balloon.cfg };
       case "GET /balloon/statistics":
         return this.balloonStats();
@@ -385,7 +424,8 @@ export class FakeVmm {
       case "PATCH /balloon/hinting/start":
       case "PATCH /balloon/hinting/stop":
       case "GET /balloon/hinting/status": {
-        if (!this.balloon) return fault("Balloon device not configured.");
+        if (!this.balloon)
+          return fault(`${this.atLeast("1.7.0") ? "Balloon config error: " : ""}No balloon device found.`);
         if (this.balloon.cfg.free_page_hinting !== true)
           return fault("Free page hinting was not enabled when the device was configured.");
         const h = this.balloon.hinting;
@@ -464,12 +504,20 @@ export class FakeVmm {
         : { ...this.machine };
     const next: Obj = { ...base, ...body };
     const vcpus = Number(next.vcpu_count);
-    if (vcpus > 32 || (next.smt === true && vcpus > 1 && vcpus % 2 !== 0)) {
+    const badVcpus = vcpus === 0 || vcpus > 32 || (next.smt === true && vcpus > 1 && vcpus % 2 !== 0);
+    if (badVcpus && this.atLeast("1.7.0"))
+      return fault(
+        "Machine config error: The number of vCPUs must be greater than 0, less than 32 and must be 1 or an even number if SMT is enabled.",
+      );
+    if (badVcpus) {
       return fault(
         "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
       );
     }
-    if (Number(next.mem_size_mib) === 0) return fault("The memory size (MiB) is invalid.");
+    if (Number(next.mem_size_mib) === 0)
+      return fault(
+        `${this.atLeast("1.7.0") ? "Machine config error: " : ""}The memory size (MiB) is invalid.`,
+      );
     if (next.huge_pages === "2M" && Number(next.mem_size_mib) % 2 !== 0)
       return fault("The memory size (MiB) must be a multiple of 2 with 2M huge pages.");
     this.machine = next;
@@ -478,11 +526,12 @@ export class FakeVmm {
   }
 
   private putBootSource(body: Obj): Reply {
+    const prefix = this.atLeast("1.7.0") ? "Boot source error: " : "";
     if (!existsSync(this.resolve(String(body.kernel_image_path))))
-      return fault(`The kernel file cannot be opened: ${ENOENT_TEXT}`);
+      return fault(`${prefix}The kernel file cannot be opened: ${ENOENT_TEXT}`);
     if (typeof body.initrd_path === "string" && !existsSync(this.resolve(body.initrd_path))) {
       return fault(
-        `The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`,
+        `${prefix}The initrd file cannot be opened due to invalid path or invalid permissions. ${ENOENT_TEXT}`,
       );
     }
     this.bootSource = body;
@@ -495,12 +544,16 @@ export class FakeVmm {
   private putDrive(body: Obj): Reply {
     const id = String(body.drive_id);
     if (typeof body.socket !== "string") {
-      if (typeof body.path_on_host !== "string" || typeof body.is_read_only !== "boolean") {
+      // is_read_only became optional (default false) in 1.7.
+      const readOnlyMissing = typeof body.is_read_only !== "boolean" && !this.atLeast("1.7.0");
+      if (typeof body.path_on_host !== "string" || readOnlyMissing) {
         return fault("Drive config error: A virtio-block device needs path_on_host and is_read_only.");
       }
       if (!existsSync(this.resolve(body.path_on_host))) {
         return fault(
-          `Drive config error: Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}")`,
+          this.atLeast("1.7.0")
+            ? `Drive config error: Unable to create the virtio block device: VirtioBackend(BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${body.path_on_host}"))`
+            : `Invalid block device path: ${body.path_on_host}`,
         );
       }
     }
@@ -508,7 +561,9 @@ export class FakeVmm {
       body.is_root_device === true &&
       [...this.drives.values()].some((d) => d.is_root_device === true && d.drive_id !== id)
     ) {
-      return fault("Drive config error: A root block device already exists!");
+      return fault(
+        `${this.atLeast("1.7.0") ? "Drive config error: " : ""}A root block device already exists!`,
+      );
     }
     this.drives.set(id, { cache_type: "Unsafe", io_engine: "Sync", ...body });
     this.configured = true;
@@ -536,12 +591,21 @@ export class FakeVmm {
     const id = String(body.iface_id);
     for (const other of this.nets.values()) {
       if (other.iface_id === id) continue;
+      const prefix = this.atLeast("1.7.0") ? "Network config error: " : "";
       if (other.host_dev_name === body.host_dev_name)
         return fault(
-          `Unable to create the net device: the host device name ${String(body.host_dev_name)} is already in use.`,
+          this.atLeast("1.5.0")
+            ? `${prefix}Could not create the network device: Open tap device failed: Error while creating ifreq structure: Resource busy (os error 16). Invalid TUN/TAP Backend provided by ${String(body.host_dev_name)}. Check our documentation on setting up the network devices.`
+            : 'Could not create Network Device: TapOpen(IoctlError(Os { code: 16, kind: Other, message: "Resource busy" }))',
         );
-      if (body.guest_mac !== undefined && other.guest_mac === body.guest_mac)
-        return fault(`The guest MAC address ${String(body.guest_mac)} is already in use.`);
+      // MACs compare (and are reported) in lower case.
+      const mac = typeof body.guest_mac === "string" ? body.guest_mac.toLowerCase() : undefined;
+      if (mac !== undefined && String(other.guest_mac ?? "").toLowerCase() === mac)
+        return fault(
+          this.atLeast("1.5.0")
+            ? `${prefix}The MAC address is already in use: ${mac}`
+            : `The guest MAC address ${mac} is already in use.`,
+        );
     }
     this.nets.set(id, body);
     this.configured = true;
@@ -550,7 +614,8 @@ export class FakeVmm {
 
   private async putVsock(body: Obj): Promise<Reply> {
     const cid = Number(body.guest_cid);
-    if (cid < 3)
+    // Every real version takes CID 2 (the host's); below that it is refused.
+    if (cid < 2)
       return fault(
         `Cannot create backend for vsock device: invalid guest CID ${cid} (the guest CID must be at least 3).`,
       );
@@ -586,14 +651,16 @@ export class FakeVmm {
   // -- logger, metrics, MMDS ----------------------------------------------------------------
 
   private putLogger(body: Obj): Reply {
-    if (this.o.logger.configured) return fault("Logger error: Reinitialization of logger not allowed.");
+    // 1.0 initializes the logger once; from 1.5 a new PUT reconfigures it.
+    if (this.o.logger.configured && !this.atLeast("1.5.0"))
+      return fault("Logger initialization failure: The component is already initialized.");
     const level = body.level === undefined ? undefined : parseLevel(String(body.level));
     let fd: number | undefined;
     if (typeof body.log_path === "string") {
       try {
         fd = openTarget(this.resolve(body.log_path), this.atLeast("1.14.0"));
       } catch {
-        return fault(`Logger error: Failed to open target file: ${ENOENT_TEXT}`);
+        return fault(this.atLeast("1.5.0") ? `Failed to open target file: ${ENOENT_TEXT}` : ENOENT_TEXT);
       }
     } else {
       fd = 1; // 1.6+: without a path the logs go to stdout
@@ -610,12 +677,14 @@ export class FakeVmm {
   }
 
   private putMetrics(body: Obj): Reply {
-    if (this.o.metrics.configured)
-      return fault("Metrics initialization error: Reinitialization of metrics not allowed.");
+    const prefix = this.atLeast("1.7.0")
+      ? "Metrics error: Cannot initialize the metrics system due to bad user input: "
+      : "";
+    if (this.o.metrics.configured) return fault(`${prefix}Reinitialization of metrics not allowed.`);
     try {
       this.o.metrics.configure(openTarget(this.resolve(String(body.metrics_path)), this.atLeast("1.14.0")));
     } catch {
-      return fault(`Metrics initialization error: Failed to open target file: ${ENOENT_TEXT}`);
+      return fault(`${prefix}${ENOENT_TEXT}`);
     }
     this.metricsCfg = body;
     return { status: 204 };
@@ -640,7 +709,7 @@ export class FakeVmm {
   }
 
   private putMmds(patch: boolean, value: unknown): Reply {
-    if (!isObj(value)) return fault("The MMDS data store must be a JSON object.");
+    if (patch && !isObj(value)) return fault("The MMDS data store must be a JSON object.");
     if (patch && this.mmdsData === undefined) return fault("The MMDS data store is not initialized.");
     const next = patch ? mergePatch(this.mmdsData, value) : value;
     const size = Buffer.byteLength(JSON.stringify(next));
@@ -650,13 +719,13 @@ export class FakeVmm {
         413,
       );
     }
-    this.mmdsData = next as Obj;
+    this.mmdsData = next;
     return { status: 204 };
   }
 
   /** The guest-visible MMDS state (for the optional guest-side endpoint). */
   mmdsView(): { config: Obj | undefined; data: Obj } {
-    return { config: this.mmdsConfig, data: this.mmdsData ?? {} };
+    return { config: this.mmdsConfig, data: isObj(this.mmdsData) ? this.mmdsData : {} };
   }
 
   // -- balloon ------------------------------------------------------------------------------
@@ -762,25 +831,63 @@ export class FakeVmm {
     ];
   }
 
+  /** InstanceStart's errors: the `Start microvm error: ` prefix came with 1.7. */
+  private startFault(message: string): Reply {
+    return fault(this.atLeast("1.7.0") ? `Start microvm error: ${message}` : message);
+  }
+
+  /**
+   * KVM, as each version fails without it. Modelled only when FAKE_FC_KVM_DEVICE names the
+   * device to open (the fake itself needs no KVM): v1.0 panics and aborts without answering.
+   */
+  private kvmFailure(): Reply | undefined {
+    const device = process.env.FAKE_FC_KVM_DEVICE;
+    if (!device) return undefined;
+    try {
+      closeSync(openSync(device, constants.O_RDWR));
+      return undefined;
+    } catch {
+      // as real Firecracker reports a missing /dev/kvm (ENOENT)
+    }
+    if (!this.atLeast("1.5.0")) {
+      this.o.logger.log(
+        "Error",
+        "firecracker",
+        "Firecracker panicked at 'Error creating the Kvm object: Error(2)', src/vmm/src/vstate/system.rs:53:30",
+      );
+      process.abort();
+    }
+    if (this.atLeast("1.14.0"))
+      return this.startFault(`Kvm error: Error creating KVM object: ${ENOENT_TEXT}`);
+    if (this.atLeast("1.7.0"))
+      return this.startFault(
+        `Internal error while starting microVM: Vm error: Error creating KVM object: ${ENOENT_TEXT} Make sure the user launching the firecracker process is \\\nconfigured on the /dev/kvm file's ACL.`,
+      );
+    return this.startFault(
+      `Internal error while starting microVM: Vm error: Error creating KVM object. [${ENOENT_TEXT}]`,
+    );
+  }
+
   private async instanceStart(): Promise<Reply> {
-    if (!this.bootSource)
-      return fault("Start microvm error: Cannot start microvm without kernel configuration.");
+    if (!this.bootSource) return this.startFault("Cannot start microvm without kernel configuration.");
     const kernel = this.resolve(String(this.bootSource.kernel_image_path));
     let head: Buffer;
     try {
       head = readFileSync(kernel).subarray(0, 0x210);
     } catch {
-      return fault(
-        `Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`,
+      return this.startFault(
+        `Cannot load kernel due to invalid memory configuration or invalid kernel image: ${ENOENT_TEXT}`,
       );
     }
     const elf = head.subarray(0, 4).equals(Buffer.from([0x7f, 0x45, 0x4c, 0x46]));
     const bz = head.subarray(0x202, 0x206).toString("latin1") === "HdrS";
     if (!elf && !bz) {
-      return fault(
-        "Start microvm error: Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header",
+      return this.startFault(
+        "Cannot load kernel due to invalid memory configuration or invalid kernel image: Failed to read ELF header",
       );
     }
+    const noKvm = this.kvmFailure();
+    if (noKvm) return noKvm;
     const t0 = process.hrtime.bigint();
     await this.boot(Number(this.machine.vcpu_count));
     const bootArgs = String(this.bootSource.boot_args ?? "");
@@ -869,18 +976,19 @@ export class FakeVmm {
   private async loadSnapshot(body: Obj): Promise<Reply> {
     if (this.configured)
       return fault("Loading a microVM snapshot not allowed after configuring boot-specific resources.");
-    const failed = (why: string): Reply => ({
-      ...fault(`Load microVM snapshot error: ${why}`),
-      exitAfter: 1,
-    });
+    // The prefix became "Load snapshot error:" in 1.7; 1.5 reworded the causes.
+    const prefix = this.atLeast("1.7.0") ? "Load snapshot error" : "Load microVM snapshot error";
+    const failed = (why: string): Reply => ({ ...fault(`${prefix}: ${why}`), exitAfter: 1 });
     let state: Obj;
     try {
       state = JSON.parse(readFileSync(this.resolve(String(body.snapshot_path)), "utf8")) as Obj;
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT")
+        return failed("Cannot deserialize the microVM state.");
       return failed(
-        (err as NodeJS.ErrnoException).code === "ENOENT"
-          ? `Cannot perform open on the snapshot backing file: ${ENOENT_TEXT}`
-          : "Cannot deserialize the microVM state.",
+        this.atLeast("1.5.0")
+          ? `Failed to restore from snapshot: Failed to get snapshot state from file: Failed to open snapshot file: ${ENOENT_TEXT}`
+          : `Cannot perform open on the snapshot backing file: ${ENOENT_TEXT}`,
       );
     }
     if (state.magic !== "cocoon-fake-firecracker-vmstate")
@@ -976,14 +1084,19 @@ export class FakeVmm {
           boot_args: this.bootSource.boot_args ?? null,
         }
       : null;
+    // The root device comes first; v1.0 shows no logger or metrics and an empty boot source.
+    const rootFirst = [...drives].sort(
+      (a, b) => Number((b as Obj).is_root_device === true) - Number((a as Obj).is_root_device === true),
+    );
+    const v10 = !this.atLeast("1.1.0");
     return {
       balloon: this.balloon?.cfg ?? null,
-      drives,
-      "boot-source": boot,
+      drives: rootFirst,
+      "boot-source": boot ?? (v10 ? { kernel_image_path: "", initrd_path: null } : null),
       ...(this.atLeast("1.10.0") ? { "cpu-config": this.cpuConfig ?? null } : {}),
-      logger: this.loggerCfg ?? null,
+      logger: v10 ? null : (this.loggerCfg ?? null),
       "machine-config": this.machineView(),
-      metrics: this.metricsCfg ?? null,
+      metrics: v10 ? null : (this.metricsCfg ?? null),
       ...(this.atLeast("1.14.0") ? { "memory-hotplug": this.memoryHotplug?.cfg ?? null } : {}),
       "mmds-config": this.mmdsConfig ?? null,
       "network-interfaces": nets,
