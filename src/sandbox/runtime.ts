@@ -20,6 +20,8 @@ import {
 import { VmFactory } from "./factory/factory.js";
 import { collectGarbage, type Garbage } from "./gc.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
+import { validateNetworkSpec, type NetworkSpec } from "./network.js";
+import { hostNameservers } from "../network/bridge.js";
 
 export interface RuntimeOptions extends LoadOptions {
   logger?: Logger;
@@ -40,6 +42,8 @@ export interface CreateSandboxOptions {
   /** Or one process run directly in the guest. */
   process?: ProcessConfig;
   dns?: string[];
+  /** Networking (docs/network.md); default: loopback only. The CLI defaults to the bridge. */
+  network?: NetworkSpec;
   /** Resource control: host CPUs for the vCPU threads, tasks limit, CPU weight. */
   cpusetCpus?: string;
   pidsLimit?: number;
@@ -80,6 +84,7 @@ export class Runtime {
     const type: HypervisorType = parseHypervisorType(options.hypervisor ?? cfg.runtime.hypervisor);
     const id = options.id ?? `sb-${randomBytes(5).toString("hex")}`;
     checkId("sandbox", id);
+    const network = validateNetworkSpec(options.network ?? {});
     const hc = hypervisorConfigFor(cfg, type);
     if (options.cpus !== undefined) {
       if (!Number.isInteger(options.cpus) || options.cpus < 1)
@@ -119,7 +124,9 @@ export class Runtime {
       annotations,
       containers: options.containers ?? [],
       ...(options.process ? { guestProcess: options.process } : {}),
-      dns: options.dns ?? [],
+      network,
+      // On the bridge, like docker: the host's nameservers unless --dns says otherwise.
+      dns: options.dns?.length ? options.dns : network.mode === "bridge" ? await hostNameservers() : [],
       disableGuestSeccomp: cfg.runtime.disable_guest_seccomp,
       sandboxCgroupOnly: cfg.runtime.sandbox_cgroup_only,
       staticResourceMgmt: cfg.runtime.static_sandbox_resource_mgmt,

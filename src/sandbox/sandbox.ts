@@ -21,6 +21,7 @@ import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
+import { configureGuest, setUpNetwork, tearDownNetwork } from "./network.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import { pidStartTime } from "../host/process.js";
 import { watchMainProcess } from "../monitor/records.js";
@@ -225,8 +226,13 @@ export class Sandbox extends EventEmitter {
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
     await this.persist();
     const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
+    // Networking (network.ts): the namespace and its taps exist before the VMM that opens them.
+    const net = this.doc.config.network
+      ? await setUpNetwork(this.ctx, this.id, this.doc.config.network, this.doc.config.dns)
+      : undefined;
     await this.hypervisor.createVM({
       ...(cgroups ? { placement: cgroups.placement() } : {}),
+      ...(net ? { netnsPath: net.nsPath } : {}),
       id: this.id,
       config: hvConfig,
       paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
@@ -235,6 +241,7 @@ export class Sandbox extends EventEmitter {
         void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
     });
     for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
+    for (const d of net?.devices ?? []) await this.hypervisor.addDevice(d);
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
@@ -248,6 +255,7 @@ export class Sandbox extends EventEmitter {
       dns: this.doc.config.dns,
       storages: [],
     });
+    if (net) await configureGuest(agent, net);
     for (const p of prepared) {
       let storage: Storage;
       if (p.rootfs.kind === "block") {
@@ -293,6 +301,9 @@ export class Sandbox extends EventEmitter {
     await this.hypervisor
       .cleanup()
       .catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
+    await tearDownNetwork(this.ctx, this.id).catch((err: unknown) =>
+      this.logger.warn({ err }, "network teardown after a failed create"),
+    );
     await this.removeFiles();
   }
 
@@ -561,11 +572,13 @@ export class Sandbox extends EventEmitter {
         // It stopped by itself (its main process ended, its VM died): make sure nothing is left
         // running for it and record that truth, as docker's stop of an exited container does.
         await this.reap();
+        await tearDownNetwork(this.ctx, this.id);
         await this.persist();
         return;
       }
       checkTransition(this.id, this.doc.state, "stopped");
       await this.shutdownVm();
+      await tearDownNetwork(this.ctx, this.id);
       this.doc.state = "stopped";
       await this.persist();
     });
@@ -627,6 +640,8 @@ export class Sandbox extends EventEmitter {
         await this.hypervisor.cleanup();
       }
       await this.reap();
+      // A failed teardown keeps the record (and the sandbox) so that a later rm or gc retries.
+      await tearDownNetwork(this.ctx, this.id);
       await this.removeFiles();
     });
     this.emit("deleted");
