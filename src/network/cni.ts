@@ -11,7 +11,8 @@ import { runCommand } from "../host/process.js";
  * result; CHECK in order with it. Capabilities the list declares are filled from runtimeConfig.
  */
 
-export const DEFAULT_CNI_PATH = "/usr/lib/cni";
+/** Where the plugins are; COCOON_CNI_PATH overrides it (a test points it at an empty directory). */
+export const DEFAULT_CNI_PATH = process.env.COCOON_CNI_PATH ?? "/usr/lib/cni";
 
 const pluginSchema = z
   .object({

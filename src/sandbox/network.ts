@@ -1,8 +1,10 @@
 import { readdir } from "node:fs/promises";
 import { z } from "zod";
 import type { AgentClient } from "../agent/client.js";
-import { hostEntrySchema, type GuestRoute } from "../agent/protocol/methods.js";
-import { ConfigError, HostError } from "../errors.js";
+import { hostEntrySchema, type GuestInterface, type GuestRoute } from "../agent/protocol/methods.js";
+import { ConfigError, HostError, SandboxError } from "../errors.js";
+import type { Hypervisor } from "../hypervisor/hypervisor.js";
+import { tapName } from "../network/mirror.js";
 import type { NetDevice } from "../hypervisor/devices.js";
 import { attachNamespace, detachNamespace, endpointSchema, type Endpoint } from "../network/attach.js";
 import { bridgeConflist, checkPortFree, checkSubnetFree, DEFAULT_SUBNET } from "../network/bridge.js";
@@ -326,3 +328,112 @@ export async function orphanNamespaces(stateRoot: string, known: Set<string>): P
 }
 
 export { deleteNamedNetns as removeOrphanNamespace };
+
+/** What hotplug needs from the sandbox: its VMM and its agent. */
+export interface HotplugParts {
+  hypervisor: Pick<Hypervisor, "hotplugAddDevice" | "hotplugRemoveDevice" | "capabilities" | "type">;
+  agent: AgentClient;
+}
+
+export interface AddInterfaceOptions {
+  /** The interface in the sandbox's namespace to give the VM (it must exist there). */
+  iface: string;
+  /** Addresses for the guest NIC; default: the interface's own. */
+  addresses?: string[];
+  mtu?: number;
+}
+
+function requireNetwork(record: NetworkRecord | undefined, id: string): NetworkRecord {
+  if (!record || record.removed)
+    throw new SandboxError(
+      "ERR_INVALID_STATE",
+      `sandbox ${id} has no network namespace (it was created with --network none)`,
+    );
+  return record;
+}
+
+/**
+ * Hot-plugs the interface `iface` of the sandbox's namespace (Kata's AddInterface): tap and tc,
+ * the VMM's NIC, then the guest's configuration. Any step failing undoes the ones before it,
+ * so the sandbox is as it was.
+ */
+export async function addInterface(
+  ctx: SandboxContext,
+  id: string,
+  parts: HotplugParts,
+  options: AddInterfaceOptions,
+): Promise<GuestInterface> {
+  const record = requireNetwork(await readRecord(ctx, id), id);
+  if (!parts.hypervisor.capabilities().networkDeviceHotplug) {
+    throw new SandboxError(
+      "ERR_NOT_SUPPORTED",
+      `the ${parts.hypervisor.type} VM of ${id} cannot hot-plug network interfaces`,
+      {
+        hint: 'the microvm machine has no PCI hotplug: create the sandbox with machine_type = "q35"',
+      },
+    );
+  }
+  if (record.endpoints.some((e) => e.iface === options.iface))
+    throw new SandboxError("ERR_ALREADY_EXISTS", `${options.iface} is already attached to ${id}`);
+  const used = new Set(record.endpoints.map((e) => e.tap));
+  let index = 0;
+  while (used.has(tapName(index))) index++;
+  const attached = await attachNamespace(record.nsPath, {
+    only: [options.iface],
+    firstIndex: index,
+    onEndpoint: async (e) => {
+      record.endpoints.push(e);
+      await writeRecord(ctx, id, record);
+    },
+  });
+  const endpoint = attached.endpoints[0];
+  const undo: (() => Promise<unknown>)[] = [
+    async () => {
+      if (endpoint) await detachNamespace(record.nsPath, [endpoint]);
+      record.endpoints = record.endpoints.filter((e) => e.iface !== options.iface);
+      await writeRecord(ctx, id, record);
+    },
+  ];
+  try {
+    if (!endpoint)
+      throw new SandboxError(
+        "ERR_NOT_FOUND",
+        `the network namespace of ${id} has no interface ${options.iface}`,
+      );
+    const device = devicesOf([endpoint])[0]!;
+    await parts.hypervisor.hotplugAddDevice(device);
+    undo.unshift(() => parts.hypervisor.hotplugRemoveDevice(device));
+    return await parts.agent.call("network.updateInterface", {
+      mac: endpoint.mac,
+      name: endpoint.iface,
+      addresses: options.addresses ?? endpoint.addresses,
+      mtu: options.mtu ?? endpoint.mtu,
+    });
+  } catch (err) {
+    for (const step of undo)
+      await step().catch((e: unknown) => ctx.logger.warn({ err: e }, "rolling back addInterface"));
+    throw err;
+  }
+}
+
+/** Hot-unplugs an interface added before (Kata's RemoveInterface). */
+export async function removeInterface(
+  ctx: SandboxContext,
+  id: string,
+  parts: HotplugParts,
+  iface: string,
+): Promise<void> {
+  const record = requireNetwork(await readRecord(ctx, id), id);
+  const endpoint = record.endpoints.find((e) => e.iface === iface);
+  if (!endpoint) throw new SandboxError("ERR_NOT_FOUND", `${iface} is not attached to ${id}`);
+  if (!parts.hypervisor.capabilities().networkDeviceHotplug)
+    throw new SandboxError(
+      "ERR_NOT_SUPPORTED",
+      `the ${parts.hypervisor.type} VM of ${id} cannot hot-unplug network interfaces`,
+    );
+  await parts.agent.call("network.removeInterface", { mac: endpoint.mac }).catch(() => undefined);
+  await parts.hypervisor.hotplugRemoveDevice(devicesOf([endpoint])[0]!);
+  await detachNamespace(record.nsPath, [endpoint]);
+  record.endpoints = record.endpoints.filter((e) => e !== endpoint);
+  await writeRecord(ctx, id, record);
+}

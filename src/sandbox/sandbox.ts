@@ -21,7 +21,15 @@ import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
-import { configureGuest, setUpNetwork, tearDownNetwork } from "./network.js";
+import {
+  addInterface,
+  configureGuest,
+  removeInterface,
+  setUpNetwork,
+  tearDownNetwork,
+  type AddInterfaceOptions,
+} from "./network.js";
+import type { GuestInterface, GuestRoute } from "../agent/protocol/methods.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import { pidStartTime } from "../host/process.js";
 import { watchMainProcess } from "../monitor/records.js";
@@ -863,6 +871,60 @@ export class Sandbox extends EventEmitter {
       await SandboxCgroups.load(this.ctx.store, this.id),
       running,
     );
+  }
+
+  // Networking (network.ts): Kata's AddInterface / RemoveInterface / UpdateRoutes / List*.
+  /** Hot-plugs an interface of the sandbox's namespace into the VM; undone entirely on failure. */
+  async addInterface(options: AddInterfaceOptions): Promise<GuestInterface> {
+    return this.locked("add interface", async () => {
+      this.requireRunning("add a network interface");
+      try {
+        return await addInterface(
+          this.ctx,
+          this.id,
+          { hypervisor: this.hypervisor, agent: await this.agent() },
+          options,
+        );
+      } finally {
+        this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+        await this.persist();
+      }
+    });
+  }
+
+  async removeInterface(iface: string): Promise<void> {
+    await this.locked("remove interface", async () => {
+      this.requireRunning("remove a network interface");
+      try {
+        await removeInterface(
+          this.ctx,
+          this.id,
+          { hypervisor: this.hypervisor, agent: await this.agent() },
+          iface,
+        );
+      } finally {
+        this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+        await this.persist();
+      }
+    });
+  }
+
+  async listInterfaces(): Promise<GuestInterface[]> {
+    await this.refresh();
+    this.requireRunning("list network interfaces");
+    return (await (await this.agent()).call("network.listInterfaces", {})).interfaces;
+  }
+
+  async listRoutes(): Promise<GuestRoute[]> {
+    await this.refresh();
+    this.requireRunning("list routes");
+    return (await (await this.agent()).call("network.listRoutes", {})).routes;
+  }
+
+  async updateRoutes(routes: GuestRoute[]): Promise<GuestRoute[]> {
+    await this.refresh();
+    this.requireRunning("update routes");
+    return (await (await this.agent()).call("network.updateRoutes", { routes })).routes;
   }
 
   /** Lets go of this process's connections; the sandbox keeps running. */

@@ -2,6 +2,8 @@ import type { Command } from "commander";
 import { ConfigError } from "../../errors.js";
 import { parsePortSpec } from "../../network/ports.js";
 import type { NetworkSpec } from "../../sandbox/network.js";
+import { Runtime } from "../../sandbox/runtime.js";
+import type { Runner } from "../main.js";
 
 /**
  * The network flags of `run` and `create` (docker's where docker has them). The default mode
@@ -73,4 +75,83 @@ export function networkSpecFrom(o: NetworkFlags, hypervisor: string | undefined)
     ...(o.egress ? { egress: o.egress } : {}),
     allowEgress: o.allowEgress,
   };
+}
+
+/** `cocoon network connect|disconnect|ls`: interface hotplug (q35) and the guest's view. */
+export function registerNetworkCommands(program: Command, run: Runner): void {
+  const net = program.command("network").description("a sandbox's network interfaces and routes");
+  net
+    .command("connect")
+    .description("hot-plug an interface of the sandbox's network namespace into its VM (q35)")
+    .argument("<sandbox>", "sandbox id")
+    .argument("<interface>", "the interface in the sandbox's namespace (e.g. a veth you moved there)")
+    .option(
+      "--address <cidr>",
+      "an address for the guest NIC (repeatable; default: the interface's)",
+      collect,
+      [],
+    )
+    .option("--mtu <n>", "MTU of the guest NIC (default: the interface's)")
+    .action((id: string, iface: string, o: { address: string[]; mtu?: string }) =>
+      run(async (ctx) => {
+        const sandbox = await Runtime.fromConfig(ctx.loaded, ctx.logger).loadSandbox(id);
+        try {
+          const mtu = o.mtu === undefined ? undefined : Number(o.mtu);
+          if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= 68 && mtu <= 65535))
+            throw new ConfigError("ERR_INVALID_ARGUMENT", `invalid --mtu "${o.mtu}": 68-65535`);
+          const nic = await sandbox.addInterface({
+            iface,
+            ...(o.address.length ? { addresses: o.address } : {}),
+            ...(mtu ? { mtu } : {}),
+          });
+          ctx.io.out(ctx.json ? JSON.stringify(nic) : `${nic.name} ${nic.mac} ${nic.addresses.join(",")}`);
+          return 0;
+        } finally {
+          await sandbox.release();
+        }
+      }),
+    );
+  net
+    .command("disconnect")
+    .description("hot-unplug an interface connect added")
+    .argument("<sandbox>", "sandbox id")
+    .argument("<interface>", "the interface")
+    .action((id: string, iface: string) =>
+      run(async (ctx) => {
+        const sandbox = await Runtime.fromConfig(ctx.loaded, ctx.logger).loadSandbox(id);
+        try {
+          await sandbox.removeInterface(iface);
+          return 0;
+        } finally {
+          await sandbox.release();
+        }
+      }),
+    );
+  net
+    .command("ls")
+    .description("the guest's interfaces and routes")
+    .argument("<sandbox>", "sandbox id")
+    .action((id: string) =>
+      run(async (ctx) => {
+        const sandbox = await Runtime.fromConfig(ctx.loaded, ctx.logger).loadSandbox(id);
+        try {
+          const interfaces = await sandbox.listInterfaces();
+          const routes = await sandbox.listRoutes();
+          if (ctx.json) ctx.io.out(JSON.stringify({ interfaces, routes }));
+          else {
+            for (const i of interfaces)
+              ctx.io.out(
+                `${i.name}\t${i.mac}\tmtu ${i.mtu}\t${i.up ? "up" : "down"}\t${i.addresses.join(",")}`,
+              );
+            for (const r of routes)
+              ctx.io.out(
+                `route ${r.dest}${r.gateway ? ` via ${r.gateway}` : ""}${r.device ? ` dev ${r.device}` : ""}`,
+              );
+          }
+          return 0;
+        } finally {
+          await sandbox.release();
+        }
+      }),
+    );
 }
