@@ -1,4 +1,4 @@
-import { mkdir, readdir, writeFile } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { netnsNamePrefix } from "../../src/network/netns.js";
@@ -42,11 +42,11 @@ beforeAll(async () => {
   await host.run("ip", ["addr", "add", `${SERVER}/24`, "dev", "srv0"]);
   await host.run("ip", ["addr", "add", `${OTHER_SERVER}/24`, "dev", "srv0"]);
   await host.run("ip", ["link", "set", "srv0", "up"]);
-  const www = path.join(root, "www");
-  await mkdir(www, { recursive: true });
-  await writeFile(path.join(www, "hello.txt"), "hello from the host side\n");
   for (const ip of [SERVER, OTHER_SERVER])
-    host.background("python3", ["-m", "http.server", "8080", "--bind", ip, "--directory", www]);
+    host.background(process.execPath, [
+      "-e",
+      `require("http").createServer((q, r) => r.end("hello from the host side\\n")).listen(8080, "${ip}")`,
+    ]);
   host.background("dnsmasq", [
     "--keep-in-foreground",
     "--no-resolv",
