@@ -116,13 +116,14 @@ describe("the guest's route table", () => {
 });
 
 describe("network flags", () => {
-  it("defaults to the bridge (none for the mock hypervisor), or COCOON_NETWORK", () => {
+  it("defaults to the bridge on QEMU (none elsewhere), or COCOON_NETWORK", () => {
     const flags = { publish: [], dns: [], addHost: [], allowEgress: [] };
     const saved = process.env.COCOON_NETWORK;
     delete process.env.COCOON_NETWORK;
     try {
       expect(networkSpecFrom(flags, "qemu").mode).toBe("bridge");
       expect(networkSpecFrom(flags, "mock").mode).toBe("none");
+      expect(networkSpecFrom(flags, "firecracker").mode).toBe("none");
       process.env.COCOON_NETWORK = "none";
       expect(networkSpecFrom(flags, "qemu").mode).toBe("none");
     } finally {

@@ -85,6 +85,11 @@ export class Runtime {
     const id = options.id ?? `sb-${randomBytes(5).toString("hex")}`;
     checkId("sandbox", id);
     const network = validateNetworkSpec(options.network ?? {});
+    if (network.mode !== "none" && type !== "qemu")
+      throw new ConfigError(
+        "ERR_NOT_SUPPORTED",
+        `networking is wired for QEMU only so far (not ${type}): use --network none`,
+      );
     const hc = hypervisorConfigFor(cfg, type);
     if (options.cpus !== undefined) {
       if (!Number.isInteger(options.cpus) || options.cpus < 1)
@@ -144,8 +149,15 @@ export class Runtime {
   async createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
     const config = validateSandboxConfig(await this.sandboxConfig(options));
     // VM templates (Kata's factory): clone the template instead of booting.
-    if (this.factory.wanted(options.template))
+    if (this.factory.wanted(options.template)) {
+      // A clone resumes its template's devices: a NIC the template did not have cannot appear.
+      if (config.network && config.network.mode !== "none")
+        throw new ConfigError(
+          "ERR_NOT_SUPPORTED",
+          "VM templates have no network yet: create the sandbox with --network none (or without the template)",
+        );
       return Sandbox.create(this.ctx, await this.factory.cloneConfig(config));
+    }
     return Sandbox.create(this.ctx, config);
   }
 

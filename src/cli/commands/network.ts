@@ -8,7 +8,7 @@ import type { Runner } from "../main.js";
 /**
  * The network flags of `run` and `create` (docker's where docker has them). The default mode
  * is the bridge, as docker's; COCOON_NETWORK changes it (the test suites set "none", so that
- * no test makes cocoon0 in the machine's own namespace), and the mock hypervisor has none.
+ * no test makes cocoon0 in the machine's own namespace); drivers other than QEMU have none.
  */
 
 export interface NetworkFlags {
@@ -60,7 +60,8 @@ function parseAddHost(entry: string): { name: string; ip: string } {
 }
 
 export function networkSpecFrom(o: NetworkFlags, hypervisor: string | undefined): NetworkSpec {
-  const mode = o.network ?? process.env.COCOON_NETWORK ?? (hypervisor === "mock" ? "none" : "bridge");
+  // Only QEMU is wired to a network so far: the other drivers default to none.
+  const mode = o.network ?? process.env.COCOON_NETWORK ?? (hypervisor === "qemu" ? "bridge" : "none");
   let spec: NetworkSpec;
   if (mode.startsWith("ns:")) spec = { mode: "ns", nsPath: mode.slice(3) };
   else if (mode === "bridge" || mode === "none") spec = { mode };
