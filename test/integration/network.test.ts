@@ -65,6 +65,9 @@ beforeAll(async () => {
       "--rm",
       "--network",
       "bridge",
+      // With a published port, so that portmap's shared chains exist from here on.
+      "-p",
+      "18089:80",
       "--dns",
       SERVER,
       "--",
