@@ -7,7 +7,7 @@ import { TestNetns, TestNetnsView } from "../helpers/netns.js";
 
 /**
  * Networking on real VMs: cocoon runs inside a namespace this test makes ("the host"), with an
- * HTTP server and a DNS server (dnsmasq) on a dummy interface there (10.99.0.1, 10.99.0.2).
+ * HTTP server and a DNS server (dnsmasq) on a veth there (10.99.0.1, 10.99.0.2).
  * Nothing is made in, or sent to, the machine's own network.
  */
 
@@ -38,7 +38,9 @@ beforeAll(async () => {
   env = { COCOON_ROOT: root, COCOON_ASSETS: ASSETS_DIR, COCOON_CONFIG: "" };
   prefix = netnsNamePrefix(path.join(root, "run"));
   host = await TestNetns.create();
-  await host.run("ip", ["link", "add", "srv0", "type", "dummy"]);
+  // The servers' addresses sit on one end of a veth pair (this kernel has no dummy interfaces).
+  await host.run("ip", ["link", "add", "srv0", "type", "veth", "peer", "name", "srv0p"]);
+  await host.run("ip", ["link", "set", "srv0p", "up"]);
   await host.run("ip", ["addr", "add", `${SERVER}/24`, "dev", "srv0"]);
   await host.run("ip", ["addr", "add", `${OTHER_SERVER}/24`, "dev", "srv0"]);
   await host.run("ip", ["link", "set", "srv0", "up"]);
@@ -81,7 +83,7 @@ beforeAll(async () => {
   expect(first.stdout).toBe("hello from the host side\n");
   baseline = await host.traces(prefix);
   expect(baseline.netns).toEqual([]);
-  expect(baseline.links.filter((l) => !["lo", "srv0", "cocoon0"].includes(l))).toEqual([]);
+  expect(baseline.links.filter((l) => !["lo", "srv0", "srv0p", "cocoon0"].includes(l))).toEqual([]);
   // Only the chains portmap shares between sandboxes stay; nothing of the one that ran.
   expect(baseline.iptables).not.toMatch(/CNI-DN-|CNI-[0-9a-f]{24}/);
   expect(await leases()).toEqual([]);
