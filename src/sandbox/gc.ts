@@ -129,8 +129,14 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
   }
 
   // 5. Network namespaces this state root made for a sandbox that has no record.
-  for (const name of await orphanNamespaces(ctx.paths.stateRoot, known)) {
-    await act({ kind: "network", what: `network namespace ${name}` }, () => removeOrphanNamespace(name));
+  // (Under the sandbox's lock and re-checked: a sandbox being created holds its lock.)
+  for (const { name, id } of await orphanNamespaces(ctx.paths.stateRoot, known)) {
+    await ifUnheld(ctx, id, async () => {
+      if (await ctx.store.sandboxExists(id).catch(() => true)) return;
+      await act({ kind: "network", what: `network namespace ${name}`, sandbox: id }, () =>
+        removeOrphanNamespace(name),
+      );
+    });
   }
 
   // 6. Locks and lock temp files whose owner is dead.

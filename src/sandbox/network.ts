@@ -321,10 +321,16 @@ export async function networkRecord(ctx: SandboxContext, id: string): Promise<Ne
  * For gc: namespaces this state root made whose sandbox has no record (its record is written
  * before the namespace exists, so this takes a record removed by hand or a lost state root).
  */
-export async function orphanNamespaces(stateRoot: string, known: Set<string>): Promise<string[]> {
+export async function orphanNamespaces(
+  stateRoot: string,
+  known: Set<string>,
+): Promise<{ name: string; id: string }[]> {
   const prefix = netnsNamePrefix(stateRoot);
   const names = await readdir(NETNS_DIR).catch(() => [] as string[]);
-  return names.filter((n) => n.startsWith(prefix) && !known.has(n.slice(prefix.length)));
+  return names
+    .filter((n) => n.startsWith(prefix))
+    .map((name) => ({ name, id: name.slice(prefix.length) }))
+    .filter((n) => n.id && !known.has(n.id));
 }
 
 export { deleteNamedNetns as removeOrphanNamespace };
