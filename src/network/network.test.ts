@@ -6,6 +6,8 @@ import { parseScan } from "./scan.js";
 import { parseProcRoutes } from "../guest/agent/network.js";
 import { networkSpecFrom } from "../cli/commands/network.js";
 import { validateNetworkSpec } from "../sandbox/network.js";
+import { buildQemuArgs, type QemuVmSpec } from "../vmm/qemu/cmdline.js";
+import { checkNetDevice, coldNic } from "../hypervisor/qemu/nics.js";
 
 describe("CIDR blocks", () => {
   it("parses, normalises and compares blocks", () => {
@@ -150,5 +152,45 @@ describe("network flags", () => {
       validateNetworkSpec({ mode: "bridge", egress: "deny", allowEgress: ["10.0.0.1/8"] }),
     ).toThrow(/did you mean/);
     expect(() => validateNetworkSpec({ mode: "ns" })).toThrow(/PATH/);
+  });
+});
+
+describe("QEMU NICs", () => {
+  const spec = (type: "microvm" | "q35"): QemuVmSpec => ({
+    name: "n",
+    machine: { type, accel: "tcg" },
+    cpu: { model: "max" },
+    smp: { cpus: 1, maxCpus: 1 },
+    memory: { sizeMiB: 256 },
+    kernel: { path: "/k", append: "" },
+    drives: [],
+    serialPorts: [],
+    console: { socketPath: "/c.sock", logFile: "/c.log" },
+    qmpSocket: "/q.sock",
+    pidFile: "/p",
+    nics: [
+      coldNic({ type: "net", id: "tap0-cocoon", tapName: "tap0_cocoon", mac: "aa:bb:cc:dd:ee:01" }, false),
+    ],
+  });
+  it("opens the tap by name (no scripts, no vhost under TCG): mmio on microvm, PCI on q35", () => {
+    for (const [type, device] of [
+      ["microvm", "virtio-net-device"],
+      ["q35", "virtio-net-pci"],
+    ] as const) {
+      const args = buildQemuArgs(spec(type));
+      const i = args.indexOf("-netdev");
+      expect(args.slice(i, i + 4)).toEqual([
+        "-netdev",
+        "tap,id=net-tap0-cocoon,ifname=tap0_cocoon,script=no,downscript=no,vhost=off",
+        "-device",
+        `${device},id=dev-net-tap0-cocoon,netdev=net-tap0-cocoon,mac=aa:bb:cc:dd:ee:01`,
+      ]);
+    }
+  });
+  it("refuses a malformed NIC before QEMU sees it", () => {
+    expect(() => checkNetDevice({ type: "net", id: "a", tapName: "tap0_cocoon", mac: "zz" })).toThrow(/MAC/);
+    expect(() => checkNetDevice({ type: "net", id: "a", tapName: "a,b", mac: "aa:bb:cc:dd:ee:01" })).toThrow(
+      /tap name/,
+    );
   });
 });
