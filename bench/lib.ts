@@ -2,6 +2,11 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 
+// The CLI's default network is the bridge (docs/network.md): benches that run the CLI on the
+// machine's own namespace must not make cocoon0 and NAT rules there. bench/network.ts asks for
+// a network explicitly, inside namespaces it makes.
+process.env.COCOON_NETWORK ??= "none";
+
 export interface Stats {
   n: number;
   min: number;

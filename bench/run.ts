@@ -3,6 +3,7 @@ import { runBootBench } from "./boot.js";
 import { runFactoryBench } from "./factory.js";
 import { runResourceBench } from "./resources.js";
 import { runShimBench } from "./shim.js";
+import { runNetworkBench } from "./network.js";
 import { runWorkloadBench } from "./workload.js";
 import { printComparison, writeResults, type Comparison } from "./lib.js";
 
@@ -13,6 +14,7 @@ const suites: [string, () => Promise<Comparison[]>][] = [
   // VM templates (docs/factory.md)
   ["factory", runFactoryBench],
   ["shim", runShimBench], // containerd shim (issue 10)
+  ["network", runNetworkBench], // networking (issue 9)
 ];
 const all: Comparison[] = [];
 for (const [name, run] of suites) {

@@ -9,10 +9,13 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # Debian packages: QEMU and virtiofsd, the kernel source and its build tools, the guest's
 # userland (busybox, runc, socat), image tools, and iproute2 for network namespaces.
+# Networking (docs/network.md): the CNI plugins (bridge, host-local, portmap), iptables for
+# their NAT rules, nftables for egress policies; dnsmasq-base for the network tests' DNS server.
 PACKAGES=(
   qemu-system-x86 qemu-utils
   linux-source-6.1 make gcc libc6-dev flex bison bc libelf-dev libssl-dev xz-utils cpio kmod
   busybox-static runc socat e2fsprogs erofs-utils util-linux iproute2
+  containernetworking-plugins iptables nftables dnsmasq-base
 )
 
 missing=()

@@ -8,6 +8,7 @@ import { registerImage } from "./commands/image.js";
 import { registerResourceCommands, registerStatsCommand } from "./commands/resources.js";
 import { registerLifecycleCommands } from "./commands/lifecycle.js";
 import { registerSandboxCommands } from "./commands/sandbox.js";
+import { registerNetworkCommands } from "./commands/network.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
 
@@ -57,6 +58,7 @@ export function buildProgram(
   registerStatsCommand(program, run);
   registerFactory(program, run);
   registerLifecycleCommands(program, run);
+  registerNetworkCommands(program, run);
   addGlobalOptions(program);
   return program;
 }

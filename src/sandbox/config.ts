@@ -4,6 +4,7 @@ import type { HypervisorConfig } from "../hypervisor/config.js";
 import { HYPERVISOR_TYPES, type HypervisorType } from "../hypervisor/types.js";
 import { containerResourcesSchema } from "../agent/protocol/resources.js";
 import { cgroupSettingsSchema } from "./resources/settings.js";
+import { networkSpecSchema } from "./network.js";
 
 /** What runs: the program, its environment and terminal. */
 export const processConfigSchema = z.object({
@@ -85,6 +86,8 @@ export const sandboxConfigSchema = z.object({
     .object({ netnsPath: z.string().optional(), disableNewNetns: z.boolean().default(true) })
     .default({ disableNewNetns: true }),
   dns: z.array(z.string()).default([]),
+  /** Networking: none, cocoon's bridge (CNI) or a given namespace; ports, hosts, egress (network.ts). */
+  network: networkSpecSchema.optional(),
   sandboxBindMounts: z.array(z.string()).default([]),
   shmSizeMB: z.number().int().nonnegative().default(64),
   resources: z

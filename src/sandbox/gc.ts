@@ -16,8 +16,9 @@ import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
 import { foldLiveness } from "./liveness.js";
 import { SANDBOX_DOC } from "./state.js";
+import { orphanNamespaces, removeOrphanNamespace } from "./network.js";
 
-export type GarbageKind = "sandbox" | "process" | "directory" | "mount" | "lock";
+export type GarbageKind = "sandbox" | "process" | "directory" | "mount" | "lock" | "network";
 
 export interface Garbage {
   kind: GarbageKind;
@@ -127,7 +128,18 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
     }
   }
 
-  // 5. Locks and lock temp files whose owner is dead.
+  // 5. Network namespaces this state root made for a sandbox that has no record.
+  // (Under the sandbox's lock and re-checked: a sandbox being created holds its lock.)
+  for (const { name, id } of await orphanNamespaces(ctx.paths.stateRoot, known)) {
+    await ifUnheld(ctx, id, async () => {
+      if (await ctx.store.sandboxExists(id).catch(() => true)) return;
+      await act({ kind: "network", what: `network namespace ${name}`, sandbox: id }, () =>
+        removeOrphanNamespace(name),
+      );
+    });
+  }
+
+  // 6. Locks and lock temp files whose owner is dead.
   for (const name of await listDir(ctx.paths.locksDir)) {
     const file = path.join(ctx.paths.locksDir, name);
     if (name.endsWith(".lock")) {

@@ -20,6 +20,8 @@ import {
 import { VmFactory } from "./factory/factory.js";
 import { collectGarbage, type Garbage } from "./gc.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
+import { validateNetworkSpec, type NetworkSpec } from "./network.js";
+import { hostNameservers } from "../network/bridge.js";
 
 export interface RuntimeOptions extends LoadOptions {
   logger?: Logger;
@@ -40,6 +42,8 @@ export interface CreateSandboxOptions {
   /** Or one process run directly in the guest. */
   process?: ProcessConfig;
   dns?: string[];
+  /** Networking (docs/network.md); default: loopback only. The CLI defaults to the bridge. */
+  network?: NetworkSpec;
   /** Resource control: host CPUs for the vCPU threads, tasks limit, CPU weight. */
   cpusetCpus?: string;
   pidsLimit?: number;
@@ -82,6 +86,12 @@ export class Runtime {
     const type: HypervisorType = parseHypervisorType(options.hypervisor ?? cfg.runtime.hypervisor);
     const id = options.id ?? `sb-${randomBytes(5).toString("hex")}`;
     checkId("sandbox", id);
+    const network = validateNetworkSpec(options.network ?? {});
+    if (network.mode !== "none" && type !== "qemu")
+      throw new ConfigError(
+        "ERR_NOT_SUPPORTED",
+        `networking is wired for QEMU only so far (not ${type}): use --network none`,
+      );
     const hc = hypervisorConfigFor(cfg, type);
     if (options.cpus !== undefined) {
       if (!Number.isInteger(options.cpus) || options.cpus < 1)
@@ -122,7 +132,9 @@ export class Runtime {
       containers: options.containers ?? [],
       ...(options.podShare ? { podShare: true } : {}),
       ...(options.process ? { guestProcess: options.process } : {}),
-      dns: options.dns ?? [],
+      network,
+      // On the bridge, like docker: the host's nameservers unless --dns says otherwise.
+      dns: options.dns?.length ? options.dns : network.mode === "bridge" ? await hostNameservers() : [],
       disableGuestSeccomp: cfg.runtime.disable_guest_seccomp,
       sandboxCgroupOnly: cfg.runtime.sandbox_cgroup_only,
       staticResourceMgmt: cfg.runtime.static_sandbox_resource_mgmt,
@@ -140,8 +152,15 @@ export class Runtime {
   async createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
     const config = validateSandboxConfig(await this.sandboxConfig(options));
     // VM templates (Kata's factory): clone the template instead of booting.
-    if (this.factory.wanted(options.template))
+    if (this.factory.wanted(options.template)) {
+      // A clone resumes its template's devices: a NIC the template did not have cannot appear.
+      if (config.network && config.network.mode !== "none")
+        throw new ConfigError(
+          "ERR_NOT_SUPPORTED",
+          "VM templates have no network yet: create the sandbox with --network none (or without the template)",
+        );
       return Sandbox.create(this.ctx, await this.factory.cloneConfig(config));
+    }
     return Sandbox.create(this.ctx, config);
   }
 

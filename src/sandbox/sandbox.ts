@@ -28,6 +28,15 @@ import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
+import {
+  addInterface,
+  configureGuest,
+  removeInterface,
+  setUpNetwork,
+  tearDownNetwork,
+  type AddInterfaceOptions,
+} from "./network.js";
+import type { GuestInterface, GuestRoute } from "../agent/protocol/methods.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   bindIntoPodShare,
@@ -247,8 +256,13 @@ export class Sandbox extends EventEmitter {
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
     await this.persist();
     const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
+    // Networking (network.ts): the namespace and its taps exist before the VMM that opens them.
+    const net = this.doc.config.network
+      ? await setUpNetwork(this.ctx, this.id, this.doc.config.network, this.doc.config.dns)
+      : undefined;
     await this.hypervisor.createVM({
       ...(cgroups ? { placement: cgroups.placement() } : {}),
+      ...(net ? { netnsPath: net.nsPath } : {}),
       id: this.id,
       config: hvConfig,
       paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
@@ -262,6 +276,7 @@ export class Sandbox extends EventEmitter {
       await createPodShare(podShareDir(this.workDir));
       await this.hypervisor.addDevice(podShareDevice(podShareDir(this.workDir), sharing));
     }
+    for (const d of net?.devices ?? []) await this.hypervisor.addDevice(d);
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
@@ -275,6 +290,7 @@ export class Sandbox extends EventEmitter {
       dns: this.doc.config.dns,
       storages: [],
     });
+    if (net) await configureGuest(agent, net);
     for (const p of prepared) {
       let storage: Storage;
       if (p.rootfs.kind === "block") {
@@ -331,6 +347,9 @@ export class Sandbox extends EventEmitter {
     await this.hypervisor
       .cleanup()
       .catch((err: unknown) => this.logger.warn({ err }, "cleanup after a failed create"));
+    await tearDownNetwork(this.ctx, this.id).catch((err: unknown) =>
+      this.logger.warn({ err }, "network teardown after a failed create"),
+    );
     await this.removeFiles();
   }
 
@@ -677,11 +696,13 @@ export class Sandbox extends EventEmitter {
         // It stopped by itself (its main process ended, its VM died): make sure nothing is left
         // running for it and record that truth, as docker's stop of an exited container does.
         await this.reap();
+        await tearDownNetwork(this.ctx, this.id);
         await this.persist();
         return;
       }
       checkTransition(this.id, this.doc.state, "stopped");
       await this.shutdownVm();
+      await tearDownNetwork(this.ctx, this.id);
       this.doc.state = "stopped";
       await this.persist();
     });
@@ -743,6 +764,8 @@ export class Sandbox extends EventEmitter {
         await this.hypervisor.cleanup();
       }
       await this.reap();
+      // A failed teardown keeps the record (and the sandbox) so that a later rm or gc retries.
+      await tearDownNetwork(this.ctx, this.id);
       await this.removeFiles();
     });
     this.emit("deleted");
@@ -964,6 +987,60 @@ export class Sandbox extends EventEmitter {
       await SandboxCgroups.load(this.ctx.store, this.id),
       running,
     );
+  }
+
+  // Networking (network.ts): Kata's AddInterface / RemoveInterface / UpdateRoutes / List*.
+  /** Hot-plugs an interface of the sandbox's namespace into the VM; undone entirely on failure. */
+  async addInterface(options: AddInterfaceOptions): Promise<GuestInterface> {
+    return this.locked("add interface", async () => {
+      this.requireRunning("add a network interface");
+      try {
+        return await addInterface(
+          this.ctx,
+          this.id,
+          { hypervisor: this.hypervisor, agent: await this.agent() },
+          options,
+        );
+      } finally {
+        this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+        await this.persist();
+      }
+    });
+  }
+
+  async removeInterface(iface: string): Promise<void> {
+    await this.locked("remove interface", async () => {
+      this.requireRunning("remove a network interface");
+      try {
+        await removeInterface(
+          this.ctx,
+          this.id,
+          { hypervisor: this.hypervisor, agent: await this.agent() },
+          iface,
+        );
+      } finally {
+        this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+        await this.persist();
+      }
+    });
+  }
+
+  async listInterfaces(): Promise<GuestInterface[]> {
+    await this.refresh();
+    this.requireRunning("list network interfaces");
+    return (await (await this.agent()).call("network.listInterfaces", {})).interfaces;
+  }
+
+  async listRoutes(): Promise<GuestRoute[]> {
+    await this.refresh();
+    this.requireRunning("list routes");
+    return (await (await this.agent()).call("network.listRoutes", {})).routes;
+  }
+
+  async updateRoutes(routes: GuestRoute[]): Promise<GuestRoute[]> {
+    await this.refresh();
+    this.requireRunning("update routes");
+    return (await (await this.agent()).call("network.updateRoutes", { routes })).routes;
   }
 
   /** Lets go of this process's connections; the sandbox keeps running. */

@@ -3,6 +3,9 @@ import path from "node:path";
 
 /** The CLI tests run bin/cocoon.js, which loads dist/: build it from the current sources first. */
 export default function setup(): void {
+  // The CLI's default network is the bridge: no test may make cocoon0 in the machine's own
+  // namespace, so tests that want a network say so (test/integration/network.test.ts).
+  process.env.COCOON_NETWORK ??= "none";
   const root = path.resolve(import.meta.dirname, "../..");
   execFileSync(
     process.execPath,

@@ -88,6 +88,49 @@ export const containerInfoSchema = z.object({
 });
 export type GuestContainerInfo = z.infer<typeof containerInfoSchema>;
 
+// Networking (src/guest/agent/network.ts): Kata's UpdateInterface / UpdateRoutes / List*.
+const macAddress = z
+  .string()
+  .regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, "a MAC address such as 02:42:ac:11:00:02");
+const ifName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,15}$/, "an interface name: 1-15 letters, digits, '_', '.' or '-'");
+/** "10.88.0.2/16" or "fd00::2/64". */
+const ipWithPrefix = z
+  .string()
+  .regex(/^[0-9a-fA-F.:]+\/\d{1,3}$/, "an address with its prefix length, e.g. 10.0.0.2/24");
+
+export const guestInterfaceSchema = z.object({
+  name: z.string(),
+  mac: z.string(),
+  mtu: z.number(),
+  up: z.boolean(),
+  addresses: z.array(z.string()),
+});
+export type GuestInterface = z.infer<typeof guestInterfaceSchema>;
+
+export const guestRouteSchema = z.object({
+  /** "default" or a CIDR. */
+  dest: z.string().regex(/^(default|[0-9a-fA-F.:]+\/\d{1,3})$/, "default or a CIDR"),
+  gateway: z
+    .string()
+    .regex(/^[0-9a-fA-F.:]+$/)
+    .optional(),
+  device: ifName.optional(),
+  scope: z.enum(["link", "global", "host"]).optional(),
+  source: z
+    .string()
+    .regex(/^[0-9a-fA-F.:]+$/)
+    .optional(),
+});
+export type GuestRoute = z.infer<typeof guestRouteSchema>;
+
+export const hostEntrySchema = z.object({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$/, "a host name"),
+  ip: z.string().regex(/^[0-9a-fA-F.:]+$/, "an IP address"),
+});
+export type HostEntry = z.infer<typeof hostEntrySchema>;
+
 export const METHODS = {
   /** Liveness. */
   "health.check": { params: empty, result: z.object({ status: z.enum(["SERVING", "NOT_SERVING"]) }) },
@@ -251,6 +294,32 @@ export const METHODS = {
       .strict(),
     result: z.object({ bytes: z.number(), mode: z.number() }),
   },
+  /** Configures the NIC with this MAC: name, addresses (replacing its old ones), MTU, up. */
+  "network.updateInterface": {
+    params: z
+      .object({
+        mac: macAddress,
+        name: ifName.optional(),
+        addresses: z.array(ipWithPrefix).default([]),
+        mtu: z.number().int().min(68).max(65535).optional(),
+      })
+      .strict(),
+    result: guestInterfaceSchema,
+  },
+  /** Takes the NIC with this MAC down and flushes its addresses (before it is unplugged). */
+  "network.removeInterface": { params: z.object({ mac: macAddress }).strict(), result: empty },
+  /** Replaces the guest's IPv4 routes (all but the kernel's link routes) with these. */
+  "network.updateRoutes": {
+    params: z.object({ routes: z.array(guestRouteSchema) }).strict(),
+    result: z.object({ routes: z.array(guestRouteSchema) }),
+  },
+  "network.listInterfaces": {
+    params: empty,
+    result: z.object({ interfaces: z.array(guestInterfaceSchema) }),
+  },
+  "network.listRoutes": { params: empty, result: z.object({ routes: z.array(guestRouteSchema) }) },
+  /** Extra /etc/hosts entries (--add-host) for the guest and every container created after. */
+  "network.setHosts": { params: z.object({ entries: z.array(hostEntrySchema) }).strict(), result: empty },
   // Resource control (live resize): the guest onlines hot-plugged CPUs and memory blocks.
   /**
    * Onlines every offline CPU and memory block (memory as movable, so it can be unplugged

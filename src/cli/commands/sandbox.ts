@@ -13,8 +13,9 @@ import type { CliContext } from "../context.js";
 import type { Runner } from "../main.js";
 import { reportError, table } from "../output.js";
 import { containerLimitOptions, hostLimitOptions, type HostLimitFlags } from "./resources.js";
+import { networkOptions, networkSpecFrom, type NetworkFlags } from "./network.js";
 
-interface WorkloadOptions extends HostLimitFlags {
+interface WorkloadOptions extends HostLimitFlags, NetworkFlags {
   hypervisor?: string;
   cpus?: string;
   memory?: string;
@@ -106,7 +107,11 @@ function processFrom(rawCmd: string[], o: WorkloadOptions, ctxEnv: NodeJS.Proces
   };
 }
 
-async function createOptions(cmd: string[], o: WorkloadOptions): Promise<CreateSandboxOptions> {
+async function createOptions(
+  cmd: string[],
+  o: WorkloadOptions,
+  ctxHypervisor?: string,
+): Promise<CreateSandboxOptions> {
   const proc = processFrom(cmd, o, process.env);
   const base: CreateSandboxOptions = {
     ...(o.name ? { id: o.name } : {}),
@@ -115,6 +120,8 @@ async function createOptions(cmd: string[], o: WorkloadOptions): Promise<CreateS
     ...(o.cpus ? { cpus: parseCpus(o.cpus) } : {}),
     ...(o.memory ? { memoryMB: parseMemory(o.memory) } : {}),
     ...hostLimitOptions(o),
+    network: networkSpecFrom(o, o.hypervisor ?? ctxHypervisor),
+    ...(o.dns.length ? { dns: o.dns } : {}),
   };
   if (o.rootfs) {
     return {
@@ -128,7 +135,7 @@ async function createOptions(cmd: string[], o: WorkloadOptions): Promise<CreateS
 }
 
 function workloadOptions(cmd: Command): Command {
-  return cmd
+  return networkOptions(cmd)
     .option("--hypervisor <type>", "qemu, firecracker, acrn or mock (default: the configuration's)")
     .option("--cpus <n>", "vCPUs")
     .option("--memory <size>", "guest memory in MiB, or with a unit: 512M, 2G")
@@ -208,7 +215,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
           if (o.detach && o.rm)
             throw new ConfigError("ERR_INVALID_ARGUMENT", "--detach and --rm cannot be used together");
           const runtime = runtimeOf(ctx);
-          sandbox = await runtime.createSandbox(await createOptions(cmd, o));
+          sandbox = await runtime.createSandbox(
+            await createOptions(cmd, o, ctx.loaded.config.runtime.hypervisor),
+          );
           if (o.detach) {
             await sandbox.start();
             ctx.io.out(sandbox.id);
@@ -249,7 +258,9 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
       .passThroughOptions(),
   ).action((cmd: string[], o: WorkloadOptions) =>
     run(async (ctx) => {
-      const sandbox = await runtimeOf(ctx).createSandbox(await createOptions(cmd, o));
+      const sandbox = await runtimeOf(ctx).createSandbox(
+        await createOptions(cmd, o, ctx.loaded.config.runtime.hypervisor),
+      );
       ctx.io.out(ctx.json ? JSON.stringify({ id: sandbox.id, state: sandbox.state }) : sandbox.id);
       await sandbox.release();
       return 0;

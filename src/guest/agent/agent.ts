@@ -15,6 +15,7 @@ import { ProcessTable } from "./processes.js";
 import { run } from "./run.js";
 import { GUEST_CTL_HELPER, hasGuestCtl } from "./guestctl.js";
 import { mountStorage, unmount } from "./storage.js";
+import { extraHostsText, networkHandlers } from "./network.js";
 
 const SANDBOX_DIR = "/run/cocoon/sandbox";
 
@@ -56,6 +57,7 @@ export class AgentState {
     return {
       ...basicHandlers,
       ...resourceHandlers,
+      ...networkHandlers(() => `127.0.0.1\tlocalhost\n127.0.1.1\t${os.hostname()}\n`),
       "guest.details": async () => ({
         agentVersion: AGENT_VERSION,
         kernel: os.release(),
@@ -98,7 +100,7 @@ export class AgentState {
         ];
         await writeFile(path.join(SANDBOX_DIR, "resolv.conf"), resolv.length ? resolv.join("\n") + "\n" : "");
         await writeFile("/run/resolv.conf", resolv.length ? resolv.join("\n") + "\n" : "");
-        await writeFile("/run/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n`);
+        await writeFile("/run/hosts", `127.0.0.1\tlocalhost\n127.0.1.1\t${p.hostname}\n${extraHostsText()}`);
         for (const s of p.storages) {
           await mountStorage(s);
           if (!this.mounted.includes(s.mountPoint)) this.mounted.push(s.mountPoint);

@@ -1,3 +1,4 @@
+import { extraHostsText } from "./network.js";
 import { oomNote } from "./oom.js";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
@@ -89,7 +90,7 @@ export class ContainerTable {
       await checkExecutable(rootfs, p.process.args[0]!, env, p.process.cwd);
       await writeFile(
         path.join(bundle, "hosts"),
-        `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t${p.hostname}\n`,
+        `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t${p.hostname}\n${extraHostsText()}`,
       );
       await writeFile(path.join(bundle, "hostname"), `${p.hostname}\n`);
       const spec = ociSpec({

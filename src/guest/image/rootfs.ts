@@ -93,6 +93,9 @@ const STATIC_FILES: Record<string, { content: string; mode: number }> = {
   },
   "/etc/group": { content: "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n", mode: 0o644 },
   "/etc/os-release": { content: 'NAME="cocoon guest"\nID=cocoon\n', mode: 0o644 },
+  // Networking: /etc/hosts (--add-host) before DNS; glibc's default without this file asks DNS
+  // first and stops at its "not found".
+  "/etc/nsswitch.conf": { content: "hosts: files dns\n", mode: 0o644 },
 };
 const SYMLINKS: Record<string, string> = {
   "/etc/hosts": "/run/hosts",

@@ -25,6 +25,7 @@ import {
   buildQemuArgs,
   QEMU_MACHINE_TYPES,
   type QemuDrive,
+  type QemuNic,
   type QemuMachineType,
   type QemuVmSpec,
 } from "../../vmm/qemu/cmdline.js";
@@ -48,6 +49,8 @@ import {
   resizeMemory as resizeGuestMemory,
   resizeVcpus as resizeGuestVcpus,
 } from "./resize.js";
+import { checkNetDevice, coldNic, hotplugNic, hotunplugNic, nicSlotSchema, vhostUsable } from "./nics.js";
+import { netnsLaunchPrefix } from "../../network/netns.js";
 import { applyBootMode, bootModeFor, loadState, saveState, type QemuBootMode } from "./migration.js";
 
 /** virtio-serial ports for the agent: each carries one host session at a time. */
@@ -77,6 +80,8 @@ const driverStateSchema = z.object({
   memoryUnplugged: z.boolean().default(false),
   dimms: z.array(z.object({ id: z.string(), sizeMiB: z.number() })).default([]),
   sharedMemory: z.boolean().default(false),
+  // Networking: NICs on taps (nics.ts)
+  nics: z.array(nicSlotSchema).default([]),
 });
 type DriverState = z.infer<typeof driverStateSchema>;
 
@@ -131,6 +136,8 @@ export class QemuHypervisor implements Hypervisor {
   private daemons: ManagedProcess[] = [];
   /** VM templates and snapshots: where the VM's state comes from (migration.ts). */
   private bootMode: QemuBootMode = { kind: "cold" };
+  /** Networking: the namespace QEMU runs in (it opens its taps there by name). */
+  private netnsPath: string | undefined;
 
   private get machine(): QemuMachineType {
     return (this.config?.hypervisorMachineType || "microvm") as QemuMachineType;
@@ -173,6 +180,7 @@ export class QemuHypervisor implements Hypervisor {
     this.logger = (options.logger ?? silentLogger()).child({ hypervisor: "qemu", sandbox: options.id });
     this.guestReady = options.guestReady;
     this.placement = options.placement;
+    this.netnsPath = options.netnsPath;
     this.bootMode = bootModeFor(
       config,
       options.restoreFrom
@@ -203,6 +211,7 @@ export class QemuHypervisor implements Hypervisor {
       memoryUnplugged: false,
       dimms: [],
       sharedMemory: false,
+      nics: [],
     };
   }
 
@@ -224,7 +233,8 @@ export class QemuHypervisor implements Hypervisor {
         "cold-plug devices must be added before the VM starts; use hotplug",
       );
     }
-    if (!["block", "fs", "serial", "vhost-user"].includes(device.type)) {
+    if (device.type === "net") checkNetDevice(device);
+    if (!["block", "fs", "serial", "vhost-user", "net"].includes(device.type)) {
       throw new HypervisorError(
         "ERR_NOT_SUPPORTED",
         `the QEMU driver cannot cold-plug ${device.type} devices yet`,
@@ -329,9 +339,17 @@ export class QemuHypervisor implements Hypervisor {
         return [];
       }),
       ...(config.entropySource ? { rng: { source: config.entropySource } } : {}),
+      nics: await this.coldNics(accel),
       pcieRootPorts: machine === "q35" ? Math.max(1, config.defaultBridges) : 0,
       extraArgs: config.hypervisorParams.flatMap((p) => (p.value ? [p.key, p.value] : [p.key])),
     };
+  }
+
+  private async coldNics(accel: "kvm" | "tcg"): Promise<QemuNic[]> {
+    const vhost = await vhostUsable(accel);
+    const nics = this.pending.flatMap((d) => (d.type === "net" ? [d] : []));
+    this.state!.nics = nics.map((d) => ({ id: d.id, tap: d.tapName, mac: d.mac }));
+    return nics.map((d) => coldNic(d, vhost));
   }
 
   private allocateLun(id: string, file: string, readOnly: boolean): number {
@@ -376,7 +394,14 @@ export class QemuHypervisor implements Hypervisor {
     try {
       this.process = await startMonitor({
         vmDir: this.vmDir,
-        launch: { file: config.hypervisorPath, args, logPath: this.file("qemu.log") },
+        // Networking: QEMU runs inside the sandbox's namespace, where its taps are.
+        launch: this.netnsPath
+          ? {
+              file: "nsenter",
+              args: [...netnsLaunchPrefix(this.netnsPath), config.hypervisorPath, ...args],
+              logPath: this.file("qemu.log"),
+            }
+          : { file: config.hypervisorPath, args, logPath: this.file("qemu.log") },
         consoleLog: this.consoleLog,
         agent: { kind: "serial", paths: [this.agentSocket(AGENT_PORTS)] },
       });
@@ -683,6 +708,17 @@ export class QemuHypervisor implements Hypervisor {
 
   async hotplugAddDevice(device: Device): Promise<Device> {
     this.requireRunning();
+    if (device.type === "net") {
+      checkNetDevice(device);
+      const state = this.state!;
+      const rootPorts = this.machine === "q35" ? Math.max(1, this.requireConfig().defaultBridges) : 0;
+      const vhost = await vhostUsable(state.accelerator ?? "tcg");
+      const slot = await this.withQmp((qmp) =>
+        hotplugNic(qmp, this.machine, device, state.nics, rootPorts, vhost),
+      );
+      state.nics.push(slot);
+      return device;
+    }
     if (device.type !== "block") {
       throw new HypervisorError(
         "ERR_NOT_SUPPORTED",
@@ -740,6 +776,18 @@ export class QemuHypervisor implements Hypervisor {
 
   async hotplugRemoveDevice(device: Device): Promise<Device> {
     this.requireRunning();
+    if (device.type === "net") {
+      const slot = this.state!.nics.find((n) => n.id === device.id);
+      if (!slot) throw new HypervisorError("ERR_NOT_FOUND", `no NIC ${device.id}`);
+      if (this.machine === "microvm")
+        throw new HypervisorError(
+          "ERR_NOT_SUPPORTED",
+          "the microvm machine has no PCI hotplug: NICs cannot be removed live",
+        );
+      await this.withQmp((qmp) => hotunplugNic(qmp, slot));
+      this.state!.nics = this.state!.nics.filter((n) => n !== slot);
+      return device;
+    }
     if (device.type !== "block") {
       throw new HypervisorError(
         "ERR_NOT_SUPPORTED",
@@ -806,7 +854,7 @@ export class QemuHypervisor implements Hypervisor {
     return {
       blockDeviceHotplug: true,
       fsSharing: this.config?.sharedFS !== "none",
-      networkDeviceHotplug: false,
+      networkDeviceHotplug: this.machine !== "microvm",
       multiQueue: false,
       vcpuHotplug: this.machine !== "microvm",
       memoryHotplug: this.machine !== "microvm",

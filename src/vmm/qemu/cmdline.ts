@@ -43,6 +43,14 @@ export interface QemuVirtioFsShare {
   queueSize?: number;
 }
 
+/** A NIC on a tap QEMU opens by name (it runs in the tap's network namespace). */
+export interface QemuNic {
+  id: string;
+  ifname: string;
+  mac: string;
+  vhost: boolean;
+}
+
 export interface QemuVmSpec {
   name: string;
   uuid?: string;
@@ -83,6 +91,7 @@ export interface QemuVmSpec {
   shares9p?: Qemu9pShare[];
   virtiofs?: QemuVirtioFsShare[];
   rng?: { source: string };
+  nics?: QemuNic[];
   /** PCIe root ports to hot-plug PCI devices into (q35). */
   pcieRootPorts?: number;
   /** Guest reboot makes QEMU exit (a guest that reboots is a guest that crashed). */
@@ -277,6 +286,14 @@ export function buildQemuArgs(spec: QemuVmSpec): string[] {
       opts("rng-random", { id: "rng0", filename: spec.rng.source }),
       "-device",
       opts(virtioDevice(m, "rng"), { rng: "rng0" }),
+    );
+  }
+  for (const n of spec.nics ?? []) {
+    args.push(
+      "-netdev",
+      opts("tap", { id: n.id, ifname: n.ifname, script: "no", downscript: "no", vhost: n.vhost }),
+      "-device",
+      opts(virtioDevice(m, "net"), { id: `dev-${n.id}`, netdev: n.id, mac: n.mac }),
     );
   }
   args.push("-pidfile", spec.pidFile);
