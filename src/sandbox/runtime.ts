@@ -20,6 +20,8 @@ import {
 import { VmFactory } from "./factory/factory.js";
 import { collectGarbage, type Garbage } from "./gc.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
+import type { SnapshotInfo } from "./snapshot/meta.js";
+import { SnapshotStore, type SnapshotProgress } from "./snapshot/snapshots.js";
 
 export interface RuntimeOptions extends LoadOptions {
   logger?: Logger;
@@ -145,6 +147,26 @@ export class Runtime {
   /** VM templates and the warm pool (src/sandbox/factory/). */
   get factory(): VmFactory {
     return new VmFactory(this.ctx, this.loaded.config.factory);
+  }
+
+  /** Snapshots of running sandboxes (src/sandbox/snapshot/). */
+  get snapshots(): SnapshotStore {
+    return new SnapshotStore(this.ctx);
+  }
+
+  /**
+   * A new sandbox from a snapshot: the guest's processes, memory and files as they were, with
+   * its own id, VM directory and sockets. Its state is the source's (`running` or `ready`).
+   */
+  async restoreSandbox(
+    snapshot: string,
+    options: { id?: string; progress?: SnapshotProgress } = {},
+  ): Promise<Sandbox> {
+    return this.snapshots.restore(snapshot, options.id ? { id: options.id } : {}, options.progress);
+  }
+
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    return this.snapshots.list();
   }
 
   async loadSandbox(id: string): Promise<Sandbox> {

@@ -21,9 +21,10 @@ import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
 import { freshenGuest } from "./factory/clone.js";
+import type { SnapshotMeta } from "./snapshot/meta.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import { pidStartTime } from "../host/process.js";
-import { watchMainProcess } from "../monitor/records.js";
+import { readWatchMain, watchMainProcess } from "../monitor/records.js";
 import { reapVmProcesses } from "../monitor/reap.js";
 import { describeState, foldLiveness, type StopCause } from "./liveness.js";
 import {
@@ -79,6 +80,25 @@ export interface SandboxStatus {
 }
 
 export const MAIN_EXEC_ID = "main";
+
+/** Starting from a snapshot (src/sandbox/snapshot/): the saved VM and what ran in it. */
+export interface SandboxRestore {
+  /** The snapshot's directory (its `state` file holds device state and RAM). */
+  dir: string;
+  /** The source VM's RAM was a named memory backend (it was a template clone). */
+  namedRam: boolean;
+  state: "ready" | "running";
+  guestProcessExit?: SandboxDoc["guestProcessExit"];
+  /** The monitor's watch on the main process, as the source had it. */
+  watchMain?: { execId: string; graceMs: number };
+}
+
+/** What a snapshot keeps of the sandbox besides its VM state. */
+export interface SandboxSnapshotSource {
+  doc: SandboxDoc;
+  watchMain?: { execId: string; graceMs: number };
+  namedRam: boolean;
+}
 
 function newExecId(): string {
   return `exec-${randomBytes(6).toString("hex")}`;
@@ -163,7 +183,11 @@ export class Sandbox extends EventEmitter {
    * fails before anything starts), the VM boots, the agent answers, the containers are
    * created. The sandbox is then `ready`. On any failure nothing is left behind.
    */
-  static async create(ctx: SandboxContext, config: ParsedSandboxConfig): Promise<Sandbox> {
+  static async create(
+    ctx: SandboxContext,
+    config: ParsedSandboxConfig,
+    restore?: SandboxRestore,
+  ): Promise<Sandbox> {
     const id = config.id;
     return ctx.store.withSandboxLock(
       id,
@@ -189,7 +213,8 @@ export class Sandbox extends EventEmitter {
         };
         const sandbox = new Sandbox(ctx, doc, hypervisor);
         try {
-          await sandbox.boot(hvConfig);
+          if (restore) await sandbox.bootFromSnapshot(hvConfig, restore);
+          else await sandbox.boot(hvConfig);
           delete sandbox.doc.creating;
           await sandbox.persist();
         } catch (err) {
@@ -279,6 +304,84 @@ export class Sandbox extends EventEmitter {
     }
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
+  }
+
+  /**
+   * A restored snapshot: the guest resumes where the snapshot left it (processes, memory,
+   * guest files); only the host side is new (VM directory, sockets, agent session). The guest
+   * gets fresh randomness and the host's clock before anything else talks to it.
+   */
+  private async bootFromSnapshot(hvConfig: HypervisorConfig, restore: SandboxRestore): Promise<void> {
+    const agentCfg = this.doc.config.agentConfig;
+    await this.persist();
+    const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
+    await this.hypervisor.createVM({
+      ...(cgroups ? { placement: cgroups.placement() } : {}),
+      id: this.id,
+      config: hvConfig,
+      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
+      logger: this.logger,
+      restoreFrom: { dir: restore.dir, namedRam: restore.namedRam },
+      guestReady: async (channel, signal) =>
+        void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
+    });
+    await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+    await freshenGuest(await this.agent());
+    this.doc.state = restore.state;
+    if (restore.guestProcessExit) this.doc.guestProcessExit = restore.guestProcessExit;
+    if (restore.watchMain)
+      await watchMainProcess(this.vmDir, restore.watchMain.execId, restore.watchMain.graceMs);
+  }
+
+  /**
+   * Snapshots (src/sandbox/snapshot/): pauses the VM, writes its device state and RAM into
+   * `dir`, then lets it run on. Only a sandbox without containers: their root filesystems are
+   * host shares and disks that a VM snapshot does not carry.
+   */
+  async saveSnapshot(dir: string): Promise<SandboxSnapshotSource> {
+    return this.locked("snapshot", async () => {
+      if (this.doc.state !== "running" && this.doc.state !== "ready")
+        throw new SandboxError(
+          "ERR_INVALID_STATE",
+          `cannot snapshot sandbox ${this.id}: it is ${describeState(this.doc)} (it must be ready or running)`,
+          { details: { state: this.doc.state } },
+        );
+      if (this.doc.containers.length > 0)
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `cannot snapshot sandbox ${this.id}: snapshots of sandboxes with containers are not supported yet`,
+          { hint: "snapshot a sandbox that runs its command in the guest (cocoon run without --rootfs)" },
+        );
+      if (!this.hypervisor.snapshotVM)
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `snapshots of running sandboxes are not supported on ${this.hypervisor.type}`,
+        );
+      const watchMain = await readWatchMain(this.vmDir);
+      try {
+        await this.hypervisor.snapshotVM(dir);
+      } finally {
+        // The source runs on whether or not the snapshot was written.
+        await this.hypervisor.resumeVM();
+      }
+      return {
+        doc: structuredClone(this.doc),
+        ...(watchMain ? { watchMain } : {}),
+        namedRam: this.hypervisorConfig().bootFromTemplate,
+      };
+    });
+  }
+
+  /**
+   * Snapshots this sandbox as `name` (src/sandbox/snapshot/): it is paused while its state is
+   * written, then runs on. Runtime.restoreSandbox starts new sandboxes from it.
+   */
+  async snapshot(name?: string): Promise<SnapshotMeta> {
+    // Loaded on use: the snapshot store itself creates sandboxes.
+    const { SnapshotStore } = await import("./snapshot/snapshots.js");
+    return new SnapshotStore(this.ctx).create(this, name);
   }
 
   private hostname(): string {
