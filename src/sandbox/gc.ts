@@ -14,6 +14,7 @@ import { findTaggedProcesses, reapVmProcesses } from "../monitor/reap.js";
 import { acquireLock, lockOwnerState } from "../store/lock.js";
 import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
+import { WarmPool } from "./factory/pool.js";
 import { foldLiveness } from "./liveness.js";
 import { SANDBOX_DOC } from "./state.js";
 
@@ -75,7 +76,7 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
     if (!stored?.data.creating) continue;
     const doc = stored.data;
-    await foldLiveness(doc, ctx.paths.vmDir(id));
+    await foldLiveness(doc, doc.vmDir ?? ctx.paths.vmDir(id));
     if (doc.stopCause?.reason !== "interrupted") continue;
     await act({ kind: "sandbox", what: `${id} (${doc.stopCause.message})`, sandbox: id }, async () => {
       await ctx.deleteSandbox(id);
@@ -142,6 +143,24 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
       await act({ kind: "lock", what: file }, () => rm(file, { force: true }));
     }
   }
+  // 6. The warm pool: clones whose filler or taker died, ready clones whose VM died.
+  const inUse = new Set<string>();
+  for (const id of known) {
+    const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
+    if (stored?.data.vmDir) inUse.add(stored.data.vmDir);
+  }
+  const pool = new WarmPool(path.join(ctx.paths.stateRoot, "factory", "pool"), {
+    store: ctx.store,
+    logger: ctx.logger,
+    jailerBase: ctx.paths.jailerBase,
+  });
+  try {
+    for (const what of await pool.collect({ dryRun, inUse: (d) => inUse.has(d) }))
+      found.push({ kind: "process", what, removed: !dryRun });
+  } catch (err) {
+    found.push({ kind: "process", what: "the warm pool", removed: false, error: messageOf(err) });
+  }
+
   if (found.length) ctx.logger.info({ found, dryRun }, "garbage collected");
   return found;
 }

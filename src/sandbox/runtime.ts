@@ -139,9 +139,21 @@ export class Runtime {
   async createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
     const config = validateSandboxConfig(await this.sandboxConfig(options));
     // VM templates (Kata's factory): clone the template instead of booting.
-    if (this.factory.wanted(options.template))
-      return Sandbox.create(this.ctx, await this.factory.cloneConfig(config));
-    return Sandbox.create(this.ctx, config);
+    if (!this.factory.wanted(options.template)) return Sandbox.create(this.ctx, config);
+    // With a warm pool ([factory] cache), a clone already running is taken when one is ready.
+    const plan = await this.factory.plan(config);
+    let ok = false;
+    try {
+      const sandbox = await Sandbox.create(
+        this.ctx,
+        plan.config,
+        plan.pooled ? { pooled: plan.pooled } : undefined,
+      );
+      ok = true;
+      return sandbox;
+    } finally {
+      await plan.done(ok);
+    }
   }
 
   /** VM templates and the warm pool (src/sandbox/factory/). */

@@ -93,6 +93,12 @@ export interface SandboxRestore {
   watchMain?: { execId: string; graceMs: number };
 }
 
+/** A clone taken from the warm pool: its VM directory and the driver state of its running VM. */
+export interface PooledVm {
+  vmDir: string;
+  hypervisorState: HypervisorState;
+}
+
 /** What a snapshot keeps of the sandbox besides its VM state. */
 export interface SandboxSnapshotSource {
   doc: SandboxDoc;
@@ -141,7 +147,7 @@ export class Sandbox extends EventEmitter {
   }
 
   private get vmDir(): string {
-    return this.ctx.paths.vmDir(this.id);
+    return this.doc.vmDir ?? this.ctx.paths.vmDir(this.id);
   }
 
   private get workDir(): string {
@@ -186,7 +192,7 @@ export class Sandbox extends EventEmitter {
   static async create(
     ctx: SandboxContext,
     config: ParsedSandboxConfig,
-    restore?: SandboxRestore,
+    from?: { restore: SandboxRestore } | { pooled: PooledVm },
   ): Promise<Sandbox> {
     const id = config.id;
     return ctx.store.withSandboxLock(
@@ -213,8 +219,8 @@ export class Sandbox extends EventEmitter {
         };
         const sandbox = new Sandbox(ctx, doc, hypervisor);
         try {
-          if (restore) await sandbox.bootFromSnapshot(hvConfig, restore);
-          else await sandbox.boot(hvConfig);
+          if (from && "restore" in from) await sandbox.bootFromSnapshot(hvConfig, from.restore);
+          else await sandbox.boot(hvConfig, from?.pooled);
           delete sandbox.doc.creating;
           await sandbox.persist();
         } catch (err) {
@@ -227,8 +233,7 @@ export class Sandbox extends EventEmitter {
     );
   }
 
-  private async boot(hvConfig: HypervisorConfig): Promise<void> {
-    const agentCfg = this.doc.config.agentConfig;
+  private async boot(hvConfig: HypervisorConfig, pooled?: PooledVm): Promise<void> {
     // Prepare rootfs first: a missing directory is refused before a VM exists.
     const sharing =
       this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
@@ -248,22 +253,51 @@ export class Sandbox extends EventEmitter {
       });
     }
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
+    if (pooled) this.doc.vmDir = pooled.vmDir;
     await this.persist();
+    if (pooled) await this.adoptVm(hvConfig, pooled);
+    else await this.startVm(hvConfig, prepared);
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+    await this.setUpGuest(hvConfig, prepared);
+  }
+
+  /** A cold boot (or a clone made now): the VM starts and its agent answers. */
+  private async startVm(
+    hvConfig: HypervisorConfig,
+    prepared: { id: string; rootfs: PreparedRootfs }[],
+  ): Promise<void> {
+    const agentCfg = this.doc.config.agentConfig;
     const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
     await this.hypervisor.createVM({
       ...(cgroups ? { placement: cgroups.placement() } : {}),
       id: this.id,
       config: hvConfig,
-      paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
+      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
       logger: this.logger,
       guestReady: async (channel, signal) =>
         void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
     });
     for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
-    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
-    await this.persist();
+  }
 
+  /** A warm clone from the pool (src/sandbox/factory/pool.ts): its VM already runs. */
+  private async adoptVm(hvConfig: HypervisorConfig, pooled: PooledVm): Promise<void> {
+    await this.hypervisor.createVM({
+      id: this.id,
+      config: hvConfig,
+      paths: { vmDir: pooled.vmDir, jailerBase: this.ctx.paths.jailerBase },
+      logger: this.logger,
+    });
+    this.hypervisor.load(pooled.hypervisorState);
+  }
+
+  /** The agent's side of a create: identity, containers. */
+  private async setUpGuest(
+    hvConfig: HypervisorConfig,
+    prepared: { id: string; rootfs: PreparedRootfs }[],
+  ): Promise<void> {
     const agent = await this.agent();
     // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
     if (hvConfig.bootFromTemplate) await freshenGuest(agent);
@@ -419,7 +453,8 @@ export class Sandbox extends EventEmitter {
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC);
     if (!stored) throw ctx.store.notFound(id);
     const doc = stored.data;
-    await foldLiveness(doc, ctx.paths.vmDir(id));
+    const vmDir = doc.vmDir ?? ctx.paths.vmDir(id);
+    await foldLiveness(doc, vmDir);
     const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], {
       logger: ctx.logger,
       store: ctx.store,
@@ -427,7 +462,7 @@ export class Sandbox extends EventEmitter {
     await hypervisor.createVM({
       id,
       config: doc.config.hypervisorConfig as unknown as HypervisorConfig,
-      paths: { vmDir: ctx.paths.vmDir(id), jailerBase: ctx.paths.jailerBase },
+      paths: { vmDir, jailerBase: ctx.paths.jailerBase },
       logger: ctx.logger,
     });
     if (doc.hypervisorState) hypervisor.load(doc.hypervisorState as unknown as HypervisorState);
@@ -881,7 +916,7 @@ export class Sandbox extends EventEmitter {
 
   /** The console log (the guest's serial output). */
   consoleLogPath(): string {
-    return path.join(this.ctx.paths.vmDir(this.id), "console.log");
+    return path.join(this.vmDir, "console.log");
   }
 
   /**

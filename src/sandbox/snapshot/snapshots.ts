@@ -220,11 +220,13 @@ export class SnapshotStore {
         } satisfies SandboxConfig);
         progress?.(`restoring ${meta.memoryMiB} MiB snapshot ${name} as sandbox ${id}`);
         return Sandbox.create(this.ctx, config, {
-          dir: this.dir(name),
-          namedRam: meta.namedRam,
-          state: meta.sandbox.state,
-          ...(meta.sandbox.guestProcessExit ? { guestProcessExit: meta.sandbox.guestProcessExit } : {}),
-          ...(meta.sandbox.watchMain ? { watchMain: meta.sandbox.watchMain } : {}),
+          restore: {
+            dir: this.dir(name),
+            namedRam: meta.namedRam,
+            state: meta.sandbox.state,
+            ...(meta.sandbox.guestProcessExit ? { guestProcessExit: meta.sandbox.guestProcessExit } : {}),
+            ...(meta.sandbox.watchMain ? { watchMain: meta.sandbox.watchMain } : {}),
+          },
         });
       },
       { timeoutMs: LOCK_TIMEOUT_MS, purpose: "snapshot restore" },
