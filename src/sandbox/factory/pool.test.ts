@@ -104,12 +104,18 @@ describe("the warm pool", () => {
     ]);
     // wp-05's sandbox owns its VM directory now: only the record went.
     expect((await readdir(pool.dir)).sort()).toEqual(["wp-01", "wp-01.ready.json", "wp-05"]);
+    // A directory nobody records or uses goes too.
+    await mkdir(path.join(pool.dir, "wp-06"));
+    expect(await pool.collect({ inUse: (d) => d === inUse })).toEqual(["warm clone wp-06 (no record)"]);
+    expect((await readdir(pool.dir)).sort()).toEqual(["wp-01", "wp-01.ready.json", "wp-05"]);
   });
 
-  it("destroy removes every clone and record", async () => {
+  it("destroy removes every clone and record, not the VMs sandboxes took", async () => {
     await addReady("wp-01", "k1");
     await mkdir(path.join(pool.dir, "wp-02"));
-    expect(await pool.destroy()).toBe(1);
-    expect(await readdir(pool.dir)).toEqual([]);
+    await mkdir(path.join(pool.dir, "wp-03"));
+    const used = path.join(pool.dir, "wp-03");
+    expect(await pool.destroy((d) => d === used)).toBe(1);
+    expect(await readdir(pool.dir)).toEqual(["wp-03"]);
   });
 });

@@ -224,29 +224,41 @@ export class WarmPool {
   }
 
   /** Empties the pool: every clone's VM ends, whoever was starting or holding it. */
-  async destroy(): Promise<number> {
+  async destroy(inUse: (vmDir: string) => boolean): Promise<number> {
     // A filler at work would start clones again behind us: wait for it (it holds the lock).
     const lock = await acquireLock(`${this.dir}.fill.lock`, {
       timeoutMs: 600_000,
       purpose: "factory destroy",
     });
     try {
-      return await this.removeAll();
+      return await this.removeAll(inUse);
     } finally {
       await lock.release();
     }
   }
 
-  private async removeAll(): Promise<number> {
+  private async removeAll(inUse: (vmDir: string) => boolean): Promise<number> {
     let n = 0;
     for (const r of await this.records()) {
+      if (r.status === "taken" && inUse(path.join(this.dir, r.id))) continue; // being made a sandbox
       await this.discard(r.id, r.file);
       n++;
     }
-    // VM directories without a record (a filler killed between mkdir and its record).
-    for (const name of await readdir(this.dir).catch(() => [] as string[]))
-      if (/^wp-[0-9a-f]+$/.test(name)) await this.discard(name, this.file(name, "none"));
+    for (const id of await this.orphanDirs(inUse)) await this.discard(id, this.file(id, "none"));
     return n;
+  }
+
+  /**
+   * Clone VM directories with no record that no sandbox uses: a filler writes its record
+   * before the directory exists, and a taker lets go of its record only after its sandbox
+   * recorded the directory, so these belong to nobody.
+   */
+  private async orphanDirs(inUse: (vmDir: string) => boolean): Promise<string[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const recorded = new Set((await this.records()).map((r) => r.id));
+    return names.filter(
+      (n) => /^wp-[0-9a-f]+$/.test(n) && !recorded.has(n) && !inUse(path.join(this.dir, n)),
+    );
   }
 
   /** `cocoon gc`: records whose holder died, ready clones whose VM died. Returns what it removed. */
@@ -268,6 +280,10 @@ export class WarmPool {
       // A taker that died after its sandbox recorded the VM: the sandbox owns it now.
       if (r.status === "taken" && options.inUse(vmDir)) await rm(r.file, { force: true });
       else await this.discard(r.id, r.file);
+    }
+    for (const id of await this.orphanDirs(options.inUse)) {
+      removed.push(`warm clone ${id} (no record)`);
+      if (!options.dryRun) await this.discard(id, this.file(id, "none"));
     }
     return removed;
   }
