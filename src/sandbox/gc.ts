@@ -16,6 +16,7 @@ import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
 import { WarmPool } from "./factory/pool.js";
 import { foldLiveness } from "./liveness.js";
+import { collectPartialSnapshots } from "./snapshot/partial.js";
 import { SANDBOX_DOC } from "./state.js";
 
 export type GarbageKind = "sandbox" | "process" | "directory" | "mount" | "lock";
@@ -160,6 +161,10 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
   } catch (err) {
     found.push({ kind: "process", what: "the warm pool", removed: false, error: messageOf(err) });
   }
+
+  // 7. Half-made snapshots whose maker died.
+  for (const dir of await collectPartialSnapshots(path.join(ctx.paths.libRoot, "snapshots"), { dryRun }))
+    found.push({ kind: "directory", what: `half-made snapshot ${dir}`, removed: !dryRun });
 
   if (found.length) ctx.logger.info({ found, dryRun }, "garbage collected");
   return found;

@@ -5,11 +5,12 @@ import { errnoCode, messageOf, SandboxError } from "../../errors.js";
 import { validateHypervisorConfig, type HypervisorConfig } from "../../hypervisor/config.js";
 import { qemuTemplateKey } from "../../hypervisor/qemu/template-key.js";
 import { readDocument, writeDocument } from "../../store/atomic.js";
-import { lockOwnerState, withLock } from "../../store/lock.js";
+import { withLock } from "../../store/lock.js";
 import { checkId } from "../../store/paths.js";
 import { validateSandboxConfig, type SandboxConfig } from "../config.js";
 import { COCOON_VERSION } from "../factory/version.js";
 import { Sandbox, type SandboxContext } from "../sandbox.js";
+import { collectPartialSnapshots } from "./partial.js";
 import { SNAPSHOT_DOC, type SnapshotInfo, type SnapshotMeta } from "./meta.js";
 
 /** Room a snapshot needs beyond the guest's RAM (device state, metadata). */
@@ -283,16 +284,8 @@ export class SnapshotStore {
     );
   }
 
-  /** Half-made snapshots whose maker died (cocoon gc): their lock is not held by anyone alive. */
-  async collectPartial(options: { dryRun?: boolean } = {}): Promise<string[]> {
-    const found: string[] = [];
-    for (const n of await readdir(this.root).catch(() => [] as string[])) {
-      if (!n.endsWith(".partial")) continue;
-      const name = n.slice(0, -".partial".length);
-      if ((await lockOwnerState(this.lockPath(name))) === "alive") continue;
-      found.push(path.join(this.root, n));
-      if (!options.dryRun) await rm(path.join(this.root, n), { recursive: true, force: true });
-    }
-    return found;
+  /** Half-made snapshots whose maker died (cocoon gc). */
+  collectPartial(options: { dryRun?: boolean } = {}): Promise<string[]> {
+    return collectPartialSnapshots(this.root, options);
   }
 }
