@@ -14,7 +14,7 @@ import { findTaggedProcesses, reapVmProcesses } from "../monitor/reap.js";
 import { acquireLock, lockOwnerState } from "../store/lock.js";
 import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
-import { WarmPool } from "./factory/pool.js";
+import { vmDirsInUse, WarmPool } from "./factory/pool.js";
 import { foldLiveness } from "./liveness.js";
 import { collectPartialSnapshots } from "./snapshot/partial.js";
 import { SANDBOX_DOC } from "./state.js";
@@ -145,18 +145,13 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
     }
   }
   // 6. The warm pool: clones whose filler or taker died, ready clones whose VM died.
-  const inUse = new Set<string>();
-  for (const id of known) {
-    const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
-    if (stored?.data.vmDir) inUse.add(stored.data.vmDir);
-  }
   const pool = new WarmPool(path.join(ctx.paths.stateRoot, "factory", "pool"), {
     store: ctx.store,
     logger: ctx.logger,
     jailerBase: ctx.paths.jailerBase,
   });
   try {
-    for (const what of await pool.collect({ dryRun, inUse: (d) => inUse.has(d) }))
+    for (const what of await pool.collect({ dryRun, vmDirsInUse: () => vmDirsInUse(ctx.store) }))
       found.push({ kind: "process", what, removed: !dryRun });
   } catch (err) {
     found.push({ kind: "process", what: "the warm pool", removed: false, error: messageOf(err) });

@@ -4,8 +4,7 @@ import { SandboxError } from "../../errors.js";
 import type { HypervisorConfig } from "../../hypervisor/config.js";
 import type { ParsedSandboxConfig } from "../config.js";
 import type { PooledVm, SandboxContext } from "../sandbox.js";
-import { SANDBOX_DOC } from "../state.js";
-import { entryState, WarmPool, type PoolEntry } from "./pool.js";
+import { entryState, vmDirsInUse, WarmPool, type PoolEntry } from "./pool.js";
 import { VmTemplate } from "./template.js";
 
 /** A create's clone: its config, and a warm VM from the pool when one was ready. */
@@ -96,20 +95,9 @@ export class VmFactory {
     else await this.pool.discard(entry.id, this.pool.takenFile(entry.id));
   }
 
-  /** VM directories sandboxes record (clones taken from the pool run on in theirs). */
-  private async vmDirsInUse(): Promise<Set<string>> {
-    const used = new Set<string>();
-    for (const id of await this.ctx.store.listSandboxes()) {
-      const doc = await this.ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
-      if (doc?.data.vmDir) used.add(doc.data.vmDir);
-    }
-    return used;
-  }
-
   /** `factory destroy`: the warm clones, then the template. */
   async destroy(): Promise<{ template: boolean; clones: number }> {
-    const used = await this.vmDirsInUse();
-    const clones = await this.pool.destroy((d) => used.has(d));
+    const clones = await this.pool.destroy(() => vmDirsInUse(this.ctx.store));
     return { template: await this.template.destroy(), clones };
   }
 }

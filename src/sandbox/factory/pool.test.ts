@@ -95,7 +95,7 @@ describe("the warm pool", () => {
     await mkdir(path.join(pool.dir, "wp-05"));
     await writeFile(path.join(pool.dir, `wp-05.taken-${dead}.json`), "");
     const inUse = path.join(pool.dir, "wp-05");
-    const removed = await pool.collect({ inUse: (d) => d === inUse });
+    const removed = await pool.collect({ vmDirsInUse: async () => new Set([inUse]) });
     expect(removed.sort()).toEqual([
       "warm clone wp-02 (ready)",
       "warm clone wp-03 (starting)",
@@ -106,7 +106,9 @@ describe("the warm pool", () => {
     expect((await readdir(pool.dir)).sort()).toEqual(["wp-01", "wp-01.ready.json", "wp-05"]);
     // A directory nobody records or uses goes too.
     await mkdir(path.join(pool.dir, "wp-06"));
-    expect(await pool.collect({ inUse: (d) => d === inUse })).toEqual(["warm clone wp-06 (no record)"]);
+    expect(await pool.collect({ vmDirsInUse: async () => new Set([inUse]) })).toEqual([
+      "warm clone wp-06 (no record)",
+    ]);
     expect((await readdir(pool.dir)).sort()).toEqual(["wp-01", "wp-01.ready.json", "wp-05"]);
   });
 
@@ -115,7 +117,7 @@ describe("the warm pool", () => {
     await mkdir(path.join(pool.dir, "wp-02"));
     await mkdir(path.join(pool.dir, "wp-03"));
     const used = path.join(pool.dir, "wp-03");
-    expect(await pool.destroy((d) => d === used)).toBe(1);
+    expect(await pool.destroy(async () => new Set([used]))).toBe(1);
     expect(await readdir(pool.dir)).toEqual(["wp-03"]);
   });
 });

@@ -14,6 +14,7 @@ import { reapVmProcesses } from "../../monitor/reap.js";
 import { readDocument, writeDocument, type DocumentKind } from "../../store/atomic.js";
 import { acquireLock } from "../../store/lock.js";
 import type { Store } from "../../store/store.js";
+import { SANDBOX_DOC } from "../state.js";
 
 /**
  * Kata's VM cache: `[factory] cache = N` keeps N clones of the template booted, their agent
@@ -224,27 +225,29 @@ export class WarmPool {
   }
 
   /** Empties the pool: every clone's VM ends, whoever was starting or holding it. */
-  async destroy(inUse: (vmDir: string) => boolean): Promise<number> {
+  async destroy(vmDirsInUse: () => Promise<Set<string>>): Promise<number> {
     // A filler at work would start clones again behind us: wait for it (it holds the lock).
     const lock = await acquireLock(`${this.dir}.fill.lock`, {
       timeoutMs: 600_000,
       purpose: "factory destroy",
     });
     try {
-      return await this.removeAll(inUse);
+      return await this.removeAll(vmDirsInUse);
     } finally {
       await lock.release();
     }
   }
 
-  private async removeAll(inUse: (vmDir: string) => boolean): Promise<number> {
+  private async removeAll(vmDirsInUse: () => Promise<Set<string>>): Promise<number> {
     let n = 0;
-    for (const r of await this.records()) {
-      if (r.status === "taken" && inUse(path.join(this.dir, r.id))) continue; // being made a sandbox
+    const records = await this.records();
+    const used = await vmDirsInUse();
+    for (const r of records) {
+      if (r.status === "taken" && used.has(path.join(this.dir, r.id))) continue; // a sandbox has it
       await this.discard(r.id, r.file);
       n++;
     }
-    for (const id of await this.orphanDirs(inUse)) await this.discard(id, this.file(id, "none"));
+    for (const id of await this.orphanDirs(vmDirsInUse)) await this.discard(id, this.file(id, "none"));
     return n;
   }
 
@@ -253,18 +256,23 @@ export class WarmPool {
    * before the directory exists, and a taker lets go of its record only after its sandbox
    * recorded the directory, so these belong to nobody.
    */
-  private async orphanDirs(inUse: (vmDir: string) => boolean): Promise<string[]> {
-    const names = await readdir(this.dir).catch(() => [] as string[]);
-    const recorded = new Set((await this.records()).map((r) => r.id));
-    return names.filter(
-      (n) => /^wp-[0-9a-f]+$/.test(n) && !recorded.has(n) && !inUse(path.join(this.dir, n)),
+  private async orphanDirs(vmDirsInUse: () => Promise<Set<string>>): Promise<string[]> {
+    // In this order (directories, records, sandboxes): a directory whose record went before
+    // the records were read was released, so its sandbox recorded it before the sandboxes are read.
+    const names = (await readdir(this.dir).catch(() => [] as string[])).filter((n) =>
+      /^wp-[0-9a-f]+$/.test(n),
     );
+    const recorded = new Set((await this.records()).map((r) => r.id));
+    const used = await vmDirsInUse();
+    return names.filter((n) => !recorded.has(n) && !used.has(path.join(this.dir, n)));
   }
 
   /** `cocoon gc`: records whose holder died, ready clones whose VM died. Returns what it removed. */
-  async collect(options: { dryRun?: boolean; inUse: (vmDir: string) => boolean }): Promise<string[]> {
+  async collect(options: { dryRun?: boolean; vmDirsInUse: () => Promise<Set<string>> }): Promise<string[]> {
     const removed: string[] = [];
-    for (const r of await this.records()) {
+    const records = await this.records();
+    const used = await options.vmDirsInUse();
+    for (const r of records) {
       let dead: boolean;
       if (r.status === "ready") {
         const doc = await readDocument(r.file, POOL_ENTRY_DOC).catch(() => undefined);
@@ -278,15 +286,25 @@ export class WarmPool {
       removed.push(`warm clone ${r.id} (${r.status})`);
       if (options.dryRun) continue;
       // A taker that died after its sandbox recorded the VM: the sandbox owns it now.
-      if (r.status === "taken" && options.inUse(vmDir)) await rm(r.file, { force: true });
+      if (r.status === "taken" && used.has(vmDir)) await rm(r.file, { force: true });
       else await this.discard(r.id, r.file);
     }
-    for (const id of await this.orphanDirs(options.inUse)) {
+    for (const id of await this.orphanDirs(options.vmDirsInUse)) {
       removed.push(`warm clone ${id} (no record)`);
       if (!options.dryRun) await this.discard(id, this.file(id, "none"));
     }
     return removed;
   }
+}
+
+/** VM directories sandboxes record (clones taken from the pool run on in theirs). */
+export async function vmDirsInUse(store: Store): Promise<Set<string>> {
+  const used = new Set<string>();
+  for (const id of await store.listSandboxes()) {
+    const doc = await store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
+    if (doc?.data.vmDir) used.add(doc.data.vmDir);
+  }
+  return used;
 }
 
 export function entryState(entry: PoolEntry): HypervisorState {
