@@ -42,6 +42,10 @@ async function poolSettled(rt: Runtime): Promise<void> {
   }
 }
 
+async function emptyPool(rt: Runtime): Promise<void> {
+  await rt.factory.pool.destroy(async () => new Set());
+}
+
 /** Warm pool: create-to-agent-ready taking a ready clone, against a cold boot. */
 async function poolRounds(rt: Runtime): Promise<{ pooled: number[]; cold: number[] }> {
   const pooled: number[] = [];
@@ -173,12 +177,15 @@ export async function runFactoryBench(): Promise<Comparison[]> {
         `  factory round ${i}/${ROUNDS}: clone ${clone.at(-1)!.toFixed(0)} ms, warm pool ${pooledRun.at(-1)!.toFixed(0)} ms, cold ${boot.at(-1)!.toFixed(0)} ms\n`,
       );
     }
+    // Warm clones are running QEMUs: none may be counted in the PSS or compete for the CPU.
+    await emptyPool(poolRt);
     pss = {
       clones: await runningPss(rt, root, SANDBOXES, true),
       cold: await runningPss(rt, root, SANDBOXES, false),
     };
     templateKiB = ((await stat(rt.factory.template.memoryPath)).blocks * 512) / 1024;
     pool = await poolRounds(poolRt);
+    await emptyPool(poolRt);
     snap = await snapshotRounds(rt);
   } finally {
     await poolRt.factory.destroy().catch(() => undefined);
