@@ -132,18 +132,18 @@ describe("snapshots of running sandboxes on real QEMU VMs", () => {
     try {
       await writeFile(meta, original.replace(/"cocoonVersion": "[^"]*"/, '"cocoonVersion": "0.0.1-other"'));
       let r = await attempt();
-      expect(r.code).toBe(4);
+      expect(r.code).toBe(125); // run: the command did not get to run
       expect(r.stderr).toMatch(/made by cocoon 0\.0\.1-other.*\[ERR_SNAPSHOT_INCOMPATIBLE\]/);
 
       await writeFile(meta, original.replace(/"machine": "microvm"/, '"machine": "q35"'));
       r = await attempt();
-      expect(r.code).toBe(4);
+      expect(r.code).toBe(125); // run: the command did not get to run
       expect(r.stderr).toMatch(/machine type q35.*\[ERR_SNAPSHOT_INCOMPATIBLE\]/);
 
       await writeFile(meta, original);
       await truncate(path.join(runtime.snapshots.dir("snap1"), "state"), 4096);
       r = await attempt();
-      expect(r.code).toBe(4);
+      expect(r.code).toBe(125); // run: the command did not get to run
       expect(r.stderr).toMatch(/snapshot "snap1" is damaged.*\[ERR_STATE_CORRUPT\]/);
     } finally {
       await writeFile(meta, original);

@@ -211,7 +211,7 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
             throw new ConfigError("ERR_INVALID_ARGUMENT", "--detach and --rm cannot be used together");
           const runtime = runtimeOf(ctx);
           sandbox = o.fromSnapshot
-            ? await restoreForRun(ctx, runtime, o.fromSnapshot, cmd, o.name)
+            ? await restoreForRun(ctx, runtime, o.fromSnapshot, cmd, o)
             : await runtime.createSandbox(await createOptions(cmd, o));
           // A restored sandbox may already run its command (it was running when snapshotted).
           const started = sandbox.state !== "ready";

@@ -26,7 +26,7 @@ export async function restoreForRun(
   runtime: Runtime,
   snapshot: string,
   cmd: string[],
-  name: string | undefined,
+  o: { name?: string; rootfs?: string; memory?: string; cpus?: string; hypervisor?: string },
 ): Promise<Sandbox> {
   const rest = cmd[0] === "--" ? cmd.slice(1) : cmd;
   if (rest.length > 0)
@@ -34,7 +34,13 @@ export async function restoreForRun(
       "ERR_INVALID_ARGUMENT",
       "--from-snapshot runs the snapshot's own command: give no command (use cocoon exec for another)",
     );
-  return runtime.restoreSandbox(snapshot, { ...(name ? { id: name } : {}), progress: progressTo(ctx) });
+  const vmOption = (["rootfs", "memory", "cpus", "hypervisor"] as const).find((k) => o[k] !== undefined);
+  if (vmOption)
+    throw new ConfigError(
+      "ERR_INVALID_ARGUMENT",
+      `--from-snapshot restores the snapshot's VM as it was: --${vmOption} cannot be given with it`,
+    );
+  return runtime.restoreSandbox(snapshot, { ...(o.name ? { id: o.name } : {}), progress: progressTo(ctx) });
 }
 
 export function registerSnapshot(program: Command, run: Runner): void {
