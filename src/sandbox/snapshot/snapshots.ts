@@ -60,7 +60,8 @@ export class SnapshotStore {
     });
   }
 
-  private static key(config: HypervisorConfig): Promise<string> {
+  /** The key a snapshot records and a restore recomputes (the templates' key, see template-key.ts). */
+  static key(config: HypervisorConfig): Promise<string> {
     return qemuTemplateKey(config, { cocoon: COCOON_VERSION, purpose: "snapshot" });
   }
 
