@@ -1,9 +1,12 @@
 /**
- * Factory benchmark (VM templates): `cocoon run --rm -- true` cloning the template against the
- * cold path, and the total PSS of the VMM processes of N running clones against N cold
- * sandboxes. Same run, same assets, interleaved rounds.
+ * Factory benchmark (VM templates, the warm pool, snapshots): `cocoon run --rm -- true`
+ * cloning the template against the cold path; create-to-agent-ready taking a clone from the
+ * warm pool against a cold boot; restoring a snapshot of a 512 MiB sandbox to the agent's
+ * first answer against a cold boot; the total PSS of the VMM processes of N running clones
+ * against N cold sandboxes. Same run, same assets, interleaved rounds.
  */
 import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { Runtime } from "../src/sandbox/runtime.js";
@@ -13,7 +16,90 @@ import { ASSETS_DIR, guestAssets, processesMentioning } from "../test/helpers/en
 import { compare, printComparison, pssKiB, writeResults, type Comparison } from "./lib.js";
 
 const ROUNDS = Number(process.env.BENCH_FACTORY_ROUNDS ?? 3);
-const SANDBOXES = Number(process.env.BENCH_FACTORY_SANDBOXES ?? 3);
+const SANDBOXES = Number(process.env.BENCH_FACTORY_SANDBOXES ?? 5);
+/** The snapshot bench's guest size (the issue's "512 MiB sandbox"). */
+const SNAPSHOT_MIB = 512;
+
+/** Runtime.createSandbox returns once the VM's agent answered and the sandbox is made: time that. */
+async function timedCreate(rt: Runtime, template: boolean, memoryMB?: number): Promise<number> {
+  const t0 = performance.now();
+  const sb = await rt.createSandbox({
+    template,
+    ...(memoryMB ? { memoryMB } : {}),
+    process: { args: ["sleep", "600"] },
+  });
+  const ms = performance.now() - t0;
+  await sb.delete({ force: true });
+  return ms;
+}
+
+/** Waits until the warm pool holds a ready clone and its filler is done (not timed). */
+async function poolSettled(rt: Runtime): Promise<void> {
+  for (;;) {
+    const s = await rt.factory.pool.status();
+    if (s.ready >= 1 && s.starting === 0) return;
+    await sleep(200);
+  }
+}
+
+async function emptyPool(rt: Runtime): Promise<void> {
+  await rt.factory.pool.destroy(async () => new Set());
+}
+
+/** Warm pool: create-to-agent-ready taking a ready clone, against a cold boot. */
+async function poolRounds(rt: Runtime): Promise<{ pooled: number[]; cold: number[] }> {
+  const pooled: number[] = [];
+  const cold: number[] = [];
+  await timedCreate(rt, true); // starts the first refill
+  for (let i = 1; i <= ROUNDS; i++) {
+    await poolSettled(rt);
+    pooled.push(await timedCreate(rt, true));
+    await poolSettled(rt);
+    cold.push(await timedCreate(rt, false));
+    process.stderr.write(
+      `  pool round ${i}/${ROUNDS}: warm clone ${pooled.at(-1)!.toFixed(0)} ms, cold ${cold.at(-1)!.toFixed(0)} ms\n`,
+    );
+  }
+  return { pooled, cold };
+}
+
+/** Snapshots: restore of a running 512 MiB sandbox to the agent's first answer, against a cold boot. */
+async function snapshotRounds(
+  rt: Runtime,
+): Promise<{ restore: number[]; cold: number[]; saveMs: number; stateBytes: number }> {
+  const source = await rt.createSandbox({
+    template: false,
+    memoryMB: SNAPSHOT_MIB,
+    process: { args: ["sleep", "600"] },
+  });
+  let saveMs = 0;
+  let stateBytes = 0;
+  try {
+    await source.start({ keepRunning: true });
+    const t0 = performance.now();
+    stateBytes = (await source.snapshot("bench")).stateBytes;
+    saveMs = performance.now() - t0;
+  } finally {
+    await source.delete({ force: true });
+  }
+  const restore: number[] = [];
+  const cold: number[] = [];
+  try {
+    for (let i = 1; i <= ROUNDS; i++) {
+      const t0 = performance.now();
+      const sb = await rt.restoreSandbox("bench");
+      restore.push(performance.now() - t0);
+      await sb.delete({ force: true });
+      cold.push(await timedCreate(rt, false, SNAPSHOT_MIB));
+      process.stderr.write(
+        `  snapshot round ${i}/${ROUNDS}: restore ${restore.at(-1)!.toFixed(0)} ms, cold ${cold.at(-1)!.toFixed(0)} ms\n`,
+      );
+    }
+  } finally {
+    await rt.snapshots.remove("bench");
+  }
+  return { restore, cold, saveMs, stateBytes };
+}
 
 function cocoonRun(env: NodeJS.ProcessEnv): Promise<number> {
   const t0 = performance.now();
@@ -63,29 +149,46 @@ export async function runFactoryBench(): Promise<Comparison[]> {
   const factory = path.join(root, "factory.toml");
   await writeFile(cold, "");
   await writeFile(factory, "[factory]\nenable_template = true\n");
+  const pooledConfig = path.join(root, "pool.toml");
+  await writeFile(pooledConfig, "[factory]\nenable_template = true\ncache = 1\n");
   const base = { COCOON_ROOT: root, COCOON_ASSETS: ASSETS_DIR };
   const rt = await Runtime.open({ root, configPath: factory, env: { COCOON_ASSETS: ASSETS_DIR } });
+  const poolRt = await Runtime.open({ root, configPath: pooledConfig, env: { COCOON_ASSETS: ASSETS_DIR } });
   const clone: number[] = [];
   const boot: number[] = [];
+  const pooledRun: number[] = [];
   let templateKiB = 0;
   let pss: { clones: number; cold: number };
+  let pool: { pooled: number[]; cold: number[] };
+  let snap: { restore: number[]; cold: number[]; saveMs: number; stateBytes: number };
   try {
     // warm-ups: the first factory run builds the template (not timed)
     await cocoonRun({ ...base, COCOON_CONFIG: factory });
     await cocoonRun({ ...base, COCOON_CONFIG: cold });
+    await cocoonRun({ ...base, COCOON_CONFIG: pooledConfig }); // starts the first refill
     for (let i = 1; i <= ROUNDS; i++) {
       clone.push(await cocoonRun({ ...base, COCOON_CONFIG: factory }));
       boot.push(await cocoonRun({ ...base, COCOON_CONFIG: cold }));
+      // The refill a pooled run starts is not timed: each pooled run finds a ready clone.
+      await poolSettled(poolRt);
+      pooledRun.push(await cocoonRun({ ...base, COCOON_CONFIG: pooledConfig }));
+      await poolSettled(poolRt);
       process.stderr.write(
-        `  factory round ${i}/${ROUNDS}: clone ${clone.at(-1)!.toFixed(0)} ms, cold ${boot.at(-1)!.toFixed(0)} ms\n`,
+        `  factory round ${i}/${ROUNDS}: clone ${clone.at(-1)!.toFixed(0)} ms, warm pool ${pooledRun.at(-1)!.toFixed(0)} ms, cold ${boot.at(-1)!.toFixed(0)} ms\n`,
       );
     }
+    // Warm clones are running QEMUs: none may be counted in the PSS or compete for the CPU.
+    await emptyPool(poolRt);
     pss = {
       clones: await runningPss(rt, root, SANDBOXES, true),
       cold: await runningPss(rt, root, SANDBOXES, false),
     };
     templateKiB = ((await stat(rt.factory.template.memoryPath)).blocks * 512) / 1024;
+    pool = await poolRounds(poolRt);
+    await emptyPool(poolRt);
+    snap = await snapshotRounds(rt);
   } finally {
+    await poolRt.factory.destroy().catch(() => undefined);
     await rt.factory.template.destroy().catch(() => undefined);
     await rm(root, { recursive: true, force: true });
   }
@@ -98,11 +201,32 @@ export async function runFactoryBench(): Promise<Comparison[]> {
       "whole CLI process, spawn to exit; the template is built by a warm-up run",
     ),
     compare(
+      "cocoon run --rm -- true, warm pool",
+      "ms",
+      ["with [factory] cache = 1 (a clone already running)", pooledRun],
+      ["cold boot", boot],
+      "whole CLI process, spawn to exit; each run finds a ready clone (the pool refills between runs, untimed)",
+    ),
+    compare(
       `total PSS of ${SANDBOXES} running VMMs`,
       "KiB",
       [`${SANDBOXES} clones`, [pss.clones]],
       [`${SANDBOXES} cold sandboxes`, [pss.cold]],
       `smaps_rollup of the qemu processes; the template's RAM file (${Math.round(templateKiB)} KiB allocated, shared by all clones) is not in any process's PSS once it is only in the page cache`,
+    ),
+    compare(
+      "create to agent ready",
+      "ms",
+      ["a clone from the warm pool ([factory] cache = 1)", pool.pooled],
+      ["cold boot", pool.cold],
+      "Runtime.createSandbox until it returns (agent answered, sandbox made); each round waits for the pool to refill first",
+    ),
+    compare(
+      `restore of a running ${SNAPSHOT_MIB} MiB sandbox to the agent's first answer`,
+      "ms",
+      ["Runtime.restoreSandbox", snap.restore],
+      [`cold boot of a ${SNAPSHOT_MIB} MiB sandbox`, snap.cold],
+      `the snapshot holds device state and RAM in one file (${(snap.stateBytes / 2 ** 20).toFixed(1)} MiB; QEMU skips zero pages); taking it took ${Math.round(snap.saveMs)} ms`,
     ),
   ];
 }

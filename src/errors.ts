@@ -98,6 +98,10 @@ export const ERROR_CATALOG = {
     summary: "a limited resource (UUIDs, device slots, CIDs) is used up",
     exitCode: ExitCode.conflict,
   },
+  ERR_SNAPSHOT_INCOMPATIBLE: {
+    summary: "a snapshot was made by another cocoon version, host or VM shape and cannot be restored here",
+    exitCode: ExitCode.conflict,
+  },
   ERR_VMM_START: { summary: "the VMM process failed to start or exited during boot", exitCode: ExitCode.vmm },
   ERR_VMM_EXITED: { summary: "the VMM process exited unexpectedly", exitCode: ExitCode.vmm },
   ERR_VMM_API: {

@@ -24,6 +24,8 @@ export {
   type ContainerStatus,
 } from "./sandbox/sandbox.js";
 export { ProcessHandle } from "./sandbox/process.js";
+export { SnapshotStore, type SnapshotProgress } from "./sandbox/snapshot/snapshots.js";
+export type { SnapshotMeta, SnapshotInfo } from "./sandbox/snapshot/meta.js";
 export type { SandboxConfig, ContainerConfig, ProcessConfig, RootfsSource } from "./sandbox/config.js";
 export type { SandboxState } from "./sandbox/state.js";
 export type { ProcessExit } from "./agent/protocol/methods.js";

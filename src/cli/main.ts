@@ -4,6 +4,7 @@ import { ExitCode } from "../errors.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
 import { registerFactory } from "./commands/factory.js";
+import { registerSnapshot } from "./commands/snapshot.js";
 import { registerImage } from "./commands/image.js";
 import { registerResourceCommands, registerStatsCommand } from "./commands/resources.js";
 import { registerLifecycleCommands } from "./commands/lifecycle.js";
@@ -57,6 +58,7 @@ export function buildProgram(
   registerResourceCommands(program, run);
   registerStatsCommand(program, run);
   registerFactory(program, run);
+  registerSnapshot(program, run);
   registerLifecycleCommands(program, run);
   registerNetworkCommands(program, run);
   addGlobalOptions(program);

@@ -14,7 +14,9 @@ import { findTaggedProcesses, reapVmProcesses } from "../monitor/reap.js";
 import { acquireLock, lockOwnerState } from "../store/lock.js";
 import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
+import { vmDirsInUse, WarmPool } from "./factory/pool.js";
 import { foldLiveness } from "./liveness.js";
+import { collectPartialSnapshots } from "./snapshot/partial.js";
 import { SANDBOX_DOC } from "./state.js";
 import { orphanNamespaces, removeOrphanNamespace } from "./network.js";
 
@@ -76,7 +78,7 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC).catch(() => undefined);
     if (!stored?.data.creating) continue;
     const doc = stored.data;
-    await foldLiveness(doc, ctx.paths.vmDir(id));
+    await foldLiveness(doc, doc.vmDir ?? ctx.paths.vmDir(id));
     if (doc.stopCause?.reason !== "interrupted") continue;
     await act({ kind: "sandbox", what: `${id} (${doc.stopCause.message})`, sandbox: id }, async () => {
       await ctx.deleteSandbox(id);
@@ -154,6 +156,23 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
       await act({ kind: "lock", what: file }, () => rm(file, { force: true }));
     }
   }
+  // 6. The warm pool: clones whose filler or taker died, ready clones whose VM died.
+  const pool = new WarmPool(path.join(ctx.paths.stateRoot, "factory", "pool"), {
+    store: ctx.store,
+    logger: ctx.logger,
+    jailerBase: ctx.paths.jailerBase,
+  });
+  try {
+    for (const what of await pool.collect({ dryRun, vmDirsInUse: () => vmDirsInUse(ctx.store) }))
+      found.push({ kind: "process", what, removed: !dryRun });
+  } catch (err) {
+    found.push({ kind: "process", what: "the warm pool", removed: false, error: messageOf(err) });
+  }
+
+  // 7. Half-made snapshots whose maker died.
+  for (const dir of await collectPartialSnapshots(path.join(ctx.paths.libRoot, "snapshots"), { dryRun }))
+    found.push({ kind: "directory", what: `half-made snapshot ${dir}`, removed: !dryRun });
+
   if (found.length) ctx.logger.info({ found, dryRun }, "garbage collected");
   return found;
 }

@@ -22,6 +22,8 @@ import { collectGarbage, type Garbage } from "./gc.js";
 import { Sandbox, type SandboxStatus } from "./sandbox.js";
 import { validateNetworkSpec, type NetworkSpec } from "./network.js";
 import { hostNameservers } from "../network/bridge.js";
+import type { SnapshotInfo } from "./snapshot/meta.js";
+import { SnapshotStore, type SnapshotProgress } from "./snapshot/snapshots.js";
 
 export interface RuntimeOptions extends LoadOptions {
   logger?: Logger;
@@ -152,21 +154,53 @@ export class Runtime {
   async createSandbox(options: CreateSandboxOptions): Promise<Sandbox> {
     const config = validateSandboxConfig(await this.sandboxConfig(options));
     // VM templates (Kata's factory): clone the template instead of booting.
-    if (this.factory.wanted(options.template)) {
-      // A clone resumes its template's devices: a NIC the template did not have cannot appear.
-      if (config.network && config.network.mode !== "none")
-        throw new ConfigError(
-          "ERR_NOT_SUPPORTED",
-          "VM templates have no network yet: create the sandbox with --network none (or without the template)",
-        );
-      return Sandbox.create(this.ctx, await this.factory.cloneConfig(config));
+    // A pod's VM shares a directory its template never had: it boots cold.
+    if (!this.factory.wanted(options.template) || config.podShare) return Sandbox.create(this.ctx, config);
+    // A clone resumes its template's devices: a NIC the template did not have cannot appear.
+    if (config.network && config.network.mode !== "none")
+      throw new ConfigError(
+        "ERR_NOT_SUPPORTED",
+        "VM templates have no network yet: create the sandbox with --network none (or without the template)",
+      );
+    // With a warm pool ([factory] cache), a clone already running is taken when one is ready.
+    const plan = await this.factory.plan(config);
+    let ok = false;
+    try {
+      const sandbox = await Sandbox.create(
+        this.ctx,
+        plan.config,
+        plan.pooled ? { pooled: plan.pooled } : undefined,
+      );
+      ok = true;
+      return sandbox;
+    } finally {
+      await plan.done(ok);
     }
-    return Sandbox.create(this.ctx, config);
   }
 
   /** VM templates and the warm pool (src/sandbox/factory/). */
   get factory(): VmFactory {
     return new VmFactory(this.ctx, this.loaded.config.factory);
+  }
+
+  /** Snapshots of running sandboxes (src/sandbox/snapshot/). */
+  get snapshots(): SnapshotStore {
+    return new SnapshotStore(this.ctx);
+  }
+
+  /**
+   * A new sandbox from a snapshot: the guest's processes, memory and files as they were, with
+   * its own id, VM directory and sockets. Its state is the source's (`running` or `ready`).
+   */
+  async restoreSandbox(
+    snapshot: string,
+    options: { id?: string; progress?: SnapshotProgress } = {},
+  ): Promise<Sandbox> {
+    return this.snapshots.restore(snapshot, options.id ? { id: options.id } : {}, options.progress);
+  }
+
+  async listSnapshots(): Promise<SnapshotInfo[]> {
+    return this.snapshots.list();
   }
 
   async loadSandbox(id: string): Promise<Sandbox> {

@@ -35,8 +35,10 @@ import {
   setUpNetwork,
   tearDownNetwork,
   type AddInterfaceOptions,
+  type SandboxNetwork,
 } from "./network.js";
 import type { GuestInterface, GuestRoute } from "../agent/protocol/methods.js";
+import type { SnapshotMeta } from "./snapshot/meta.js";
 import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   bindIntoPodShare,
@@ -49,7 +51,7 @@ import {
   unmountWorkDir,
 } from "./pod.js";
 import { pidStartTime } from "../host/process.js";
-import { watchMainProcess } from "../monitor/records.js";
+import { readWatchMain, watchMainProcess } from "../monitor/records.js";
 import { reapVmProcesses } from "../monitor/reap.js";
 import { describeState, foldLiveness, type StopCause } from "./liveness.js";
 import {
@@ -106,6 +108,31 @@ export interface SandboxStatus {
 
 export const MAIN_EXEC_ID = "main";
 
+/** Starting from a snapshot (src/sandbox/snapshot/): the saved VM and what ran in it. */
+export interface SandboxRestore {
+  /** The snapshot's directory (its `state` file holds device state and RAM). */
+  dir: string;
+  /** The source VM's RAM was a named memory backend (it was a template clone). */
+  namedRam: boolean;
+  state: "ready" | "running";
+  guestProcessExit?: SandboxDoc["guestProcessExit"];
+  /** The monitor's watch on the main process, as the source had it. */
+  watchMain?: { execId: string; graceMs: number };
+}
+
+/** A clone taken from the warm pool: its VM directory and the driver state of its running VM. */
+export interface PooledVm {
+  vmDir: string;
+  hypervisorState: HypervisorState;
+}
+
+/** What a snapshot keeps of the sandbox besides its VM state. */
+export interface SandboxSnapshotSource {
+  doc: SandboxDoc;
+  watchMain?: { execId: string; graceMs: number };
+  namedRam: boolean;
+}
+
 function newExecId(): string {
   return `exec-${randomBytes(6).toString("hex")}`;
 }
@@ -147,7 +174,7 @@ export class Sandbox extends EventEmitter {
   }
 
   private get vmDir(): string {
-    return this.ctx.paths.vmDir(this.id);
+    return this.doc.vmDir ?? this.ctx.paths.vmDir(this.id);
   }
 
   private get workDir(): string {
@@ -189,7 +216,11 @@ export class Sandbox extends EventEmitter {
    * fails before anything starts), the VM boots, the agent answers, the containers are
    * created. The sandbox is then `ready`. On any failure nothing is left behind.
    */
-  static async create(ctx: SandboxContext, config: ParsedSandboxConfig): Promise<Sandbox> {
+  static async create(
+    ctx: SandboxContext,
+    config: ParsedSandboxConfig,
+    from?: { restore: SandboxRestore } | { pooled: PooledVm },
+  ): Promise<Sandbox> {
     const id = config.id;
     return ctx.store.withSandboxLock(
       id,
@@ -215,7 +246,8 @@ export class Sandbox extends EventEmitter {
         };
         const sandbox = new Sandbox(ctx, doc, hypervisor);
         try {
-          await sandbox.boot(hvConfig);
+          if (from && "restore" in from) await sandbox.bootFromSnapshot(hvConfig, from.restore);
+          else await sandbox.boot(hvConfig, from?.pooled);
           delete sandbox.doc.creating;
           await sandbox.persist();
         } catch (err) {
@@ -228,8 +260,7 @@ export class Sandbox extends EventEmitter {
     );
   }
 
-  private async boot(hvConfig: HypervisorConfig): Promise<void> {
-    const agentCfg = this.doc.config.agentConfig;
+  private async boot(hvConfig: HypervisorConfig, pooled?: PooledVm): Promise<void> {
     // Prepare rootfs first: a missing directory is refused before a VM exists.
     const sharing =
       this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
@@ -254,7 +285,22 @@ export class Sandbox extends EventEmitter {
       });
     }
     // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
+    if (pooled) this.doc.vmDir = pooled.vmDir;
     await this.persist();
+    let net: SandboxNetwork | undefined;
+    if (pooled) await this.adoptVm(hvConfig, pooled);
+    else net = await this.startVm(hvConfig, prepared);
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+    await this.setUpGuest(hvConfig, prepared, net);
+  }
+
+  /** A cold boot (or a clone made now): the VM starts and its agent answers. */
+  private async startVm(
+    hvConfig: HypervisorConfig,
+    prepared: { id: string; rootfs: PreparedRootfs }[],
+  ): Promise<SandboxNetwork | undefined> {
+    const agentCfg = this.doc.config.agentConfig;
     const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
     // Networking (network.ts): the namespace and its taps exist before the VMM that opens them.
     const net = this.doc.config.network
@@ -265,22 +311,40 @@ export class Sandbox extends EventEmitter {
       ...(net ? { netnsPath: net.nsPath } : {}),
       id: this.id,
       config: hvConfig,
-      paths: { vmDir: this.ctx.paths.vmDir(this.id), jailerBase: this.ctx.paths.jailerBase },
+      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
       logger: this.logger,
       guestReady: async (channel, signal) =>
         void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
     });
     for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
-    if (this.doc.config.podShare && (sharing === "virtio-fs" || sharing === "virtio-9p")) {
+    const podFs = hvConfig.sharedFS; // boot() refused a pod share without file sharing
+    if (this.doc.config.podShare && (podFs === "virtio-fs" || podFs === "virtio-9p")) {
       // Under the work directory, so every cleanup path (delete, a failed create, gc) unmounts it.
       await createPodShare(podShareDir(this.workDir));
-      await this.hypervisor.addDevice(podShareDevice(podShareDir(this.workDir), sharing));
+      await this.hypervisor.addDevice(podShareDevice(podShareDir(this.workDir), podFs));
     }
     for (const d of net?.devices ?? []) await this.hypervisor.addDevice(d);
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
-    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
-    await this.persist();
+    return net;
+  }
 
+  /** A warm clone from the pool (src/sandbox/factory/pool.ts): its VM already runs. */
+  private async adoptVm(hvConfig: HypervisorConfig, pooled: PooledVm): Promise<void> {
+    await this.hypervisor.createVM({
+      id: this.id,
+      config: hvConfig,
+      paths: { vmDir: pooled.vmDir, jailerBase: this.ctx.paths.jailerBase },
+      logger: this.logger,
+    });
+    this.hypervisor.load(pooled.hypervisorState);
+  }
+
+  /** The agent's side of a create: identity, containers. */
+  private async setUpGuest(
+    hvConfig: HypervisorConfig,
+    prepared: { id: string; rootfs: PreparedRootfs }[],
+    net: SandboxNetwork | undefined,
+  ): Promise<void> {
     const agent = await this.agent();
     // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
     if (hvConfig.bootFromTemplate) await freshenGuest(agent);
@@ -335,6 +399,90 @@ export class Sandbox extends EventEmitter {
     });
   }
 
+  /**
+   * A restored snapshot: the guest resumes where the snapshot left it (processes, memory,
+   * guest files); only the host side is new (VM directory, sockets, agent session). The guest
+   * gets fresh randomness and the host's clock before anything else talks to it.
+   */
+  private async bootFromSnapshot(hvConfig: HypervisorConfig, restore: SandboxRestore): Promise<void> {
+    const agentCfg = this.doc.config.agentConfig;
+    await this.persist();
+    const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
+    await this.hypervisor.createVM({
+      ...(cgroups ? { placement: cgroups.placement() } : {}),
+      id: this.id,
+      config: hvConfig,
+      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
+      logger: this.logger,
+      restoreFrom: { dir: restore.dir, namedRam: restore.namedRam },
+      guestReady: async (channel, signal) =>
+        void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
+    });
+    await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
+    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
+    await this.persist();
+    await freshenGuest(await this.agent());
+    this.doc.state = restore.state;
+    if (restore.guestProcessExit) this.doc.guestProcessExit = restore.guestProcessExit;
+    if (restore.watchMain)
+      await watchMainProcess(this.vmDir, restore.watchMain.execId, restore.watchMain.graceMs);
+  }
+
+  /**
+   * Snapshots (src/sandbox/snapshot/): pauses the VM, writes its device state and RAM into
+   * `dir`, then lets it run on. Only a sandbox without containers: their root filesystems are
+   * host shares and disks that a VM snapshot does not carry.
+   */
+  async saveSnapshot(dir: string): Promise<SandboxSnapshotSource> {
+    return this.locked("snapshot", async () => {
+      if (this.doc.state !== "running" && this.doc.state !== "ready")
+        throw new SandboxError(
+          "ERR_INVALID_STATE",
+          `cannot snapshot sandbox ${this.id}: it is ${describeState(this.doc)} (it must be ready or running)`,
+          { details: { state: this.doc.state } },
+        );
+      if (this.doc.containers.length > 0)
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `cannot snapshot sandbox ${this.id}: snapshots of sandboxes with containers are not supported yet`,
+          { hint: "snapshot a sandbox that runs its command in the guest (cocoon run without --rootfs)" },
+        );
+      if (this.doc.config.network && this.doc.config.network.mode !== "none")
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `cannot snapshot sandbox ${this.id}: snapshots of sandboxes with a network are not supported yet (its NICs and namespace are not in the snapshot)`,
+          { hint: "create the sandbox with --network none to snapshot it" },
+        );
+      if (!this.hypervisor.snapshotVM)
+        throw new SandboxError(
+          "ERR_NOT_SUPPORTED",
+          `snapshots of running sandboxes are not supported on ${this.hypervisor.type}`,
+        );
+      const watchMain = await readWatchMain(this.vmDir);
+      try {
+        await this.hypervisor.snapshotVM(dir);
+      } finally {
+        // The source runs on whether or not the snapshot was written.
+        await this.hypervisor.resumeVM();
+      }
+      return {
+        doc: structuredClone(this.doc),
+        ...(watchMain ? { watchMain } : {}),
+        namedRam: this.hypervisorConfig().bootFromTemplate,
+      };
+    });
+  }
+
+  /**
+   * Snapshots this sandbox as `name` (src/sandbox/snapshot/): it is paused while its state is
+   * written, then runs on. Runtime.restoreSandbox starts new sandboxes from it.
+   */
+  async snapshot(name?: string): Promise<SnapshotMeta> {
+    // Loaded on use: the snapshot store itself creates sandboxes.
+    const { SnapshotStore } = await import("./snapshot/snapshots.js");
+    return new SnapshotStore(this.ctx).create(this, name);
+  }
+
   private hostname(): string {
     return this.doc.config.hostname ?? this.id.slice(0, 63);
   }
@@ -374,7 +522,8 @@ export class Sandbox extends EventEmitter {
     const stored = await ctx.store.readSandbox(id, "sandbox", SANDBOX_DOC);
     if (!stored) throw ctx.store.notFound(id);
     const doc = stored.data;
-    await foldLiveness(doc, ctx.paths.vmDir(id));
+    const vmDir = doc.vmDir ?? ctx.paths.vmDir(id);
+    await foldLiveness(doc, vmDir);
     const hypervisor = newHypervisor(doc.config.hypervisorType as ParsedSandboxConfig["hypervisorType"], {
       logger: ctx.logger,
       store: ctx.store,
@@ -382,7 +531,7 @@ export class Sandbox extends EventEmitter {
     await hypervisor.createVM({
       id,
       config: doc.config.hypervisorConfig as unknown as HypervisorConfig,
-      paths: { vmDir: ctx.paths.vmDir(id), jailerBase: ctx.paths.jailerBase },
+      paths: { vmDir, jailerBase: ctx.paths.jailerBase },
       logger: ctx.logger,
     });
     if (doc.hypervisorState) hypervisor.load(doc.hypervisorState as unknown as HypervisorState);
@@ -917,7 +1066,7 @@ export class Sandbox extends EventEmitter {
 
   /** The console log (the guest's serial output). */
   consoleLogPath(): string {
-    return path.join(this.ctx.paths.vmDir(this.id), "console.log");
+    return path.join(this.vmDir, "console.log");
   }
 
   /**

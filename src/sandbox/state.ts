@@ -54,6 +54,8 @@ export const sandboxDocSchema = z.object({
   containers: z.array(containerStateSchema),
   /** The main guest process's last known exit, if it ran. */
   guestProcessExit: z.object({ exitCode: z.number(), signal: z.string().optional() }).optional(),
+  /** The VM's directory when it is not the usual one: a clone taken from the warm pool keeps its own. */
+  vmDir: z.string().optional(),
   /** Set while a cocoon process creates the sandbox: if that process dies, the sandbox is half-made. */
   creating: creatorSchema.optional(),
   /** Why the sandbox stopped when cocoon did not stop it (the VMM died, the main process ended). */

@@ -198,6 +198,6 @@ describe("VM templates (factory) on real QEMU VMs", () => {
     expect(await processesMentioning(root)).toEqual([]);
     expect(await mountsUnderRoot()).toEqual([]);
     expect((await status()).exists).toBe(false);
-    expect(JSON.parse(await cli(["factory", "destroy", "--json"]))).toEqual({ removed: false });
+    expect(JSON.parse(await cli(["factory", "destroy", "--json"]))).toEqual({ removed: false, clones: 0 });
   });
 });

@@ -52,12 +52,17 @@ export function registerFactory(program: Command, run: Runner): void {
       run(async (ctx) => {
         const { rt, base } = await baseConfig(ctx);
         const status = await rt.factory.template.status(base);
+        const pool = await rt.factory.pool.status();
         const enabled = ctx.loaded.config.factory.enable_template;
+        const cache = ctx.loaded.config.factory.cache;
         if (ctx.json) {
-          ctx.io.out(JSON.stringify({ enabled, cache: ctx.loaded.config.factory.cache, ...status }, null, 2));
+          ctx.io.out(JSON.stringify({ enabled, cache, pool, ...status }, null, 2));
           return 0;
         }
         ctx.io.out(`templating: ${enabled ? "enabled" : "disabled"} ([factory] enable_template)`);
+        ctx.io.out(
+          `warm pool: ${pool.ready} ready, ${pool.starting} starting, ${pool.taken} being taken (target ${cache}, [factory] cache)`,
+        );
         if (!status.exists || !status.meta) {
           ctx.io.out(`template: none at ${status.path} (cocoon factory init makes one)`);
           return 0;
@@ -77,13 +82,16 @@ export function registerFactory(program: Command, run: Runner): void {
 
   factory
     .command("destroy")
-    .description("remove the template (running clones keep their memory)")
+    .description("remove the warm pool's clones and the template (sandboxes made from clones run on)")
     .action(() =>
       run(async (ctx) => {
         const rt = Runtime.fromConfig(ctx.loaded, ctx.logger);
-        const removed = await rt.factory.template.destroy();
-        if (ctx.json) ctx.io.out(JSON.stringify({ removed }));
-        else ctx.io.out(removed ? "template removed" : "no template");
+        const { template: removed, clones } = await rt.factory.destroy();
+        if (ctx.json) ctx.io.out(JSON.stringify({ removed, clones }));
+        else {
+          if (clones) ctx.io.out(`${clones} warm clone(s) stopped`);
+          ctx.io.out(removed ? "template removed" : "no template");
+        }
         return 0;
       }),
     );

@@ -9,6 +9,7 @@ import { Runtime, type CreateSandboxOptions } from "../../sandbox/runtime.js";
 import type { Sandbox, SandboxStatus } from "../../sandbox/sandbox.js";
 import { attachToTerminal, windowSize } from "../attach.js";
 import { cleanUpAfterCrashes } from "./lifecycle.js";
+import { restoreForRun } from "./snapshot.js";
 import type { CliContext } from "../context.js";
 import type { Runner } from "../main.js";
 import { reportError, table } from "../output.js";
@@ -208,25 +209,29 @@ export function registerSandboxCommands(program: Command, run: Runner): void {
     .option("-i, --interactive", "attach this terminal's stdin")
     .option("--rm", "delete the sandbox when the command exits")
     .option("-d, --detach", "leave the command running and print the sandbox id")
-    .action((cmd: string[], o: WorkloadOptions & { rm?: boolean; detach?: boolean }) =>
+    .option("--from-snapshot <name>", "start from a snapshot (its command runs on where it was)")
+    .action((cmd: string[], o: WorkloadOptions & { rm?: boolean; detach?: boolean; fromSnapshot?: string }) =>
       run(async (ctx) => {
         let sandbox: Sandbox | undefined;
         try {
           if (o.detach && o.rm)
             throw new ConfigError("ERR_INVALID_ARGUMENT", "--detach and --rm cannot be used together");
           const runtime = runtimeOf(ctx);
-          sandbox = await runtime.createSandbox(
-            await createOptions(cmd, o, ctx.loaded.config.runtime.hypervisor),
-          );
+          sandbox = o.fromSnapshot
+            ? await restoreForRun(ctx, runtime, o.fromSnapshot, cmd, o)
+            : await runtime.createSandbox(await createOptions(cmd, o, ctx.loaded.config.runtime.hypervisor));
+          // A restored sandbox may already run its command (it was running when snapshotted).
+          const started = sandbox.state !== "ready";
           if (o.detach) {
-            await sandbox.start();
+            if (!started) await sandbox.start();
             ctx.io.out(sandbox.id);
             await sandbox.release();
             return 0;
           }
-          const handle = await sandbox.start({
-            attach: { stdin: o.interactive ?? false, ...windowSize(process) },
-          });
+          const attach = { stdin: o.interactive ?? false, ...windowSize(process) };
+          const handle = started
+            ? await sandbox.attach(sandbox.mainExecId(), attach)
+            : await sandbox.start({ attach });
           const exit = await attachToTerminal(sandbox, handle!, {
             interactive: o.interactive ?? false,
             tty: o.tty ?? false,

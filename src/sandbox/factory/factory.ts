@@ -3,8 +3,17 @@ import type { FactorySection } from "../../config/schema.js";
 import { SandboxError } from "../../errors.js";
 import type { HypervisorConfig } from "../../hypervisor/config.js";
 import type { ParsedSandboxConfig } from "../config.js";
-import type { SandboxContext } from "../sandbox.js";
+import type { PooledVm, SandboxContext } from "../sandbox.js";
+import { entryState, vmDirsInUse, WarmPool, type PoolEntry } from "./pool.js";
 import { VmTemplate } from "./template.js";
+
+/** A create's clone: its config, and a warm VM from the pool when one was ready. */
+export interface ClonePlan {
+  config: ParsedSandboxConfig;
+  pooled?: PooledVm;
+  /** The pool record held while the sandbox is made; `done` lets go of it either way. */
+  done(ok: boolean): Promise<void>;
+}
 
 /**
  * Kata's VM factory: with `[factory] enable_template`, QEMU sandboxes start as clones of one
@@ -13,6 +22,7 @@ import { VmTemplate } from "./template.js";
  */
 export class VmFactory {
   readonly template: VmTemplate;
+  readonly pool: WarmPool;
 
   constructor(
     private readonly ctx: SandboxContext,
@@ -20,6 +30,11 @@ export class VmFactory {
   ) {
     const dir = settings.template_path || path.join(ctx.paths.stateRoot, "factory", "template");
     this.template = new VmTemplate(dir, ctx);
+    this.pool = new WarmPool(path.join(ctx.paths.stateRoot, "factory", "pool"), {
+      store: ctx.store,
+      logger: ctx.logger,
+      jailerBase: ctx.paths.jailerBase,
+    });
   }
 
   /** Whether a create uses the template: the request decides, else the configuration. */
@@ -37,6 +52,14 @@ export class VmFactory {
    * shapes the VM changed) first.
    */
   async cloneConfig(config: ParsedSandboxConfig): Promise<ParsedSandboxConfig> {
+    return (await this.plan(config, { pool: false })).config;
+  }
+
+  /**
+   * A create's clone. With `[factory] cache = N` it takes a warm clone from the pool when one
+   * is ready, and in either case has a detached process start clones until N are ready again.
+   */
+  async plan(config: ParsedSandboxConfig, options: { pool?: boolean } = {}): Promise<ClonePlan> {
     if (config.hypervisorType !== "qemu") {
       throw new SandboxError(
         "ERR_NOT_SUPPORTED",
@@ -45,7 +68,36 @@ export class VmFactory {
       );
     }
     const base = VmFactory.baseConfig(config.hypervisorConfig);
-    await this.template.ensure(base, config.agentConfig.dialTimeoutMs);
-    return { ...config, hypervisorConfig: this.template.cloneConfig(base) };
+    const meta = await this.template.ensure(base, config.agentConfig.dialTimeoutMs);
+    const hypervisorConfig = this.template.cloneConfig(base);
+    const plan: ClonePlan = { config: { ...config, hypervisorConfig }, done: async () => undefined };
+    if (!(options.pool ?? true) || this.settings.cache === 0) return plan;
+    const entry = await this.pool.take(meta.key);
+    this.pool.spawnRefill({
+      poolDir: this.pool.dir,
+      key: meta.key,
+      target: this.settings.cache,
+      config: hypervisorConfig as unknown as Record<string, unknown>,
+      jailerBase: this.ctx.paths.jailerBase,
+      dialTimeoutMs: config.agentConfig.dialTimeoutMs,
+    });
+    if (!entry) return plan;
+    return {
+      ...plan,
+      pooled: { vmDir: entry.vmDir, hypervisorState: entryState(entry) },
+      done: (ok) => this.letGo(entry, ok),
+    };
+  }
+
+  private async letGo(entry: PoolEntry, ok: boolean): Promise<void> {
+    if (ok) await this.pool.release(entry);
+    // The create failed before or after its sandbox took the VM: end it either way.
+    else await this.pool.discard(entry.id, this.pool.takenFile(entry.id));
+  }
+
+  /** `factory destroy`: the warm clones, then the template. */
+  async destroy(): Promise<{ template: boolean; clones: number }> {
+    const clones = await this.pool.destroy(() => vmDirsInUse(this.ctx.store));
+    return { template: await this.template.destroy(), clones };
   }
 }
