@@ -3,7 +3,7 @@ import path from "node:path";
 import { CocoonError, messageOf } from "../errors.js";
 import { silentLogger } from "../log.js";
 import { bool, checkContainerId, parseArgs, str } from "./flags.js";
-import { DEFAULT_ROOT, OCI_VERSION } from "./state.js";
+import { DEFAULT_ROOT, OCI_VERSION, ROOT_ENV } from "./state.js";
 
 export const RUNTIME_NAME = "cocoon-runtime";
 const VERSION = "0.1.0";
@@ -49,7 +49,7 @@ export async function main(argv: readonly string[], entry: string): Promise<numb
       process.stdout.write(USAGE);
       return parsed.command ? 0 : 2;
     }
-    const root = path.resolve(str(parsed.global, "root") ?? DEFAULT_ROOT);
+    const root = path.resolve(str(parsed.global, "root") ?? (process.env[ROOT_ENV] || DEFAULT_ROOT));
     const commands = await import("./commands.js");
     const ctx = {
       root,

@@ -13,6 +13,8 @@ export const OCI_VERSION = "1.0.2-dev";
  * fixed default (runc's is /run/runc).
  */
 export const DEFAULT_ROOT = "/run/cocoon-runtime";
+/** Overrides the default root (for podman, which calls `state` without `--root`, set it in conmon_env_vars). */
+export const ROOT_ENV = "COCOON_RUNTIME_ROOT";
 
 /** What `create` records in `<root>/<id>/state.json`; written once, never rewritten. */
 const recordSchema = z.object({
