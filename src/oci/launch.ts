@@ -71,6 +71,6 @@ export async function launchRelay(
     const why = line.startsWith("error ") ? line.slice(6) : "it exited before it was ready";
     throw new CocoonError("ERR_PROCESS", `the container's relay process failed: ${why}`);
   }
-  child.unref();
+  // Not unref'd: a foreground exec waits for it; create and a detached exec exit explicitly.
   return { pid: child.pid, exited };
 }

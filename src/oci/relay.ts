@@ -1,4 +1,4 @@
-import { writeSync, closeSync, fstatSync } from "node:fs";
+import { writeSync, closeSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { once } from "node:events";
 import type { Readable, Writable } from "node:stream";
@@ -175,14 +175,4 @@ export async function relayMain(root: string, id: string, options: RelayOptions)
     return 125;
   }
   return pump(handle, logger);
-}
-
-/** True when fd 3 is open (the relay's channel to its parent). */
-export function hasParentChannel(): boolean {
-  try {
-    fstatSync(3);
-    return true;
-  } catch {
-    return false;
-  }
 }
