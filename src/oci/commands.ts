@@ -155,7 +155,12 @@ export async function kill(
 
 export async function remove(ctx: CommandContext, flags: FlagValues, id: string): Promise<void> {
   const dir = new ContainerDir(ctx.root, id);
-  if (!(await dir.exists())) throw notFound(id);
+  if (!(await dir.exists())) {
+    // As runc: --force makes a missing container a success (podman deletes after a failed create).
+    if (!bool(flags, "force")) throw notFound(id);
+    await destroySandbox(sandboxIdOf(ctx.root, id), ctx.logger);
+    return;
+  }
   const record = await dir.read();
   const status = await statusOf(dir, record);
   if (status !== "stopped" && !bool(flags, "force"))
