@@ -109,7 +109,13 @@ function serveControl(
         busy = true;
         const answer = (body: object) => conn.end(`${JSON.stringify(body)}\n`);
         void (async () => {
-          const req = requestSchema.safeParse(JSON.parse(buf.slice(0, nl)));
+          let raw: unknown;
+          try {
+            raw = JSON.parse(buf.slice(0, nl));
+          } catch {
+            raw = undefined;
+          }
+          const req = requestSchema.safeParse(raw);
           if (!req.success) {
             busy = false;
             answer({ ok: false, error: "bad request" });
