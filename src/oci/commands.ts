@@ -11,6 +11,8 @@ import { BUNDLE_CONTAINER_ID, createBundleSandbox, destroySandbox, findSandbox }
 import { parseSignal, signalName } from "./signals.js";
 import { parseProcessJson, readBundleSpec } from "./spec.js";
 import {
+  adoptEnv,
+  cocoonEnv,
   ContainerDir,
   OCI_VERSION,
   listIds,
@@ -104,6 +106,7 @@ export async function create(ctx: CommandContext, flags: FlagValues, id: string)
       pid: relay.pid,
       pidStart: await startTimeOf(relay.pid),
       annotations: spec.annotations,
+      env: cocoonEnv(),
     });
     const pidFile = str(flags, "pid-file");
     if (pidFile) await writePidFile(pidFile, relay.pid);
@@ -162,6 +165,7 @@ export async function remove(ctx: CommandContext, flags: FlagValues, id: string)
     return;
   }
   const record = await dir.read();
+  adoptEnv(record);
   const status = await statusOf(dir, record);
   if (status !== "stopped" && !bool(flags, "force"))
     throw invalidState(`cannot delete container ${id}: it is ${status} (use --force)`, status);

@@ -97,6 +97,7 @@ describe("cocoon-runtime's runc command line", () => {
       pid: 42,
       pidStart: 1,
       annotations: {},
+      env: {},
     };
     expect(stateJson("c", rec, "running")).toMatchObject({ pid: 42, status: "running", bundle: "/b" });
     expect(stateJson("c", rec, "stopped")).toMatchObject({ pid: 0, status: "stopped" });

@@ -29,6 +29,7 @@ describe("a container's status follows its relay process", () => {
       pid,
       pidStart: await startTimeOf(pid),
       annotations: {},
+      env: {},
     };
     await dir.write(record);
     expect((await loadContainer(root, "c")).status).toBe("created");

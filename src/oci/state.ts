@@ -27,6 +27,11 @@ const recordSchema = z.object({
   pid: z.number().int().nonnegative(),
   pidStart: z.number().int().nonnegative(),
   annotations: z.record(z.string(), z.string()).default({}),
+  /**
+   * cocoon's settings (COCOON_ROOT, COCOON_CONFIG, COCOON_ASSETS) as `create` saw them: podman
+   * runs start/state/kill/delete with only PATH in the environment, so later commands reuse these.
+   */
+  env: z.record(z.string(), z.string()).default({}),
 });
 export type ContainerRecord = z.infer<typeof recordSchema>;
 
@@ -121,6 +126,21 @@ export function notFound(id: string): CocoonError {
   return new CocoonError("ERR_NOT_FOUND", `container ${id} does not exist`);
 }
 
+/** The cocoon settings in our environment, to record at create. */
+export function cocoonEnv(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of ["COCOON_ROOT", "COCOON_CONFIG", "COCOON_ASSETS"]) {
+    const v = process.env[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/** Makes the recorded settings ours, so the container's sandbox is found where create put it. */
+export function adoptEnv(record: ContainerRecord | undefined): void {
+  if (record) Object.assign(process.env, record.env);
+}
+
 /** A container's record and status, for the commands that need an existing container. */
 export async function loadContainer(
   root: string,
@@ -129,6 +149,7 @@ export async function loadContainer(
   const dir = new ContainerDir(root, id);
   if (!(await dir.exists())) throw notFound(id);
   const record = await dir.read();
+  adoptEnv(record);
   return { dir, record, status: await statusOf(dir, record) };
 }
 
