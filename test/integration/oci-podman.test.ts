@@ -63,9 +63,10 @@ function podman(args: string[]): Promise<Result> {
 beforeAll(async () => {
   await guestAssets();
   ({ root, cleanup: cleanupRoot } = await testRoot());
-  // podman names the runtime by its file name; conmon and podman give it a minimal environment,
-  // so cocoon's settings (and cocoon-runtime's root, as podman runs `state` without --root) go
-  // through containers.conf's conmon_env_vars.
+  // podman names the runtime by its file name. conmon gives the runtime a minimal environment,
+  // so cocoon's settings go through containers.conf's conmon_env_vars to `create`, which records
+  // them for the later commands (podman runs those with only PATH). podman runs `state` without
+  // --root, so cocoon-runtime uses its default root: the containers' ids are podman's random ones.
   await mkdir(path.join(root, "bin"));
   runtimePath = path.join(root, "bin/cocoon-runtime");
   await symlink(path.join(REPO, "bin/cocoon-runtime.js"), runtimePath);
@@ -75,7 +76,6 @@ beforeAll(async () => {
     `COCOON_ROOT=${root}/cocoon`,
     `COCOON_ASSETS=${ASSETS_DIR}`,
     "COCOON_CONFIG=",
-    `COCOON_RUNTIME_ROOT=${root}/oci`,
   ];
   await writeFile(
     conf,
@@ -94,13 +94,15 @@ beforeAll(async () => {
 
 afterEach(async () => {
   // No VM, monitor, relay, virtiofsd or conmon left, no mount under the test's directory.
-  const leaked = async () => (await processesMentioning(root)).filter((p) => !p.cmdline.startsWith("podman"));
+  // Relays run under cocoon-runtime's default root, so they are found by their command line.
+  const leaked = async () => [
+    ...(await processesMentioning(root)).filter((p) => !p.cmdline.startsWith("podman")),
+    ...(await processesMentioning("cocoon-runtime.js --root /run/cocoon-runtime relay")),
+  ];
   for (let i = 0; i < 100 && (await leaked()).length; i++) await new Promise((r) => setTimeout(r, 100));
   expect(await leaked()).toEqual([]);
   const { stdout } = await execFileP("findmnt", ["-rn", "-o", "TARGET"]);
-  expect(
-    stdout.split("\n").filter((t) => t.startsWith(`${root}/oci`) || t.startsWith(`${root}/cocoon`)),
-  ).toEqual([]);
+  expect(stdout.split("\n").filter((t) => t.startsWith(`${root}/cocoon`))).toEqual([]);
   expect((await podman(["ps", "-aq"])).stdout).toBe("");
 });
 
