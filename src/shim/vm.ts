@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Logger } from "pino";
 import type { Readable, Writable } from "node:stream";
-import { BUNDLE_CONTAINER_ID, createBundleSandbox, destroySandbox } from "../oci/sandbox.js";
+import { Runtime } from "../sandbox/runtime.js";
 import type { Sandbox } from "../sandbox/sandbox.js";
 import type { ProcessConfig } from "../sandbox/config.js";
 import { CocoonError } from "../errors.js";
@@ -99,22 +99,39 @@ class CocoonVm implements ShimVm {
 
 /** Boots a cocoon sandbox running one container on the bundle's rootfs (shared over virtio-fs). */
 export async function bootVm(req: VmRequest, logger: Logger): Promise<ShimVm> {
-  const sandbox = await createBundleSandbox(
-    {
-      id: sandboxIdFor(req.namespace, req.taskId),
-      rootfsDir: req.rootfsDir,
-      process: req.process,
-      ...(req.hostname ? { hostname: req.hostname } : {}),
-      annotations: req.annotations,
-      readonlyRootfs: req.readonlyRootfs,
-    },
-    logger,
-  );
+  const runtime = await Runtime.open({ logger });
+  const id = sandboxIdFor(req.namespace, req.taskId);
+  const containerId = "task";
+  const sandbox = await runtime.createSandbox({
+    id,
+    ...(req.hostname ? { hostname: req.hostname } : {}),
+    annotations: req.annotations,
+    containers: [
+      {
+        id: containerId,
+        rootfs: { type: "dir", path: req.rootfsDir },
+        process: req.process,
+        readonlyRootfs: req.readonlyRootfs,
+        ...(req.hostname ? { hostname: req.hostname } : {}),
+      },
+    ],
+  });
   const status = await sandbox.status();
-  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, BUNDLE_CONTAINER_ID);
+  return new CocoonVm(sandbox, status.pids[0] ?? process.pid, containerId);
 }
 
 /** Removes a sandbox a crashed shim left behind (the `delete` subcommand). */
 export async function destroyLeftover(namespace: string, taskId: string, logger: Logger): Promise<boolean> {
-  return destroySandbox(sandboxIdFor(namespace, taskId), logger);
+  const runtime = await Runtime.open({ logger });
+  const id = sandboxIdFor(namespace, taskId);
+  let sandbox: Sandbox;
+  try {
+    sandbox = await runtime.loadSandbox(id);
+  } catch (err) {
+    if (err instanceof CocoonError && err.code === "ERR_NOT_FOUND") return false;
+    throw err;
+  }
+  await sandbox.delete({ force: true });
+  await sandbox.release();
+  return true;
 }
