@@ -48,6 +48,21 @@ if [ ${#shim_missing[@]} -gt 0 ]; then
     { ${SUDO:-} apt-get update -qq && ${SUDO:-} apt-get install -y -qq --no-install-recommends "${shim_missing[@]}"; }
 fi
 
+# cocoon-runtime (issue 16): Debian's podman 4.3 and conmon (its tests run podman with
+# --runtime cocoon-runtime), and gcc for the console helper.
+OCI_PACKAGES=(podman conmon gcc)
+oci_missing=()
+for p in "${OCI_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || oci_missing+=("$p")
+done
+if [ ${#oci_missing[@]} -gt 0 ]; then
+  say "installing Debian packages for cocoon-runtime: ${oci_missing[*]}"
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  ${SUDO:-} apt-get install -y -qq --no-install-recommends "${oci_missing[@]}" ||
+    { ${SUDO:-} apt-get update -qq && ${SUDO:-} apt-get install -y -qq --no-install-recommends "${oci_missing[@]}"; }
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "cocoon needs Node.js 20 or newer (found $(node --version))" >&2
@@ -68,6 +83,12 @@ npm run --silent build
 if [ -w /usr/local/bin ]; then
   ln -sfn "$(pwd)/bin/containerd-shim-cocoon-v1.js" /usr/local/bin/containerd-shim-cocoon-v1
 fi
+# cocoon-runtime on PATH (podman --runtime "$(command -v cocoon-runtime)", docker's runtimes), and
+# its console helper (a pty and SCM_RIGHTS, which Node cannot do).
+if [ -w /usr/local/bin ]; then
+  ln -sfn "$(pwd)/bin/cocoon-runtime.js" /usr/local/bin/cocoon-runtime
+fi
+bash src/oci/console/build.sh
 # ACRN's platform-info helper (an ioctl Node cannot issue); only used on ACRN hosts.
 bash src/vmm/acrn/build-platform-info.sh
 

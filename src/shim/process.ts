@@ -1,4 +1,3 @@
-import { constants } from "node:os";
 import { Status } from "../gen/shim/github.com/containerd/containerd/api/types/task/task_pb.js";
 import type { ProcessIo } from "./stdio.js";
 import type { GuestProcess } from "./vm.js";
@@ -62,8 +61,5 @@ export class ShimProcess {
   }
 }
 
-/** containerd sends signal numbers; the agent takes names. */
-export function signalName(signal: number): string {
-  for (const [name, n] of Object.entries(constants.signals)) if (n === signal) return name;
-  return String(signal);
-}
+/** containerd sends signal numbers; the agent takes names (shared with cocoon-runtime). */
+export { signalName } from "../oci/signals.js";

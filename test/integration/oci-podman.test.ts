@@ -1,0 +1,176 @@
+import { execFile, spawn } from "node:child_process";
+import { mkdir, symlink, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ASSETS_DIR, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
+import { busyboxTarball } from "../helpers/rootfs.js";
+
+/**
+ * Debian's podman 4.3 (with conmon) running containers in cocoon VMs through
+ * `--runtime cocoon-runtime`, with podman's storage, run directory and cocoon-runtime's root
+ * under the test's directory (nothing of the machine's podman state is touched). No registry:
+ * the image is a busybox rootfs tar given to `podman import`. Networking is not wired yet
+ * (another issue), so every container runs with `--network none`.
+ */
+
+const execFileP = promisify(execFile);
+const REPO = path.resolve(import.meta.dirname, "../..");
+const IMAGE = "localhost/cocoon-busybox:latest";
+
+let root: string;
+let cleanupRoot: () => Promise<void>;
+let env: NodeJS.ProcessEnv;
+let runtimePath: string;
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function podman(args: string[]): Promise<Result> {
+  return new Promise((resolve) => {
+    const child = spawn(
+      "podman",
+      [
+        "--root",
+        path.join(root, "storage"),
+        "--runroot",
+        path.join(root, "run"),
+        "--tmpdir",
+        path.join(root, "tmp"),
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--runtime",
+        runtimePath,
+        ...args,
+      ],
+      { env, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+beforeAll(async () => {
+  await guestAssets();
+  ({ root, cleanup: cleanupRoot } = await testRoot());
+  // podman names the runtime by its file name. conmon gives the runtime a minimal environment,
+  // so cocoon's settings go through containers.conf's conmon_env_vars to `create`, which records
+  // them for the later commands (podman runs those with only PATH). podman runs `state` without
+  // --root, so cocoon-runtime uses its default root: the containers' ids are podman's random ones.
+  await mkdir(path.join(root, "bin"));
+  runtimePath = path.join(root, "bin/cocoon-runtime");
+  await symlink(path.join(REPO, "bin/cocoon-runtime.js"), runtimePath);
+  const conf = path.join(root, "containers.conf");
+  const vars = [
+    `PATH=${process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
+    `COCOON_ROOT=${root}/cocoon`,
+    `COCOON_ASSETS=${ASSETS_DIR}`,
+    "COCOON_CONFIG=",
+  ];
+  await writeFile(
+    conf,
+    [
+      "[engine]",
+      `runtime_supports_json = ["cocoon-runtime"]`,
+      `conmon_env_vars = ${JSON.stringify(vars)}`,
+      "",
+    ].join("\n"),
+  );
+  env = { ...process.env, CONTAINERS_CONF: conf };
+  const tar = await busyboxTarball(path.join(root, "rootfs"), path.join(root, "busybox.tar"));
+  const imp = await podman(["import", tar, IMAGE]);
+  expect(imp.code, imp.stderr).toBe(0);
+}, 10 * 60_000);
+
+afterEach(async () => {
+  // No VM, monitor, relay, virtiofsd or conmon left, no mount under the test's directory.
+  // Relays run under cocoon-runtime's default root, so they are found by their command line.
+  const leaked = async () => [
+    ...(await processesMentioning(root)).filter((p) => !p.cmdline.startsWith("podman")),
+    ...(await processesMentioning("cocoon-runtime.js --root /run/cocoon-runtime relay")),
+  ];
+  for (let i = 0; i < 100 && (await leaked()).length; i++) await new Promise((r) => setTimeout(r, 100));
+  expect(await leaked()).toEqual([]);
+  const { stdout } = await execFileP("findmnt", ["-rn", "-o", "TARGET"]);
+  expect(stdout.split("\n").filter((t) => t.startsWith(`${root}/cocoon`))).toEqual([]);
+  expect((await podman(["ps", "-aq"])).stdout).toBe("");
+});
+
+afterAll(async () => {
+  if (root) await podman(["rm", "-af"]);
+  await cleanupRoot?.();
+});
+
+describe("podman 4.3 --runtime cocoon-runtime", () => {
+  it("run --rm prints the output and exits with the container's status", async () => {
+    const r = await podman(["run", "--rm", "--network", "none", IMAGE, "sh", "-c", "echo hi; exit 3"]);
+    expect(r.stdout).toBe("hi\n");
+    expect(r.code, r.stderr).toBe(3);
+  });
+
+  it("run -d, exec, stop, rm", async () => {
+    const run = await podman(["run", "-d", "--name", "svc", "--network", "none", IMAGE, "sleep", "1000"]);
+    expect(run.code, run.stderr).toBe(0);
+    const ps = await podman(["ps", "--format", "{{.Names}} {{.Status}}"]);
+    expect(ps.stdout).toMatch(/^svc Up/);
+    const ex = await podman(["exec", "svc", "sh", "-c", "echo in-$(hostname); exit 4"]);
+    expect(ex.stdout).toMatch(/^in-/);
+    expect(ex.code).toBe(4);
+    const stop = await podman(["stop", "-t", "2", "svc"]);
+    expect(stop.code, stop.stderr).toBe(0);
+    const inspect = await podman(["inspect", "--format", "{{.State.Status}}", "svc"]);
+    expect(inspect.stdout.trim()).toBe("exited");
+    const rm = await podman(["rm", "svc"]);
+    expect(rm.code, rm.stderr).toBe(0);
+  });
+
+  it("run -it gets a terminal (under script)", async () => {
+    const cmd = [
+      "podman",
+      "--root",
+      path.join(root, "storage"),
+      "--runroot",
+      path.join(root, "run"),
+      "--tmpdir",
+      path.join(root, "tmp"),
+      "--storage-driver",
+      "vfs",
+      "--cgroup-manager",
+      "cgroupfs",
+      "--events-backend",
+      "file",
+      "--runtime",
+      runtimePath,
+      "run",
+      "-it",
+      "--rm",
+      "--network",
+      "none",
+      IMAGE,
+      "sh",
+      "-c",
+      "test -t 0 && echo is-a-tty; tty; exit 2",
+    ].join(" ");
+    const r = await new Promise<Result>((resolve) => {
+      const child = spawn("script", ["-qefc", cmd, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+    expect(r.stdout).toContain("is-a-tty");
+    expect(r.stdout).toMatch(/\/dev\/pts\/\d+/);
+    expect(r.code, r.stdout + r.stderr).toBe(2);
+  });
+});
