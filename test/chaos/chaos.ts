@@ -31,7 +31,7 @@ const short = values.short ?? false;
 
 const faults: Fault[] = [
   ...FAULTS,
-  ...(short ? [0, 64] : [0, 16, 64, 256, 512]).map(fullDiskFault),
+  ...(short ? [0, 16] : [0, 8, 16, 32, 64]).map(fullDiskFault),
   soakFault(short ? 10 : 100),
 ].filter((f) => !values.only?.length || values.only.some((o) => f.name.includes(o)));
 

@@ -58,6 +58,8 @@ export function fullDiskFault(freeKiB: number): Fault {
           outcome = "create succeeded in the room left";
         } else {
           check(/\[ERR_[A-Z_]+\]/.test(stderr), `the error has no code: ${stderr}`);
+          // ERR_INTERNAL is what an unexpected error becomes: a full disk is expected, and must say so
+          check(!/ERR_INTERNAL/.test(stderr), `a full disk gave an internal error: ${stderr}`);
           check(!/^\s+at /m.test(stderr), `the error shows a stack trace: ${stderr}`);
           check(stderr.split("\n").length <= 3, `the error is not short: ${stderr}`);
           outcome = `create failed: ${stderr.split("\n")[0]}`;

@@ -91,11 +91,13 @@ export async function timeUntilTrue(
   ctx: ChaosContext,
   id: string,
   since: number,
+  /** The state the fault must end in (e.g. stopped), beyond being true. */
+  want: (state: string) => boolean = () => true,
   timeoutMs = 15_000,
 ): Promise<{ ms?: number; row?: SandboxRow }> {
   for (;;) {
     const t = await stateIsTrue(ctx, id);
-    if (t.ok) return { ms: Date.now() - since, ...(t.row ? { row: t.row } : {}) };
+    if (t.ok && want(shown(t.row))) return { ms: Date.now() - since, ...(t.row ? { row: t.row } : {}) };
     if (Date.now() - since > timeoutMs) return t.row ? { row: t.row } : {};
     await sleep(50);
   }
