@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up what it needs (scripts/setup.sh), then runs the unit and
-# integration tests (integration tests boot real QEMU VMs under TCG). Ends with one summary
+# integration tests (integration tests boot real QEMU VMs under TCG), then the chaos suite's short
+# form (test/chaos/; it prints its own "N passed, N failed"). Ends with one summary
 # line "tests: N passed, N failed, N skipped" and a non-zero status when anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ report=$(mktemp /tmp/cocoon-vitest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
+if [ $# -eq 0 ]; then
+  echo "==> chaos suite, short form (faults injected into real QEMU VMs; npm run chaos is the long form)"
+  npm run --silent chaos -- --short --no-build || status=1
+fi
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const skipped = r.numPendingTests + r.numTodoTests;

@@ -6,13 +6,13 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
-import { HypervisorError } from "../errors.js";
+import { HypervisorError, StoreError, messageOf } from "../errors.js";
 import { isProcessAlive } from "../host/proc.js";
 import {
   escalate,
@@ -121,7 +121,16 @@ export async function startMonitor(
   const dir = monitorDir(spec.vmDir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const specPath = path.join(dir, "spec.json");
-  await writeFile(specPath, JSON.stringify(spec) + "\n", { mode: 0o600 });
+  try {
+    await writeFile(specPath, JSON.stringify(spec) + "\n", { mode: 0o600 });
+  } catch (err) {
+    // A full state root: a clear error, and no half-written spec for a monitor to choke on.
+    await rm(specPath, { force: true }).catch(() => undefined);
+    throw new StoreError("ERR_STATE_IO", `cannot write ${specPath}: ${messageOf(err)}`, {
+      cause: err,
+      details: { file: specPath },
+    });
+  }
   const logPath = path.join(dir, "monitor.log");
   const logFd = openSync(logPath, "a");
   let child: ChildProcess;

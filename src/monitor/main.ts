@@ -5,14 +5,15 @@
  *  2. tells its starter "started" on stdout (and later "exited"), ignoring a starter that died;
  *  3. once the sandbox names its main process, waits for it through the agent, records its
  *     exit, and stops the VM (a sandbox stops when its main process ends, as a container does);
- *  4. records the VMM's exit and the reason, then exits.
+ *  4. watches the helpers the VM needs (virtiofsd) and stops the VM when one dies;
+ *  5. records the VMM's exit and the reason, then exits.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AgentClient } from "../agent/client.js";
-import { readProcStat } from "../host/proc.js";
+import { isProcessAlive, readProcStat } from "../host/proc.js";
 import { monitorDir, readWatchMain, writeRecord } from "./records.js";
 import { classifyVmmExit, oomLine, readFileTail } from "./reason.js";
 import {
@@ -84,11 +85,7 @@ async function watchMain(
     await agent.call("sandbox.destroy", {}, { timeoutMs: 10_000 }).catch(() => undefined);
     await agent.close().catch(() => undefined);
     agent = undefined;
-    if (!finished) {
-      vmm.kill("SIGTERM");
-      const killed = await Promise.race([done.then(() => true), sleep(5_000).then(() => false)]);
-      if (!killed) vmm.kill("SIGKILL");
-    }
+    if (!finished) await stopVmm(vmm, done);
     return main;
   } catch {
     // The VM went away (or the agent did): the VMM's own exit tells the rest.
@@ -96,6 +93,47 @@ async function watchMain(
   } finally {
     await agent?.close().catch(() => undefined);
   }
+}
+
+/** Stops the VMM: SIGTERM makes QEMU quit cleanly; SIGKILL if it has not within 5 s. */
+async function stopVmm(vmm: ChildProcess, done: Promise<unknown>): Promise<void> {
+  vmm.kill("SIGTERM");
+  const ended = await Promise.race([done.then(() => true), sleep(5_000).then(() => false)]);
+  if (!ended) vmm.kill("SIGKILL");
+}
+
+const HELPER_POLL_MS = 200;
+/**
+ * A helper normally exits because the VMM did (virtiofsd leaves when QEMU closes its
+ * socket): a VMM that ends within this long after its helper was not stopped by it.
+ */
+const HELPER_GRACE_MS = 500;
+
+/**
+ * Polls the helpers the VM needs. A dead helper leaves the guest blocked on it for ever (an
+ * exec on a virtio-fs rootfs hangs), so the VM is stopped, and the helper named as the reason.
+ */
+async function watchHelpers(
+  spec: MonitorSpec,
+  vmm: ChildProcess,
+  done: Promise<unknown>,
+): Promise<{ name: string; pid: number } | undefined> {
+  const helpers = spec.helpers ?? [];
+  if (helpers.length === 0) return undefined;
+  let finished = false;
+  void done.then(() => (finished = true));
+  while (!finished) {
+    for (const h of helpers) {
+      if (await isProcessAlive(h.pid, h.startTime)) continue;
+      if (finished) return undefined;
+      const vmmEnded = await Promise.race([done.then(() => true), sleep(HELPER_GRACE_MS).then(() => false)]);
+      if (vmmEnded) return undefined;
+      await stopVmm(vmm, done);
+      return { name: h.name, pid: h.pid };
+    }
+    await Promise.race([done, sleep(HELPER_POLL_MS)]);
+  }
+  return undefined;
 }
 
 async function main(): Promise<void> {
@@ -133,10 +171,13 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => vmm.kill("SIGTERM"));
 
   const mainWatch = watchMain(spec, vmm, exited);
+  const helperWatch = watchHelpers(spec, vmm, exited);
   const status = await exited;
   const mainExited = await Promise.race([mainWatch, sleep(300).then(() => undefined)]);
+  const helperExited = await helperWatch;
   const exit = classifyVmmExit(status, await readFileTail(spec.consoleLog), {
     mainExited,
+    helperExited,
     vmm: spec.launch.file.split("/").pop() ?? "the VMM",
   });
   await writeRecord(spec.vmDir, MONITOR_FILES.vmmExit, { ...exit, at: new Date().toISOString() });

@@ -36,11 +36,24 @@ export function oomLine(consoleTail: string): string | undefined {
 export function classifyVmmExit(
   status: { code: number | null; signal: string | null },
   consoleTail: string,
-  context: { mainExited?: { exitCode: number } | undefined; vmm?: string } = {},
+  context: {
+    mainExited?: { exitCode: number } | undefined;
+    vmm?: string;
+    /** A helper the VM needed died and the monitor stopped the VM for it. */
+    helperExited?: { name: string; pid: number } | undefined;
+  } = {},
 ): Omit<VmmExit, "at"> {
   const vmm = context.vmm ?? "the VMM";
   const panic = PANIC_RE.exec(consoleTail)?.[0].trim();
   if (panic) return { ...status, reason: "panic", message: `the guest kernel panicked: ${panic}` };
+  if (context.helperExited) {
+    const h = context.helperExited;
+    return {
+      ...status,
+      reason: "helper-exited",
+      message: `${h.name} (pid ${h.pid}) exited while the VM needed it; the VM was stopped`,
+    };
+  }
   if (context.mainExited) {
     return {
       ...status,

@@ -36,6 +36,20 @@ export const monitorSpecSchema = z.object({
   consoleLog: z.string().optional(),
   /** The guest agent, to hear the end of the sandbox's main process. */
   agent: agentChannelSchema.optional(),
+  /**
+   * Helper processes the VM cannot work without (virtiofsd). They are not the monitor's
+   * children, so it polls them by pid and start time; when one dies while the VMM runs, the
+   * guest would block on it for ever, so the monitor stops the VM (reason `helper-exited`).
+   */
+  helpers: z
+    .array(
+      z.object({
+        name: z.string().min(1),
+        pid: z.number().int().positive(),
+        startTime: z.number().optional(),
+      }),
+    )
+    .optional(),
 });
 export type MonitorSpec = z.infer<typeof monitorSpecSchema>;
 
@@ -61,7 +75,15 @@ export const monitorRecordSchema = z.object({
 });
 export type MonitorRecord = z.infer<typeof monitorRecordSchema>;
 
-export const EXIT_REASONS = ["exited", "signal", "panic", "oom", "main-exited", "stopped"] as const;
+export const EXIT_REASONS = [
+  "exited",
+  "signal",
+  "panic",
+  "oom",
+  "main-exited",
+  "helper-exited",
+  "stopped",
+] as const;
 
 /** `<vmDir>/monitor/vmm-exit.json`: how and why the VMM ended. */
 export const vmmExitSchema = z.object({

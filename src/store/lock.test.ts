@@ -3,6 +3,7 @@ import { readFile, writeFile, readdir } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/helpers/tmp.js";
+import { tinyTmpfs } from "../../test/helpers/tmpfs.js";
 import { acquireLock, withLock } from "./lock.js";
 
 const WORKER = path.resolve(import.meta.dirname, "../../test/helpers/lock-worker.ts");
@@ -85,4 +86,27 @@ describe("file lock", () => {
     await first.release();
     expect(JSON.parse(await readFile(lock, "utf8")).nonce).toBe("other");
   });
+
+  // Regression (issue 12): on a full disk the temp file was created, its write failed, and
+  // the 0-byte file was left behind (a stale lock temp file for gc to find).
+  it.skipIf(process.getuid?.() !== 0)(
+    "on a full disk fails with a clear error and leaves no temp file",
+    async () => {
+      const fs = await tinyTmpfs(64);
+      try {
+        const lock = path.join(fs.dir, "locks", "x.lock");
+        await acquireLock(lock).then((h) => h.release()); // creates the directory
+        await fs.fill();
+        await expect(acquireLock(lock)).rejects.toMatchObject({
+          code: "ERR_STATE_IO",
+          message: expect.stringContaining("no space left on device"),
+        });
+        expect(await readdir(path.dirname(lock))).toEqual([]);
+        await fs.unfill();
+        await acquireLock(lock).then((h) => h.release());
+      } finally {
+        await fs.cleanup();
+      }
+    },
+  );
 });

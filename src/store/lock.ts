@@ -111,7 +111,17 @@ export async function acquireLock(lockPath: string, options: LockOptions = {}): 
   };
   const body = JSON.stringify(owner);
   const tmp = `${lockPath}.${owner.nonce}.tmp`;
-  await writeFile(tmp, body, { mode: 0o600 });
+  try {
+    // A full disk creates the file and then fails the write: the finally below removes it,
+    // so a failed take never leaves a 0-byte temp file behind.
+    await writeFile(tmp, body, { mode: 0o600, flag: "wx" });
+  } catch (err) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw new StoreError("ERR_STATE_IO", `cannot take lock ${lockPath}: ${messageOf(err)}`, {
+      cause: err,
+      details: { lock: lockPath },
+    });
+  }
   try {
     for (;;) {
       if (options.signal?.aborted) {

@@ -404,6 +404,12 @@ export class QemuHypervisor implements Hypervisor {
           : { file: config.hypervisorPath, args, logPath: this.file("qemu.log") },
         consoleLog: this.consoleLog,
         agent: { kind: "serial", paths: [this.agentSocket(AGENT_PORTS)] },
+        // The guest blocks for ever on a dead virtiofsd: the monitor stops the VM if one dies.
+        helpers: this.state!.virtiofsd.map((d) => ({
+          name: "virtiofsd",
+          pid: d.pid,
+          ...(d.startTime !== undefined ? { startTime: d.startTime } : {}),
+        })),
       });
     } catch (err) {
       await this.cleanup();
