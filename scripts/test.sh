@@ -14,17 +14,23 @@ node --import tsx scripts/gen-error-docs.ts --check
 npm run --silent gen:firecracker -- --check
 echo "==> tests (unit, contract, integration on real QEMU VMs)"
 report=$(mktemp /tmp/cocoon-vitest-XXXXXX.json)
-trap 'rm -f "$report"' EXIT
+chaos_log=$(mktemp /tmp/cocoon-chaos-XXXXXX.log)
+trap 'rm -f "$report" "$chaos_log"' EXIT
 status=0
 npx vitest run --reporter=default --reporter=json --outputFile.json="$report" "$@" || status=$?
 if [ $# -eq 0 ]; then
   echo "==> chaos suite, short form (faults injected into real QEMU VMs; npm run chaos is the long form)"
-  npm run --silent chaos -- --short --no-build || status=1
+  npm run --silent chaos -- --short --no-build 2>&1 | tee "$chaos_log" || status=1
 fi
+# One closing line for everything: vitest's counts plus each chaos fault as one test.
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+  const fs = require("fs");
+  const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+  const chaos = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(process.argv[2], "utf8").split("\n").reverse().join("\n"));
+  const passed = r.numPassedTests + (chaos ? Number(chaos[1]) : 0);
+  const failed = r.numFailedTests + (chaos ? Number(chaos[2]) : 0);
   const skipped = r.numPendingTests + r.numTodoTests;
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`);
+  console.log(`tests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
   if (r.numTotalTests === 0) { console.error("no test ran"); process.exit(1); }
-' "$report" || status=1
+' "$report" "$chaos_log" || status=1
 exit $status
