@@ -31,6 +31,7 @@ import { freshenGuest } from "./factory/clone.js";
 import {
   addInterface,
   configureGuest,
+  networkRecord,
   removeInterface,
   setUpNetwork,
   tearDownNetwork,
@@ -51,6 +52,7 @@ import {
   unmountWorkDir,
 } from "./pod.js";
 import { pidStartTime } from "../host/process.js";
+import { guestNetworkBytes } from "../network/counters.js";
 import { readWatchMain, watchMainProcess } from "../monitor/records.js";
 import { reapVmProcesses } from "../monitor/reap.js";
 import { describeState, foldLiveness, type StopCause } from "./liveness.js";
@@ -1135,6 +1137,15 @@ export class Sandbox extends EventEmitter {
       live ? await this.agent() : undefined,
       await SandboxCgroups.load(this.ctx.store, this.id),
       running,
+      async () => {
+        const net = live ? await networkRecord(this.ctx, this.id) : undefined;
+        return net
+          ? guestNetworkBytes(
+              net.nsPath,
+              net.endpoints.map((e) => e.tap),
+            )
+          : undefined;
+      },
     );
   }
 

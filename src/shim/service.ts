@@ -92,6 +92,7 @@ export class TaskService {
                 ...container,
                 namespace: this.deps.namespace,
                 annotations: spec.annotations,
+                ...(spec.netnsPath ? { netnsPath: spec.netnsPath } : {}),
                 ...(pod ? { pod: true } : {}),
               },
               this.deps.logger,

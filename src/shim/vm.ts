@@ -70,6 +70,11 @@ export interface VmRequest {
   readonlyRootfs: boolean;
   /** The task is a pod's sandbox container: its VM takes the pod's later containers. */
   pod?: boolean;
+  /**
+   * The spec's network namespace (the CRI plugin made it and ran CNI in it): the VMM runs in
+   * it and each interface there is mirrored into the guest (docs/network.md, mode "ns").
+   */
+  netnsPath?: string;
 }
 
 /** cocoon sandbox ids are at most 64 characters: derive a stable one from namespace and task id. */
@@ -212,6 +217,7 @@ export async function bootVm(req: VmRequest, logger: Logger): Promise<ShimVm> {
         }
       : {}),
     ...(req.hostname ? { hostname: req.hostname } : {}),
+    ...(req.netnsPath ? { network: { mode: "ns" as const, nsPath: req.netnsPath } } : {}),
     annotations: req.annotations,
     containers: [
       {

@@ -161,6 +161,12 @@ describe("networking on real VMs", () => {
       env,
     );
     expect(peer.stdout).toBe("guest-page\n");
+    // stats counts the guest's traffic on its NIC (docker's NET I/O): it served three pages.
+    const stats = await host.cocoon(["stats", "--no-stream", "--json", "web"], env);
+    expect(stats.code, stats.stderr).toBe(0);
+    const [row] = JSON.parse(stats.stdout) as { netRxBytes?: number; netTxBytes?: number }[];
+    expect(row?.netRxBytes).toBeGreaterThan(0);
+    expect(row?.netTxBytes).toBeGreaterThan("guest-page\n".length * 3);
     // The port is taken while "web" publishes it: one clear error, nothing made.
     const clash = await host.cocoon(
       ["run", "--rm", "--network", "bridge", "-p", "18080:80", "--", "true"],

@@ -42,7 +42,12 @@ const cri = (type: "sandbox" | "container", extra: Record<string, string> = {}) 
   ...extra,
 });
 
-async function bundle(name: string, args: string[], annotations: Record<string, string>): Promise<string> {
+async function bundle(
+  name: string,
+  args: string[],
+  annotations: Record<string, string>,
+  netnsPath?: string,
+): Promise<string> {
   const dir = path.join(root, "b", name);
   await busyboxRootfs(path.join(dir, "rootfs"));
   await writeFile(path.join(dir, "rootfs/etc/marker"), `${name}\n`);
@@ -53,6 +58,7 @@ async function bundle(name: string, args: string[], annotations: Record<string, 
       process: { args, env: ["PATH=/bin:/sbin:/usr/bin"], cwd: "/" },
       root: { path: "rootfs" },
       annotations,
+      ...(netnsPath ? { linux: { namespaces: [{ type: "network", path: netnsPath }] } } : {}),
     }),
   );
   return dir;
@@ -125,7 +131,26 @@ function containerIdOf(req: ForwardRequest): string {
   return Buffer.from(value.subarray(2, 2 + (value[1] ?? 0))).toString();
 }
 
+/**
+ * The pod's network as the CRI plugin leaves it after CNI: a namespace holding a veth with an
+ * address, whose peer (the "node") sits in a second namespace. Both are the test's own.
+ */
+const PODNET = `cct-pod-${process.pid}`;
+const PEERNET = `cct-peer-${process.pid}`;
+async function podNetwork(): Promise<string> {
+  const ip = (args: string[]) => run("ip", args);
+  await ip(["netns", "add", PODNET]);
+  await ip(["netns", "add", PEERNET]);
+  await ip(["-n", PODNET, "link", "add", "eth0", "type", "veth", "peer", "name", "vpeer", "netns", PEERNET]);
+  await ip(["-n", PODNET, "addr", "add", "10.250.0.2/24", "dev", "eth0"]);
+  await ip(["-n", PODNET, "link", "set", "eth0", "up"]);
+  await ip(["-n", PEERNET, "addr", "add", "10.250.0.1/24", "dev", "vpeer"]);
+  await ip(["-n", PEERNET, "link", "set", "vpeer", "up"]);
+  return `/run/netns/${PODNET}`;
+}
+
 afterAll(async () => {
+  for (const ns of [PODNET, PEERNET]) await run("ip", ["netns", "del", ns]).catch(() => undefined);
   client?.close();
   await events?.close();
   if (shimPid && (await isProcessAlive(shimPid))) process.kill(shimPid, "SIGKILL");
@@ -138,6 +163,7 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
     POD,
     ["sleep", "600"],
     cri("sandbox", { "io.kubernetes.cri.sandbox-memory": String(512 * 2 ** 20) }),
+    await podNetwork(),
   );
   const address = await shimStart(podBundle, POD);
   expect(address).toMatch(/^unix:\/\//);
@@ -178,6 +204,16 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   expect(memKiB).toBeGreaterThan(2100 * 1024);
   const vmms = (await processesMentioning(root)).filter((p) => p.cmdline.includes("qemu-system"));
   expect(vmms).toHaveLength(1);
+
+  // The pod's network namespace (spec linux.namespaces) was scanned: the guest has the veth's
+  // address, and the container reaches the peer through the tc mirroring.
+  const net = await execAndWait(CTR, "e2", [
+    "sh",
+    "-c",
+    "ip -o -4 addr show; ping -c 1 -W 10 10.250.0.1 >/dev/null && echo ping-ok",
+  ]);
+  expect(net).toContain("10.250.0.2/24");
+  expect(net).toContain("ping-ok");
 
   // Update: the default microvm cannot resize; containerd gets FailedPrecondition and the reason.
   const resources = {
@@ -227,15 +263,24 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   expect(stdout.split("\n").filter((t) => t.startsWith(root))).toEqual([]);
   expect(await filesUnder(path.join(root, "s"))).toEqual([]);
   expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
+  // The namespace is the caller's: it stays, with its veth and without cocoon's tap or tc filters.
+  const { stdout: links } = await run("ip", ["-n", PODNET, "-o", "link", "show"]);
+  expect(
+    links
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.split(":")[1]?.trim().split("@")[0]),
+  ).toEqual(["lo", "eth0"]);
+  const { stdout: filters } = await run("tc", ["-n", PODNET, "filter", "show", "dev", "eth0", "ingress"]);
+  expect(filters.trim()).toBe("");
 
   // containerd saw each task's life in order, the pod's container inside the pod's.
   const of = (id: string) => topics.filter((t) => t.endsWith(` ${id}`)).map((t) => t.split(" ")[0]);
   expect(of(CTR)).toEqual([
     "/tasks/create",
     "/tasks/start",
-    "/tasks/exec-added",
-    "/tasks/exec-started",
-    "/tasks/exit",
+    ...["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"], // e1
+    ...["/tasks/exec-added", "/tasks/exec-started", "/tasks/exit"], // e2
     "/tasks/exit",
     "/tasks/delete",
   ]);

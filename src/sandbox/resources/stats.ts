@@ -12,6 +12,8 @@ export interface SandboxStats {
   host?: HostCgroupStats;
   guest?: ResultOf<"resources.usage">;
   containers: ({ id: string } & ResultOf<"container.stats">)[];
+  /** Bytes the guest received and sent on its NICs (absent without a network). */
+  network?: { rxBytes: number; txBytes: number };
 }
 
 export async function sampleStats(
@@ -19,6 +21,7 @@ export async function sampleStats(
   agent: AgentClient | undefined,
   cgroups: SandboxCgroups | undefined,
   runningContainers: string[],
+  network?: () => Promise<{ rxBytes: number; txBytes: number } | undefined>,
 ): Promise<SandboxStats> {
   const readAtMs = Date.now();
   const host = await cgroups?.stats();
@@ -30,7 +33,15 @@ export async function sampleStats(
       .catch(() => undefined);
     if (s) containers.push({ id: c, ...s });
   }
-  return { id, readAtMs, ...(host ? { host } : {}), ...(guest ? { guest } : {}), containers };
+  const net = await network?.().catch(() => undefined);
+  return {
+    id,
+    readAtMs,
+    ...(host ? { host } : {}),
+    ...(guest ? { guest } : {}),
+    containers,
+    ...(net ? { network: net } : {}),
+  };
 }
 
 /** What `stats` shows: rates from two samples, sizes from the later one. docker's CPU %: 100 = one CPU. */
@@ -48,6 +59,9 @@ export interface StatsRow {
   hostMemoryLimitBytes?: number;
   blockReadBytes?: number;
   blockWriteBytes?: number;
+  /** Bytes the guest received and sent on its NICs (docker's NET I/O). */
+  netRxBytes?: number;
+  netTxBytes?: number;
   pids?: number;
   guestTasks?: number;
   containers: {
@@ -80,6 +94,8 @@ export function statsRow(a: SandboxStats, b: SandboxStats): StatsRow {
   set("hostMemoryLimitBytes", b.host?.memoryLimitBytes);
   set("blockReadBytes", b.host?.blockReadBytes);
   set("blockWriteBytes", b.host?.blockWriteBytes);
+  set("netRxBytes", b.network?.rxBytes);
+  set("netTxBytes", b.network?.txBytes);
   set("pids", b.host?.pids);
   set("guestTasks", b.guest?.tasks);
   for (const c of b.containers) {
