@@ -30,6 +30,12 @@ const FORK_ITERATIONS = 200;
 export interface DatapathFacts {
   /** The agent's resident set in the guest (VmRSS) after boot, and its peak (VmHWM) after the bench. */
   agentRssKiB: { afterBoot: number; peakAfterBench: number };
+  /**
+   * Where the boot goes, on the guest's clock (seconds since the kernel started): when init
+   * exec'd the agent's node, and when the agent answered its first request after HELLO
+   * (read by that request, so it includes one exec round trip).
+   */
+  guestClock: { agentExecS: number; firstAnswerS: number };
   /** The rootfs image: its size and the blocks it occupies on the host. */
   rootfs: { path: string; bytes: number; allocatedBytes: number };
 }
@@ -125,6 +131,9 @@ export async function runDatapathBench(): Promise<{ results: Comparison[]; facts
     await conn.hello("bench", 120_000);
     const raw = await connectUnix(sockets.get(RAW_PORT)!);
     raw.pause();
+    const clock = (await sh(conn, "cut -d' ' -f1 /proc/uptime; cut -d' ' -f22 /proc/$(pidof node)/stat"))
+      .split("\n")
+      .map(Number);
     const afterBoot = await agentRss(conn, "VmRSS");
 
     const dev = await sh(
@@ -223,6 +232,8 @@ export async function runDatapathBench(): Promise<{ results: Comparison[]; facts
     ];
     const facts: DatapathFacts = {
       agentRssKiB: { afterBoot, peakAfterBench: peak },
+      // starttime is in clock ticks: USER_HZ is 100 on x86 Linux
+      guestClock: { agentExecS: (clock[1] ?? NaN) / 100, firstAnswerS: clock[0] ?? NaN },
       rootfs: { path: assets.rootfs, bytes: st.size, allocatedBytes: st.blocks * 512 },
     };
     return { results, facts };
@@ -236,6 +247,9 @@ export async function runDatapathBench(): Promise<{ results: Comparison[]; facts
 export function printFacts(f: DatapathFacts): void {
   console.log(
     `\nagent RSS in the guest: ${f.agentRssKiB.afterBoot} KiB after boot, peak ${f.agentRssKiB.peakAfterBench} KiB after the bench`,
+  );
+  console.log(
+    `guest clock: the agent's node exec'd at ${f.guestClock.agentExecS} s, first answer at ${f.guestClock.firstAnswerS} s`,
   );
   console.log(`rootfs: ${f.rootfs.bytes} bytes (${f.rootfs.allocatedBytes} allocated) ${f.rootfs.path}`);
 }
