@@ -161,20 +161,25 @@ export async function runBootBench(): Promise<Comparison[]> {
     // one warm-up of each (page cache), then interleaved rounds
     await cocoonBoot(root, 0);
     await bareBoot(root, 0);
-    await bareBootToPoweroff(root, 0);
+    // The floor is the newest baseline: if this guest cannot power off from init, say so and
+    // keep the other figures rather than losing the whole run.
+    const floor = await bareBootToPoweroff(root, 0).then(
+      () => true,
+      (err: Error) => (process.stderr.write(`  no poweroff floor: ${err.message}\n`), false),
+    );
     for (let i = 1; i <= ROUNDS; i++) {
       cocoon.push(await cocoonBoot(root, i));
       bare.push(await bareBoot(root, i));
-      poweroff.push(await bareBootToPoweroff(root, i));
+      if (floor) poweroff.push(await bareBootToPoweroff(root, i));
       process.stderr.write(
-        `  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms, ` +
-          `bare to poweroff ${poweroff.at(-1)!.toFixed(0)} ms\n`,
+        `  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms` +
+          (floor ? `, bare to poweroff ${poweroff.at(-1)!.toFixed(0)} ms\n` : "\n"),
       );
     }
   } finally {
     await rm(root, { recursive: true, force: true });
   }
-  return [
+  const out = [
     compare(
       "boot to the agent's first answer",
       "ms",
@@ -182,14 +187,19 @@ export async function runBootBench(): Promise<Comparison[]> {
       ["bare qemu-system-x86_64 + HELLO", bare],
       "cocoon also verifies assets, chooses the accelerator, connects QMP and runs a health check",
     ),
-    compare(
-      "cold start: boot to the agent's first answer vs the floor",
-      "ms",
-      ["cocoon QemuHypervisor.startVM", cocoon],
-      ["bare QEMU, init = poweroff -f, to exit", poweroff],
-      "issue 14 goal: ratio <= 1.5",
-    ),
   ];
+  if (poweroff.length) {
+    out.push(
+      compare(
+        "cold start: boot to the agent's first answer vs the floor",
+        "ms",
+        ["cocoon QemuHypervisor.startVM", cocoon],
+        ["bare QEMU, init = poweroff -f, to exit", poweroff],
+        "issue 14 goal: ratio <= 1.5",
+      ),
+    );
+  }
+  return out;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
