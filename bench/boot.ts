@@ -35,13 +35,38 @@ async function cocoonBoot(root: string, i: number): Promise<number> {
   return ms;
 }
 
-/** Bare QEMU: the same machine flags, kernel, rootfs and one agent port, no cocoon code. */
-export async function bareBoot(root: string, i: number): Promise<number> {
+export interface BareQemuOptions {
+  /** Extra named virtio-serial ports, each backed by a unix socket in `root`. */
+  ports?: string[];
+  /** Appended to the kernel command line (e.g. another init). */
+  append?: string;
+}
+
+/**
+ * The command line of bare QEMU: the same machine flags, kernel, rootfs and agent port as
+ * cocoon, no cocoon code. Returns the argv and the socket of each port (agent first).
+ */
+export async function bareQemuArgs(
+  root: string,
+  tag: string,
+  options: BareQemuOptions = {},
+): Promise<{ args: string[]; sockets: Map<string, string> }> {
   const a = await guestAssets();
   const accel = (await chooseAccelerator("auto")).accelerator;
-  const sock = path.join(root, `bare${i}.sock`);
   // tsc_early_khz as cocoon passes it: without it, one TCG boot in ~8 hangs calibrating the TSC.
   const tsc = accel === "tcg" ? ` tsc_early_khz=${await hostTscKhz()}` : "";
+  const sockets = new Map<string, string>();
+  const portArgs: string[] = [];
+  for (const [i, name] of ["cocoon.agent.0", ...(options.ports ?? [])].entries()) {
+    const sock = path.join(root, `${tag}-${i}.sock`);
+    sockets.set(name, sock);
+    portArgs.push(
+      "-chardev",
+      `socket,id=p${i},path=${sock},server=on,wait=off`,
+      "-device",
+      `virtserialport,chardev=p${i},name=${name}`,
+    );
+  }
   const args = [
     "-machine",
     "microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on",
@@ -58,17 +83,14 @@ export async function bareBoot(root: string, i: number): Promise<number> {
     "-kernel",
     a.kernel,
     "-append",
-    `console=ttyS0 root=/dev/vda rootfstype=ext4 ro panic=1 pci=off quiet${tsc}`,
+    `console=ttyS0 root=/dev/vda rootfstype=ext4 ro panic=1 pci=off quiet${tsc}${options.append ? ` ${options.append}` : ""}`,
     "-drive",
     `if=none,id=rootfs,file=${a.rootfs},format=raw,readonly=on`,
     "-device",
     "virtio-blk-device,drive=rootfs",
     "-device",
     "virtio-serial-device",
-    "-chardev",
-    `socket,id=a0,path=${sock},server=on,wait=off`,
-    "-device",
-    "virtserialport,chardev=a0,name=cocoon.agent.0",
+    ...portArgs,
     // Without an RNG the guest's node blocks on getrandom() until the CRNG is seeded.
     "-object",
     "rng-random,id=rng0,filename=/dev/urandom",
@@ -77,17 +99,29 @@ export async function bareBoot(root: string, i: number): Promise<number> {
     "-serial",
     "null",
   ];
-  const t0 = performance.now();
-  const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
-  let conn: net.Socket | undefined;
-  while (!conn) {
-    conn = await new Promise<net.Socket | undefined>((resolve) => {
+  return { args, sockets };
+}
+
+/** Connects to a QEMU socket chardev, retrying until QEMU listens. */
+export async function connectUnix(sock: string): Promise<net.Socket> {
+  for (;;) {
+    const conn = await new Promise<net.Socket | undefined>((resolve) => {
       const s = net.connect(sock);
       s.once("connect", () => resolve(s));
       s.once("error", () => resolve(undefined));
     });
-    if (!conn) await sleep(5);
+    if (conn) return conn;
+    await sleep(5);
   }
+}
+
+/** Bare QEMU booting the same kernel and rootfs, timed to the agent's HELLO_ACK. */
+export async function bareBoot(root: string, i: number): Promise<number> {
+  const { args, sockets } = await bareQemuArgs(root, `bare${i}`);
+  const sock = sockets.get("cocoon.agent.0")!;
+  const t0 = performance.now();
+  const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
+  const conn = await connectUnix(sock);
   conn.write(encodeJsonFrame(FrameType.HELLO, 0, { protocol: 1, client: "bench" }));
   const decoder = new FrameDecoder();
   await new Promise<void>((resolve) => {
@@ -102,26 +136,50 @@ export async function bareBoot(root: string, i: number): Promise<number> {
   return ms;
 }
 
+/**
+ * The floor for any agent: bare QEMU booting the same kernel and rootfs to an init that powers
+ * the machine off at once (busybox's poweroff -f as pid 1), timed to QEMU's exit.
+ */
+export async function bareBootToPoweroff(root: string, i: number): Promise<number> {
+  const { args } = await bareQemuArgs(root, `off${i}`, { append: "init=/bin/busybox -- poweroff -f" });
+  const t0 = performance.now();
+  const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
+  const timer = setTimeout(() => qemu.kill("SIGKILL"), 120_000);
+  const code = await new Promise<number | null>((resolve) => qemu.once("exit", resolve));
+  clearTimeout(timer);
+  if (code !== 0) throw new Error(`bare QEMU with a poweroff init exited with ${String(code)}`);
+  return performance.now() - t0;
+}
+
 export async function runBootBench(): Promise<Comparison[]> {
   await guestAssets();
   const root = await mkdtemp("/tmp/ccb-");
   const cocoon: number[] = [];
   const bare: number[] = [];
+  const poweroff: number[] = [];
   try {
     // one warm-up of each (page cache), then interleaved rounds
     await cocoonBoot(root, 0);
     await bareBoot(root, 0);
+    // The floor is the newest baseline: if this guest cannot power off from init, say so and
+    // keep the other figures rather than losing the whole run.
+    const floor = await bareBootToPoweroff(root, 0).then(
+      () => true,
+      (err: Error) => (process.stderr.write(`  no poweroff floor: ${err.message}\n`), false),
+    );
     for (let i = 1; i <= ROUNDS; i++) {
       cocoon.push(await cocoonBoot(root, i));
       bare.push(await bareBoot(root, i));
+      if (floor) poweroff.push(await bareBootToPoweroff(root, i));
       process.stderr.write(
-        `  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms\n`,
+        `  boot round ${i}/${ROUNDS}: cocoon ${cocoon.at(-1)!.toFixed(0)} ms, bare ${bare.at(-1)!.toFixed(0)} ms` +
+          (floor ? `, bare to poweroff ${poweroff.at(-1)!.toFixed(0)} ms\n` : "\n"),
       );
     }
   } finally {
     await rm(root, { recursive: true, force: true });
   }
-  return [
+  const out = [
     compare(
       "boot to the agent's first answer",
       "ms",
@@ -130,6 +188,18 @@ export async function runBootBench(): Promise<Comparison[]> {
       "cocoon also verifies assets, chooses the accelerator, connects QMP and runs a health check",
     ),
   ];
+  if (poweroff.length) {
+    out.push(
+      compare(
+        "cold start: boot to the agent's first answer vs the floor",
+        "ms",
+        ["cocoon QemuHypervisor.startVM", cocoon],
+        ["bare QEMU, init = poweroff -f, to exit", poweroff],
+        "issue 14 goal: ratio <= 1.5",
+      ),
+    );
+  }
+  return out;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

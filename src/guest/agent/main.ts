@@ -98,7 +98,31 @@ async function hasVsockTransport(): Promise<boolean> {
   return existsSync("/dev/vsock") && entries.some((e) => e.startsWith("virtio"));
 }
 
+/**
+ * `cocoon.cpuprof=1` on the kernel command line (benchmarks, issue 14): profiles the agent from
+ * its start; SIGUSR2 writes the profile so far to /tmp/agent.cpuprofile. Loaded only when asked,
+ * so a normal start pays nothing for it.
+ */
+async function startProfiler(): Promise<void> {
+  const { Session } = await import("node:inspector/promises");
+  const { writeFile } = await import("node:fs/promises");
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.setSamplingInterval", { interval: 1000 });
+  await session.post("Profiler.start");
+  process.on("SIGUSR2", () => {
+    void (async () => {
+      const { profile } = await session.post("Profiler.stop");
+      await writeFile("/tmp/agent.cpuprofile", JSON.stringify(profile));
+      await session.post("Profiler.start");
+      log("wrote /tmp/agent.cpuprofile");
+    })();
+  });
+}
+
 async function main(): Promise<void> {
+  if (args.get("cocoon.cpuprof") === "1") await startProfiler();
   process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
   // Before any session: once the host sees the agent it may ask for a graceful powerdown.
