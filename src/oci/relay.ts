@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { writeSync, closeSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { once } from "node:events";
@@ -56,12 +57,29 @@ function windowSize(): { rows?: number; cols?: number } {
 }
 
 /**
+ * Puts our terminal (stdin) in raw mode and returns what restores it. Not Node's setRawMode:
+ * libuv's raw mode keeps output processing (\n -> \r\n) on, which would translate the guest
+ * terminal's output a second time. `stty raw -echo` leaves the line discipline to the guest.
+ */
+function makeTerminalRaw(): () => void {
+  if (!process.stdin.isTTY) return () => undefined;
+  const stty = (args: string[]) =>
+    spawnSync("stty", args, { stdio: [0, "pipe", "ignore"], encoding: "utf8" });
+  const saved = stty(["-g"]);
+  stty(["raw", "-echo"]);
+  const settings = saved.status === 0 ? saved.stdout.trim() : "";
+  return () => {
+    if (settings) stty([settings]);
+  };
+}
+
+/**
  * Copies stdin to the guest process and its output to our stdout/stderr; resolves with the
  * exit status once the process ended and its output was written.
  */
 async function pump(handle: ProcessHandle, logger: Logger): Promise<number> {
   const input = process.stdin;
-  if (input.isTTY) input.setRawMode(true);
+  const restoreTerminal = makeTerminalRaw();
   if (handle.stdin) {
     input.pipe(handle.stdin);
     input.on("error", () => undefined);
@@ -86,6 +104,7 @@ async function pump(handle: ProcessHandle, logger: Logger): Promise<number> {
     copy(handle.stdout, process.stdout),
     copy(handle.stderr, process.stderr),
   ]);
+  restoreTerminal();
   logger.info({ exit }, "the guest process ended");
   return exit.exitCode;
 }

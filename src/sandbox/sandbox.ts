@@ -639,7 +639,12 @@ export class Sandbox extends EventEmitter {
     attach: AttachOptions | undefined,
   ): Promise<ProcessHandle | undefined> {
     const s = attach ? await this.streams(agent, attach) : undefined;
-    const { pid } = await agent.call("container.start", { containerId: c.config.id, stdio: s?.ids ?? {} });
+    const size = attach?.rows && attach.cols ? { rows: attach.rows, cols: attach.cols } : {};
+    const { pid } = await agent.call("container.start", {
+      containerId: c.config.id,
+      stdio: s?.ids ?? {},
+      ...size,
+    });
     c.state = "running";
     return s ? new ProcessHandle(agent, c.config.id, c.config.id, pid, s.handles) : undefined;
   }

@@ -159,7 +159,8 @@ describe("podman 4.3 --runtime cocoon-runtime", () => {
       IMAGE,
       "sh",
       "-c",
-      "test -t 0 && echo is-a-tty; tty; exit 2",
+      // One argument: `script -c` hands the line to a host shell, which must not split it.
+      "'test -t 0 && echo is-a-tty; tty; exit 2'",
     ].join(" ");
     const r = await new Promise<Result>((resolve) => {
       const child = spawn("script", ["-qefc", cmd, "/dev/null"], { env, stdio: ["pipe", "pipe", "pipe"] });
@@ -169,7 +170,7 @@ describe("podman 4.3 --runtime cocoon-runtime", () => {
       child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
       child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
     });
-    expect(r.stdout).toContain("is-a-tty");
+    expect(r.stdout, JSON.stringify(r)).toContain("is-a-tty");
     expect(r.stdout).toMatch(/\/dev\/pts\/\d+/);
     expect(r.code, r.stdout + r.stderr).toBe(2);
   });

@@ -212,7 +212,19 @@ export const METHODS = {
   },
   /** Starts the container's init process with the given stdio. */
   "container.start": {
-    params: z.object({ containerId: id, stdio: stdioSchema.default({}) }).strict(),
+    params: z
+      .object({
+        containerId: id,
+        stdio: stdioSchema.default({}),
+        /**
+         * The terminal's size when the init starts (a terminal container): the attaching client's
+         * window, which may differ from the size known at create (a console socket's receiver
+         * sets it between create and start).
+         */
+        rows: z.number().int().positive().max(65535).optional(),
+        cols: z.number().int().positive().max(65535).optional(),
+      })
+      .strict(),
     result: z.object({ pid: z.number() }),
   },
   /** Kills what is left of a container and removes it. */

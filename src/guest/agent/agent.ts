@@ -127,7 +127,7 @@ export class AgentState {
       },
       "container.create": async (p) => this.containers.create(p),
       "container.start": async (p, ctx) => ({
-        pid: await this.containers.start(p.containerId, ctx.connection, p.stdio),
+        pid: await this.containers.start(p.containerId, ctx.connection, p.stdio, p),
       }),
       "container.remove": async (p) => {
         await this.containers.remove(p.containerId, p.timeoutSeconds);

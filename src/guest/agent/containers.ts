@@ -131,7 +131,12 @@ export class ContainerTable {
   }
 
   /** Runs the container's init in the foreground under runc: its exit is the container's. */
-  async start(id: string, conn: Connection, stdio: Stdio): Promise<number> {
+  async start(
+    id: string,
+    conn: Connection,
+    stdio: Stdio,
+    size: { rows?: number | undefined; cols?: number | undefined } = {},
+  ): Promise<number> {
     const c = this.get(id);
     if (c.state !== "created")
       throw new AgentOpError("INVALID_STATE", `container ${id} is ${c.state}, not created`);
@@ -154,8 +159,8 @@ export class ContainerTable {
       env: { PATH: "/usr/sbin:/usr/bin:/sbin:/bin" },
       cwd: c.bundle,
       terminal: c.process.terminal,
-      rows: c.process.rows,
-      cols: c.process.cols,
+      rows: size.rows ?? c.process.rows,
+      cols: size.cols ?? c.process.cols,
       wrapped: true,
       openStdin: stdio.stdin !== undefined || c.process.terminal,
       exitNote: (exit) => oomNote(id, exit),

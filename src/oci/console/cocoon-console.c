@@ -83,6 +83,16 @@ int main(int argc, char **argv) {
   if (ptsname_r(master, name, sizeof(name)) != 0) return fail("ptsname");
   int slave = open(name, O_RDWR | O_NOCTTY);
   if (slave < 0) return fail("open the pty slave");
+  /*
+   * The line discipline that matters is the guest's: this host-side terminal only carries bytes
+   * to and from it. Raw from the start (no echo, no line editing, no \n -> \r\n on output), so
+   * input the receiver writes before the relay runs is neither echoed nor rewritten, and the
+   * guest's output is not translated a second time.
+   */
+  struct termios raw;
+  if (tcgetattr(slave, &raw) < 0) return fail("tcgetattr");
+  cfmakeraw(&raw);
+  if (tcsetattr(slave, TCSANOW, &raw) < 0) return fail("tcsetattr");
   if (send_master(argv[1], master, name) < 0) return fail("send the pty master to the console socket");
   close(master);
   /* A session of its own with the pty as controlling terminal: resizes arrive as SIGWINCH. */
