@@ -135,8 +135,12 @@ export class QmpClient extends EventEmitter {
           this.buffer = this.buffer.slice(nl + 1);
           if (!line) continue;
           if (!greeted) {
+            const parsed = safeJson(line);
+            // QEMU keeps monitor output that a previous client's connection did not take (an
+            // event emitted as it closed) and flushes it to the next client before the greeting.
+            if (isEventLine(parsed)) continue;
             greeted = true;
-            const g = greetingSchema.safeParse(safeJson(line));
+            const g = greetingSchema.safeParse(parsed);
             if (!g.success) {
               clearTimeout(timer);
               reject(new HypervisorError("ERR_VMM_API", `unexpected QMP greeting: ${line.slice(0, 200)}`));
@@ -275,4 +279,9 @@ function safeJson(line: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/** A QMP event (`{"event": …, "timestamp": …}`), as opposed to a greeting or a reply. */
+function isEventLine(value: unknown): boolean {
+  return typeof value === "object" && value !== null && "event" in value && !("QMP" in value);
 }
