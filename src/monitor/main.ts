@@ -76,7 +76,9 @@ async function watchMain(
       execId,
       exitCode: exit.exitCode,
       ...(exit.signal ? { signal: exit.signal } : {}),
-      ...(oomLine(tail) ? { oomKilled: true } : {}),
+      // The agent's word (the kernel log of the container's memory cgroup) or the console's:
+      // the console line can come after the answer, or not at all at a quiet loglevel.
+      ...(exit.oomKilled || oomLine(tail) ? { oomKilled: true } : {}),
       at: new Date().toISOString(),
     };
     await writeRecord(spec.vmDir, MONITOR_FILES.mainExit, main);

@@ -63,6 +63,20 @@ describe("folding what happened to the VM into the sandbox's state", () => {
     expect(describeState(d)).toBe("stopped: the main process exited with status 5");
   });
 
+  it("keeps an OOM kill in the recorded exit, not only in the stop cause", async () => {
+    await writeRecord(vmDir, "main-exit.json", {
+      execId: "main",
+      exitCode: 137,
+      signal: "SIGKILL",
+      oomKilled: true,
+      at: "2026-12-04T00:00:00Z",
+    });
+    const d = doc();
+    await foldLiveness(d, vmDir);
+    expect(d.stopCause?.reason).toBe("oom");
+    expect(d.guestProcessExit).toEqual({ exitCode: 137, signal: "SIGKILL", oomKilled: true });
+  });
+
   it("says the VMM's end with the monitor's reason", async () => {
     await writeRecord(vmDir, "vmm-exit.json", {
       code: null,

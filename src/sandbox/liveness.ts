@@ -47,7 +47,11 @@ export async function foldLiveness(doc: SandboxDoc, vmDir: string): Promise<bool
   const records = await readMonitorRecords(vmDir);
   if (records.mainExit) {
     const main = records.mainExit;
-    const exit = { exitCode: main.exitCode, ...(main.signal ? { signal: main.signal } : {}) };
+    const exit = {
+      exitCode: main.exitCode,
+      ...(main.signal ? { signal: main.signal } : {}),
+      ...(main.oomKilled ? { oomKilled: true } : {}),
+    };
     const first = doc.containers[0];
     if (first) first.exit = exit;
     else doc.guestProcessExit = exit;
