@@ -72,6 +72,17 @@ const recordSchema = z.object({
     .optional(),
   endpoints: z.array(endpointSchema).default([]),
   ports: z.array(portMappingSchema).default([]),
+  /**
+   * The egress policy as asked for, kept so an interface hot-plugged later is held to it too
+   * (absent in records written before it was kept: those hot-plug without a policy).
+   */
+  egress: z
+    .object({
+      mode: z.enum(["allow", "deny"]),
+      allowEgress: z.array(z.string()),
+      nameservers: z.array(z.string()),
+    })
+    .optional(),
   /** Set once everything above is gone. */
   removed: z.boolean().default(false),
 });
@@ -199,6 +210,7 @@ export async function setUpNetwork(
     ...(netnsName ? { netnsName } : {}),
     endpoints: [],
     ports: spec.ports,
+    egress: { mode: spec.egress, allowEgress: spec.allowEgress, nameservers },
     removed: false,
   };
   try {
@@ -384,9 +396,16 @@ export async function addInterface(
   const used = new Set(record.endpoints.map((e) => e.tap));
   let index = 0;
   while (used.has(tapName(index))) index++;
+  const policy = record.egress;
   const attached = await attachNamespace(record.nsPath, {
     only: [options.iface],
     firstIndex: index,
+    ...(policy
+      ? {
+          egress: { mode: policy.mode, allow: policy.allowEgress.map(parseEgressRule) },
+          nameservers: policy.nameservers,
+        }
+      : {}),
     onEndpoint: async (e) => {
       record.endpoints.push(e);
       await writeRecord(ctx, id, record);

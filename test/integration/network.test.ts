@@ -340,6 +340,71 @@ describe("networking on real VMs", () => {
     await expectNoTraces();
   });
 
+  it("an interface hot-plugged under --egress deny is held to the sandbox's policy", async () => {
+    const cfg = path.join(root, "q35.toml");
+    await writeFile(cfg, '[hypervisor.qemu]\nmachine_type = "q35"\n');
+    const qenv = { ...env, COCOON_CONFIG: cfg };
+    const d = await host.cocoon(
+      [
+        "run",
+        "-d",
+        "--name",
+        "hpe",
+        "--network",
+        "bridge",
+        "--egress",
+        "deny",
+        "--allow-egress",
+        "10.98.0.1/32",
+        "--",
+        "sleep",
+        "1000",
+      ],
+      qenv,
+    );
+    expect(d.stderr).toBe("");
+    const sandboxNs = new TestNetnsView(`${prefix}hpe`);
+    await host.run("ip", [
+      "link",
+      "add",
+      "hpe1",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "eth1",
+      "netns",
+      sandboxNs.name,
+    ]);
+    // Two addresses on the same host-side interface: only the policy tells them apart.
+    await host.run("ip", ["addr", "add", "10.98.0.1/24", "dev", "hpe1"]);
+    await host.run("ip", ["addr", "add", "10.98.0.3/24", "dev", "hpe1"]);
+    await host.run("ip", ["link", "set", "hpe1", "up"]);
+    await sandboxNs.run("ip", ["addr", "add", "10.98.0.2/24", "dev", "eth1"]);
+    expect((await host.cocoon(["network", "connect", "hpe", "eth1"], env)).stderr).toBe("");
+    expect(await sandboxNs.run("nft", ["list", "tables"])).toContain("cocoon_egress_tap1_cocoon");
+    // busybox ping can wait past -W for a destination that never answers: timeout bounds it.
+    const ping = (ip: string) =>
+      host.cocoon(
+        [
+          "exec",
+          "hpe",
+          "--",
+          "sh",
+          "-c",
+          `timeout 15 ping -c 1 -W 5 ${ip} >/dev/null 2>&1 && echo reached || echo blocked`,
+        ],
+        env,
+      );
+    expect((await ping("10.98.0.1")).stdout).toBe("reached\n");
+    expect((await ping("10.98.0.3")).stdout).toBe("blocked\n");
+    expect((await host.cocoon(["network", "disconnect", "hpe", "eth1"], env)).code).toBe(0);
+    expect(await sandboxNs.run("nft", ["list", "tables"])).not.toContain("cocoon_egress_tap1_cocoon");
+    expect((await host.cocoon(["rm", "-f", "hpe"], env)).code).toBe(0);
+    await host.run("ip", ["link", "del", "hpe1"]).catch(() => undefined);
+    await expectNoTraces();
+  });
+
   it("rm -f after cocoon was SIGKILLed mid-start removes the namespace, veth, tap, rules and lease", async () => {
     const child = host.spawnCocoon(
       ["run", "-d", "--name", "killed", "--network", "bridge", "-p", "18082:80", "--", "sleep", "1000"],
