@@ -189,6 +189,50 @@ describe("ACRN driver without a VMM", () => {
     await d.cleanup();
   });
 
+  it("launches acrn-dm inside the sandbox's network namespace with its NICs (golden argv)", async () => {
+    const d = fx.driver();
+    const nsPath = "/var/run/netns/cocoon-ab12cd34-s1";
+    await d.createVM(fx.createOptions("s1", fx.config(), { netnsPath: nsPath }));
+    // What the sandbox layer hands over: one tap per interface mirrored in the namespace.
+    await d.addDevice({ type: "net", id: "tap0-cocoon", tapName: "tap0_cocoon", mac: "02:00:CA:FE:00:01" });
+    await d.addDevice({ type: "net", id: "tap1-cocoon", tapName: "tap1_cocoon", mac: "02:00:ca:fe:00:02" });
+    const vmDir = fx.paths.vmDir("s1");
+    const bootargs = d.commandLine()[d.commandLine().indexOf("-B") + 1]!;
+    // prettier-ignore
+    const acrnDm = [
+      fx.config().hypervisorPath,
+      "-U", ACRN_UUIDS[0], "-A", "-m", "512M",
+      "-s", "0:0,hostbridge",
+      "-s", "1:0,lpc", "-l", "com1,stdio",
+      "-s", `3,virtio-console,@socket:console0=${vmDir}/console.sock`,
+      "-s", `4,virtio-blk,${fx.image},ro`,
+      ...[5, 6, 7, 8, 9, 10, 11, 12].flatMap((slot) => ["-s", `${slot},virtio-blk,nodisk`]),
+      ...[0, 1, 2, 3].flatMap((i) => ["-s", `${13 + i},virtio-console,socket:cocoon.agent.${i}=${vmDir}/agent.${i}.sock`]),
+      "-s", "17,virtio-net,tap0_cocoon,mac=02:00:ca:fe:00:01",
+      "-s", "18,virtio-net,tap1_cocoon,mac=02:00:ca:fe:00:02",
+      "-k", fx.kernel, "-B", bootargs,
+      "sandbox-s1",
+    ];
+    expect(d.commandLine()).toEqual(acrnDm);
+    expect(d.launchCommand()).toEqual({ file: "nsenter", args: [`--net=${nsPath}`, "--", ...acrnDm] });
+    await d.cleanup();
+  });
+
+  it("launches acrn-dm directly without a namespace", async () => {
+    const d = await created("s1");
+    expect(d.launchCommand()).toEqual({ file: fx.config().hypervisorPath, args: d.commandLine().slice(1) });
+    await d.cleanup();
+  });
+
+  it("refuses NIC hotplug with ERR_NOT_SUPPORTED in any state, as its capabilities say", async () => {
+    const d = await created("s1");
+    expect(d.capabilities().networkDeviceHotplug).toBe(false);
+    const nic = { type: "net" as const, id: "n", tapName: "tap1_cocoon", mac: "02:00:00:00:00:02" };
+    await expect(d.hotplugAddDevice(nic)).rejects.toMatchObject({ code: "ERR_NOT_SUPPORTED" });
+    await expect(d.hotplugRemoveDevice(nic)).rejects.toMatchObject({ code: "ERR_NOT_SUPPORTED" });
+    await d.cleanup();
+  });
+
   it("reports capabilities for the block-device flow", () => {
     expect(fx.driver().capabilities()).toEqual({
       blockDeviceHotplug: true,

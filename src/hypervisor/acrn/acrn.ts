@@ -34,6 +34,7 @@ import type {
   ResizeMemoryResult,
   ResizeVcpusResult,
 } from "../hypervisor.js";
+import { launchInNetns, requireNetns, type LaunchCommand } from "../netns-launch.js";
 import { kernelCmdline } from "../params.js";
 import type { DriverContext } from "../registry.js";
 import type { Capabilities, VcpuThreadIds } from "../types.js";
@@ -120,6 +121,8 @@ export class AcrnHypervisor implements Hypervisor {
   /** Our child when this process started acrn-dm; undefined when known only by pid. */
   private proc: ManagedProcess | undefined;
   private guestReady: CreateVmOptions["guestReady"];
+  /** The sandbox's network namespace: acrn-dm runs there, where the taps it opens by name are. */
+  private netnsPath: string | undefined;
   /** Devices given to addDevice before start, in order. */
   private coldPlugged: AcrnDevice[] = [];
   private serialSockets: string[] = [];
@@ -265,6 +268,7 @@ export class AcrnHypervisor implements Hypervisor {
     this.vmDir = options.paths.vmDir;
     this.logger = (options.logger ?? this.ctx.logger).child({ subsystem: "acrn", sandbox: options.id });
     this.guestReady = options.guestReady;
+    this.netnsPath = options.netnsPath;
     this.dmPath = await this.resolveProgram(
       assetPath(config, "hypervisor"),
       ACRN_DM_DEFAULT_PATH,
@@ -344,6 +348,11 @@ export class AcrnHypervisor implements Hypervisor {
     return [this.dmPath, ...this.launchPlan().argv];
   }
 
+  /** What startVM spawns: acrn-dm, inside the sandbox's network namespace when it has one. */
+  launchCommand(): LaunchCommand {
+    return launchInNetns({ file: this.dmPath, args: this.launchPlan().argv }, this.netnsPath);
+  }
+
   // ---- start -------------------------------------------------------------------------------
 
   async startVM(timeoutMs: number): Promise<void> {
@@ -355,6 +364,9 @@ export class AcrnHypervisor implements Hypervisor {
     }
     const deadline = Date.now() + timeoutMs;
     const plan = this.launchPlan();
+    // Before anything is made or spawned: a missing namespace fails here, with its path.
+    if (this.netnsPath !== undefined) await requireNetns(this.netnsPath, "acrn-dm");
+    const launch = launchInNetns({ file: this.dmPath, args: plan.argv }, this.netnsPath);
     const config = this.hypervisorConfig();
     if (config.debug) {
       this.logger.debug(
@@ -367,9 +379,10 @@ export class AcrnHypervisor implements Hypervisor {
     await this.removeSockets();
     const log = await open(this.logFile, "a", 0o600);
     try {
-      this.logger.info({ argv: [this.dmPath, ...plan.argv] }, "launching acrn-dm");
+      this.logger.info({ argv: [launch.file, ...launch.args] }, "launching acrn-dm");
       // A new session: a Ctrl-C on cocoon's terminal must not reach acrn-dm, which stops on SIGINT.
-      this.proc = await ManagedProcess.spawn(this.dmPath, plan.argv, {
+      // Through nsenter, the pid is still acrn-dm's own (nsenter execs it in place).
+      this.proc = await ManagedProcess.spawn(launch.file, launch.args, {
         env: this.options.env,
         stdin: "ignore",
         stdout: log.fd,
@@ -605,9 +618,10 @@ export class AcrnHypervisor implements Hypervisor {
   }
 
   async hotplugAddDevice(device: Device): Promise<Device> {
-    this.require(`hot-plug a ${device.type} device`, "running");
+    // Refused whatever the VM's state: only blkrescan exists, so no state would make it work.
     if (device.type !== "block")
       throw notSupported(`hot-plugging a ${device.type} device`, { device: device.type });
+    this.require(`hot-plug a ${device.type} device`, "running");
     return this.attachBlock(device);
   }
 
@@ -654,9 +668,9 @@ export class AcrnHypervisor implements Hypervisor {
    * sandbox removes containers this way and must not fail), and its index is not reused.
    */
   async hotplugRemoveDevice(device: Device): Promise<Device> {
-    this.require(`hot-unplug a ${device.type} device`, "running");
     if (device.type !== "block")
       throw notSupported(`hot-unplugging a ${device.type} device`, { device: device.type });
+    this.require(`hot-unplug a ${device.type} device`, "running");
     if (device.index === undefined || !this.pool.has(device.index)) {
       throw new HypervisorError(
         "ERR_NOT_FOUND",

@@ -27,6 +27,7 @@ import type {
   ResizeMemoryResult,
   ResizeVcpusResult,
 } from "../hypervisor.js";
+import { requireNetns } from "../netns-launch.js";
 import { kernelCmdline } from "../params.js";
 import type { DriverContext } from "../registry.js";
 import type { Capabilities, VcpuThreadIds } from "../types.js";
@@ -101,6 +102,8 @@ export class FirecrackerHypervisor implements Hypervisor {
   private pid = 0;
   private pidStart: number | undefined;
   private client: FirecrackerClient | undefined;
+  /** Whether the running startVM spawned a Firecracker (whose sockets a failure then removes). */
+  private launchedByThisStart = false;
   private readonly stopTimeoutMs: number;
   private readonly stopPollMs: number;
   private readonly kvmDevice: string;
@@ -289,13 +292,17 @@ export class FirecrackerHypervisor implements Hypervisor {
       );
     }
     const deadline = Date.now() + timeoutMs;
+    // Before the jail is built or anything runs: a missing namespace fails here, with its path.
+    if (this.netnsPath !== undefined) await requireNetns(this.netnsPath, "Firecracker");
     await requireKvm(this.kvmDevice);
+    this.launchedByThisStart = false;
     try {
       await this.fcInit(Math.min(VMM_API_TIMEOUT_MS, timeoutMs));
       await this.configureAndBoot(config, deadline);
     } catch (err) {
       this.logger.warn({ err: messageOf(err) }, "Firecracker start failed, stopping it");
       await this.stopVM().catch(() => undefined);
+      if (this.launchedByThisStart) await this.removeVmmSockets();
       if (isCocoonError(err)) throw err;
       throw new HypervisorError("ERR_VMM_START", `starting Firecracker failed: ${messageOf(err)}`, {
         cause: err,
@@ -337,6 +344,8 @@ export class FirecrackerHypervisor implements Hypervisor {
         firecrackerPath: fcPath,
         firecrackerArgs,
         id: st.fcId,
+        // Firecracker opens the sandbox's taps by name: it runs in their namespace, jailed or not.
+        ...(this.netnsPath !== undefined ? { netnsPath: this.netnsPath } : {}),
         ...(st.jailed
           ? {
               jailer: {
@@ -346,7 +355,6 @@ export class FirecrackerHypervisor implements Hypervisor {
                   uid: st.uid,
                   gid: st.gid,
                   chrootBaseDir: path.dirname(path.dirname(st.jailDir)),
-                  ...(this.netnsPath ? { netns: this.netnsPath } : {}),
                   cgroupVersion: this.settings?.jailerCgroupVersion ?? 2,
                 },
               },
@@ -360,6 +368,7 @@ export class FirecrackerHypervisor implements Hypervisor {
         timeoutMs: apiTimeoutMs,
       });
       this.proc = launched.spawned;
+      this.launchedByThisStart = true;
       this.pid = launched.pid;
       this.pidStart = launched.startTime;
       this.logger.info({ pid: this.pid, argv: launched.argv }, "Firecracker launched");
@@ -516,12 +525,14 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   async hotplugAddDevice(device: Device): Promise<Device> {
-    const st = this.requireRunning();
+    // Refused whatever the VM's state: Firecracker has no device hotplug besides drive swaps
+    // (capabilities().networkDeviceHotplug is false), so no state would make it work.
     if (device.type !== "block")
       throw new HypervisorError(
         "ERR_NOT_SUPPORTED",
         `the Firecracker driver cannot hotplug ${device.type} devices (block only)`,
       );
+    const st = this.requireRunning();
     if (st.slots.some((s) => s.deviceId === device.id))
       throw new HypervisorError("ERR_ALREADY_EXISTS", `block device ${device.id} is already attached`);
     const used = new Set(st.slots.map((s) => s.index));
@@ -559,12 +570,12 @@ export class FirecrackerHypervisor implements Hypervisor {
   }
 
   async hotplugRemoveDevice(device: Device): Promise<Device> {
-    const st = this.requireRunning();
     if (device.type !== "block")
       throw new HypervisorError(
         "ERR_NOT_SUPPORTED",
         `the Firecracker driver cannot hot-unplug ${device.type} devices`,
       );
+    const st = this.requireRunning();
     const slot =
       st.slots.find((s) => s.deviceId === device.id) ?? st.slots.find((s) => s.index === device.index);
     if (!slot)
@@ -687,6 +698,18 @@ export class FirecrackerHypervisor implements Hypervisor {
       st.phase = "not-ready";
       st.paused = false;
     }
+  }
+
+  /**
+   * After a failed start: the sockets the stopped Firecracker leaves behind (it does not unlink
+   * them), so no dead API or vsock socket looks like a VM. The jail, its log and the console
+   * log stay for diagnosis until cleanup(). Only for a Firecracker this start launched: a jail
+   * refused because another Firecracker runs in it keeps that one's sockets.
+   */
+  private async removeVmmSockets(): Promise<void> {
+    const st = this.st!;
+    for (const socket of [st.socketPath, path.join(st.root, VSOCK_SOCKET.slice(1))])
+      await rm(socket, { force: true }).catch(() => undefined);
   }
 
   /** Stops the VMM if needed, unmounts what the jail holds, removes the jail and the VM directory. Idempotent. */

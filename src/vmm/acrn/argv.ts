@@ -195,6 +195,10 @@ function deviceArgs(d: AcrnDevice, slot: number): string[] {
         `${slot},virtio-blk,${d.file}${d.readOnly && d.file !== ACRN_PLACEHOLDER_DISK ? ",ro" : ""}`,
       ];
     case "virtio-net":
+      // The ACRN 1.x/2.x syntax this module targets: the interface name first (acrn-dm opens it
+      // only if it starts with "tap" or "vmnet"), then options. ACRN 3.0 changed it to
+      // `tap=<name>[,mac=…]`, which an older acrn-dm would take as a tap literally named
+      // "tap=<name>"; and 3.0 reads `<name>,mac=…` as no backend at all. Not interchangeable.
       return ["-s", `${slot},virtio-net,${d.ifName},mac=${d.mac.toLowerCase()}`];
   }
 }

@@ -66,6 +66,25 @@ describe("buildJailerArgs", () => {
     ]);
   });
 
+  it.each(["1.0.0", "1.5.1", "1.7.0", "1.13.0", "1.16.1"])(
+    "passes the sandbox's network namespace to jailer %s with --netns, before Firecracker's flags",
+    (version) => {
+      const args = buildJailerArgs(
+        {
+          ...base,
+          netns: "/var/run/netns/cocoon-ab12cd34-sb1",
+          firecrackerArgs: ["--api-sock", "/api.socket"],
+        },
+        parseVersion(version),
+      );
+      const at = args.indexOf("--netns");
+      expect(args[at + 1]).toBe("/var/run/netns/cocoon-ab12cd34-sb1");
+      expect(at).toBeGreaterThan(-1);
+      expect(at).toBeLessThan(args.indexOf("--"));
+      expect(args.filter((a) => a === "--netns")).toHaveLength(1);
+    },
+  );
+
   it("never sends the flags jailer v1.0 removed (--node, --seccomp-level)", () => {
     const args = buildJailerArgs({ ...base, daemonize: true }, v1_0);
     expect(args).not.toContain("--node");

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HypervisorError } from "../../errors.js";
+import { launchInNetns } from "../../hypervisor/netns-launch.js";
 import { ManagedProcess, describeExit, type SpawnOptions } from "../../host/process.js";
 import { isProcessAlive, readProcStat } from "../../host/proc.js";
 import { FirecrackerClient } from "./client.js";
@@ -22,8 +23,13 @@ export interface LaunchRequest {
   jailer?: {
     path: string;
     version: FcVersion;
-    options: Omit<JailerOptions, "execFile" | "firecrackerArgs" | "id">;
+    options: Omit<JailerOptions, "execFile" | "firecrackerArgs" | "id" | "netns">;
   };
+  /**
+   * The network namespace Firecracker runs in (where its taps are): the jailer joins it itself
+   * (`--netns`); an unjailed Firecracker is started in it through nsenter.
+   */
+  netnsPath?: string;
   /** Host path of the jailer pid file (jailed launches). */
   pidFile?: string;
   stdout?: SpawnOptions["stdout"];
@@ -45,13 +51,22 @@ export interface Launched {
 
 export async function launchFirecracker(r: LaunchRequest): Promise<Launched> {
   const jailed = r.jailer !== undefined;
-  const file = jailed ? r.jailer!.path : r.firecrackerPath;
-  const argv = jailed
-    ? buildJailerArgs(
-        { ...r.jailer!.options, id: r.id, execFile: r.firecrackerPath, firecrackerArgs: r.firecrackerArgs },
-        r.jailer!.version,
-      )
-    : ["--id", r.id, ...r.firecrackerArgs];
+  const { file, args: argv } = jailed
+    ? {
+        file: r.jailer!.path,
+        args: buildJailerArgs(
+          {
+            ...r.jailer!.options,
+            ...(r.netnsPath !== undefined ? { netns: r.netnsPath } : {}),
+            id: r.id,
+            execFile: r.firecrackerPath,
+            firecrackerArgs: r.firecrackerArgs,
+          },
+          r.jailer!.version,
+        ),
+      }
+    : // nsenter execs Firecracker in place: the spawned pid stays Firecracker's.
+      launchInNetns({ file: r.firecrackerPath, args: ["--id", r.id, ...r.firecrackerArgs] }, r.netnsPath);
   const spawned = await ManagedProcess.spawn(file, argv, {
     stdin: "ignore",
     stdout: r.stdout ?? "pipe",

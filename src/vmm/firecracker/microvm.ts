@@ -323,6 +323,7 @@ export class MicroVM {
         firecrackerPath: this.o.firecrackerPath,
         firecrackerArgs: fcArgs,
         id: this.id,
+        ...(this.o.netns ? { netnsPath: netnsPath(this.o.netns) } : {}),
         ...(jailed
           ? {
               jailer: {
@@ -332,7 +333,6 @@ export class MicroVM {
                   uid,
                   gid,
                   chrootBaseDir: base,
-                  ...(this.o.netns ? { netns: netnsPath(this.o.netns) } : {}),
                   daemonize,
                   newPidNs: j.newPidNs ?? false,
                   ...(j.cgroups ? { cgroups: j.cgroups } : {}),
