@@ -160,7 +160,7 @@ describe("sandboxes on real QEMU VMs", () => {
             args: [
               "sh",
               "-c",
-              "echo host=$(hostname) pid=$$; cat /etc/container-marker; ls /usr/lib/cocoon/agent.mjs 2>&1; echo write > /tmp/w; sleep 600",
+              "echo host=$(hostname) pid=$$; cat /etc/container-marker; ls /usr/lib/cocoon/agent-loader.cjs 2>&1; echo write > /tmp/w; sleep 600",
             ],
           },
         },
@@ -170,7 +170,7 @@ describe("sandboxes on real QEMU VMs", () => {
     const out = await until(main!, "No such file");
     expect(out).toContain("host=boxhost pid=1");
     expect(out).toContain("this file is only in the container rootfs");
-    expect(out).toMatch(/ls: \/usr\/lib\/cocoon\/agent.mjs: No such file or directory/);
+    expect(out).toMatch(/ls: \/usr\/lib\/cocoon\/agent-loader\.cjs: No such file or directory/);
     // exec joins the container: same root, same hostname, and PID 1 is the container's init
     // (the shell exec'd its last command, sleep)
     const ps = await (
@@ -183,10 +183,10 @@ describe("sandboxes on real QEMU VMs", () => {
     const guest = await (
       await sb.exec({
         inGuest: true,
-        process: { args: ["sh", "-c", "hostname; ls /usr/lib/cocoon/agent.mjs"] },
+        process: { args: ["sh", "-c", "hostname; ls /usr/lib/cocoon/agent-loader.cjs"] },
       })
     ).output();
-    expect(text(guest.stdout)).toBe("sbhost\n/usr/lib/cocoon/agent.mjs\n");
+    expect(text(guest.stdout)).toBe("sbhost\n/usr/lib/cocoon/agent-loader.cjs\n");
     // the container wrote into its own overlay: the shared rootfs on the host is untouched
     expect(existsSync(path.join(rootfsDir, "tmp/w"))).toBe(false);
     const stats = await (await sb.agent()).call("container.stats", { containerId: "box" });

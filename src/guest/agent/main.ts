@@ -4,6 +4,12 @@
  * bridge feeds (Firecracker's hybrid vsock). Each host connection is one session; sessions
  * share the agent's state (processes, containers), so a later connection can pick up work an
  * earlier one started.
+ *
+ * Loading this module starts nothing: the guest's loader (loader.ts) compiles the bundle with a
+ * V8 code cache and calls startAgent(), and the image build evaluates the same bundle on the
+ * host to write that cache (code-cache.ts). So nothing at module level may depend on the
+ * machine it runs on or touch it: what the guest provides (its kernel arguments) is read in
+ * startAgent().
  */
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
@@ -33,8 +39,8 @@ function kernelArgs(): Map<string, string> {
   return args;
 }
 
-const args = kernelArgs();
-const debug = args.get("cocoon.debug") === "1";
+/** Set from the kernel arguments when the agent starts (not at load: see the module comment). */
+let debug = false;
 function log(message: string): void {
   process.stderr.write(`cocoon-agent: ${message}\n`);
 }
@@ -121,7 +127,10 @@ async function startProfiler(): Promise<void> {
   });
 }
 
-async function main(): Promise<void> {
+/** Starts the agent: serves every agent port and the unix socket until the guest stops. */
+export async function startAgent(): Promise<void> {
+  const args = kernelArgs();
+  debug = args.get("cocoon.debug") === "1";
   if (args.get("cocoon.cpuprof") === "1") await startProfiler();
   process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
@@ -159,5 +168,3 @@ async function main(): Promise<void> {
   );
   debugLog(`kernel args: ${[...args.keys()].join(" ")}`);
 }
-
-void main();

@@ -16,6 +16,7 @@ import path from "node:path";
 import { HostError, messageOf } from "../../errors.js";
 import { runChecked } from "../../host/process.js";
 import { which } from "../../host/which.js";
+import { AGENT_BUNDLE_FILE, AGENT_CODE_CACHE_FILE, WRITE_CODE_CACHE_FLAG } from "../agent/code-cache.js";
 import type { AssetCatalog } from "./catalog.js";
 import {
   assetKey,
@@ -28,10 +29,14 @@ import {
 import type { BuiltAsset } from "./kernel.js";
 
 /** Bumped whenever the layout or init changes, so cached images are rebuilt. */
-const ROOTFS_BUILDER_VERSION = 2;
+const ROOTFS_BUILDER_VERSION = 3;
+/** Bumped whenever how the agent's code cache is produced changes (it is part of the key). */
+const AGENT_CODE_CACHE_VERSION = 1;
 
 /** Where things live inside the guest. */
-export const GUEST_AGENT_PATH = "/usr/lib/cocoon/agent.mjs";
+export const GUEST_AGENT_DIR = "/usr/lib/cocoon";
+/** The agent's entry: loads the bundle (AGENT_BUNDLE_FILE) with its code cache (code-cache.ts). */
+export const GUEST_AGENT_PATH = `${GUEST_AGENT_DIR}/agent-loader.cjs`;
 export const GUEST_AGENT_LAUNCHER = "/usr/bin/cocoon-agent";
 export const GUEST_PTY_HELPER = "/usr/bin/cocoon-pty";
 const PTY_SOURCE = path.join(PACKAGE_ROOT, "src/guest/pty/cocoon-pty.c");
@@ -123,13 +128,30 @@ export interface RootfsBuildOptions {
   nodeBinary?: string;
 }
 
+/** The agent as it goes into the guest: the loader node runs and the bundle it loads. */
+export interface AgentFiles {
+  /** src/guest/agent/loader.ts, bundled. */
+  loader: string;
+  /** The agent itself (src/guest/agent/main.ts and all it imports) as one CommonJS module. */
+  bundle: string;
+}
+
 /**
- * Bundles the guest agent into one ES module. Always from the TypeScript sources (shipped in
- * the package), so the bundle, and with it the rootfs key, is the same whether cocoon runs
- * from dist/ or from src/.
+ * Bundles the guest agent. Always from the TypeScript sources (shipped in the package), so the
+ * bundle, and with it the rootfs key, is the same whether cocoon runs from dist/ or from src/.
+ * CommonJS, not an ES module: node's code cache API (vm.Script `cachedData`) takes a classic
+ * script, and the bundle needs nothing of ESM (it imports only node's built-in modules).
  */
-export async function bundleAgent(): Promise<string> {
-  const entry = path.join(PACKAGE_ROOT, "src/guest/agent/main.ts");
+export async function bundleAgent(): Promise<AgentFiles> {
+  const [loader, bundle] = await Promise.all([
+    bundleOne("src/guest/agent/loader.ts"),
+    bundleOne("src/guest/agent/main.ts"),
+  ]);
+  return { loader, bundle };
+}
+
+async function bundleOne(source: string): Promise<string> {
+  const entry = path.join(PACKAGE_ROOT, source);
   const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as {
     version: string;
   };
@@ -138,7 +160,7 @@ export async function bundleAgent(): Promise<string> {
     bundle: true,
     platform: "node",
     target: "node20",
-    format: "esm",
+    format: "cjs",
     write: false,
     minify: false,
     legalComments: "none",
@@ -146,7 +168,7 @@ export async function bundleAgent(): Promise<string> {
     logLevel: "silent",
   });
   const out = result.outputFiles[0];
-  if (!out) throw new HostError("ERR_IMAGE_BUILD", "bundling the guest agent produced no output");
+  if (!out) throw new HostError("ERR_IMAGE_BUILD", `bundling ${source} produced no output`);
   return out.text;
 }
 
@@ -167,7 +189,7 @@ export async function sharedLibraries(binary: string): Promise<string[]> {
 
 interface Inputs {
   files: Map<string, string>; // guest path → host path
-  agent: string;
+  agent: AgentFiles;
   /** The C compiler that builds cocoon-pty, for the cache key. */
   compiler: string;
 }
@@ -207,7 +229,11 @@ export async function rootfsInputs(
   const description = {
     builder: ROOTFS_BUILDER_VERSION,
     files: fileHashes,
-    agent: sha256(inputs.agent),
+    agent: sha256(inputs.agent.bundle),
+    agentLoader: sha256(inputs.agent.loader),
+    // The code cache is not byte-for-byte reproducible: its key is what it is made from (the
+    // bundle and loader above, the node binary hashed as /usr/bin/node, and this version).
+    agentCodeCache: AGENT_CODE_CACHE_VERSION,
     pty: sha256(await readFile(PTY_SOURCE)),
     guestctl: sha256(await readFile(GUESTCTL_SOURCE)),
     compiler: inputs.compiler,
@@ -243,9 +269,11 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_CTL_HELPER), GUESTCTL_SOURCE], {
     timeoutMs: 120_000,
   });
-  const agentDest = await place(GUEST_AGENT_PATH);
-  await writeFile(agentDest, inputs.agent, { mode: 0o644 });
-  bytes += inputs.agent.length;
+  const loaderDest = await place(GUEST_AGENT_PATH);
+  await writeFile(loaderDest, inputs.agent.loader, { mode: 0o644 });
+  await writeFile(path.join(root, GUEST_AGENT_DIR, AGENT_BUNDLE_FILE), inputs.agent.bundle, { mode: 0o644 });
+  bytes += inputs.agent.loader.length + inputs.agent.bundle.length;
+  bytes += await writeAgentCodeCache(inputs.files.get("/usr/bin/node"), path.join(root, GUEST_AGENT_DIR));
   // busybox applets as symlinks at their usual paths (/bin/sh, /sbin/poweroff, ...)
   const busybox = path.join(root, "bin/busybox");
   const { stdout } = await runChecked(busybox, ["--list-full"]);
@@ -256,6 +284,22 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   }
   await symlink("/bin/busybox", path.join(root, "sbin/init")).catch(() => undefined);
   return bytes;
+}
+
+/**
+ * Writes the agent's code cache into `dir` (the staged /usr/lib/cocoon) by running the loader
+ * there with the guest's own node binary: V8 accepts a cache only from the same V8 with the same
+ * flags. Returns its size.
+ */
+async function writeAgentCodeCache(guestNode: string | undefined, dir: string): Promise<number> {
+  if (!guestNode) throw new Error("unreachable: the guest's node is an input");
+  await runChecked(guestNode, [path.join(dir, path.basename(GUEST_AGENT_PATH)), WRITE_CODE_CACHE_FLAG], {
+    timeoutMs: 120_000,
+    // As the guest runs it: no NODE_OPTIONS from the host (a test runner's loader, say), whose
+    // V8 flags would make the guest's V8 refuse the cache.
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+  });
+  return (await stat(path.join(dir, AGENT_CODE_CACHE_FILE))).size;
 }
 
 export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAsset> {
