@@ -13,7 +13,11 @@ import {
 // A stand-in bundle: CommonJS that uses require and exports startAgent.
 const BUNDLE = `"use strict";
 const { basename } = require("node:path");
-module.exports = { startAgent: () => basename(__filename), line: () => new Error("here").stack };
+module.exports = {
+  startAgent: () => basename(__filename),
+  line: () => new Error("here").stack,
+  dynamic: () => import("node:os").then((os) => typeof os.cpus),
+};
 `;
 
 describe("agent code cache", () => {
@@ -44,6 +48,12 @@ describe("agent code cache", () => {
   it("keeps the file's line numbers in stack traces", () => {
     const { exports } = loadAgentBundle(dir);
     const stack = (exports as { line: () => string }).line();
-    expect(stack).toContain(`${path.join(dir, AGENT_BUNDLE_FILE)}:3:`);
+    expect(stack).toContain(`${path.join(dir, AGENT_BUNDLE_FILE)}:5:`);
+  });
+
+  it("lets the bundle import() a builtin (the profiling hook does)", async () => {
+    writeAgentCodeCache(dir);
+    const { exports } = loadAgentBundle(dir, readAgentCodeCache(dir));
+    await expect((exports as { dynamic: () => Promise<string> }).dynamic()).resolves.toBe("function");
   });
 });

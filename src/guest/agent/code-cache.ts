@@ -55,7 +55,14 @@ export function loadAgentBundle(dir: string, cachedData?: Buffer): LoadedAgentBu
   // The wrapper's own line is line 0, so line numbers in stack traces are the file's.
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname) {\n${source}\n})`,
-    { filename, lineOffset: -1, ...(cachedData ? { cachedData } : {}) },
+    {
+      filename,
+      lineOffset: -1,
+      // import() in the bundle (the profiling hook's node:inspector) resolves as in the main
+      // context; without it a vm.Script's import() throws ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING.
+      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+      ...(cachedData ? { cachedData } : {}),
+    },
   );
   const wrapper = script.runInThisContext() as CommonJsWrapper;
   const module = { exports: {} as AgentBundleExports };
