@@ -183,8 +183,9 @@ async function preflight(ctx: SandboxContext, id: string, spec: ParsedNetworkSpe
   }
 }
 
-function egressPolicy(spec: ParsedNetworkSpec): EgressPolicy {
-  return { mode: spec.egress, allow: spec.allowEgress.map(parseEgressRule) };
+/** The policy for attachNamespace, from the spec's (or the record's) mode and --allow-egress entries. */
+function egressPolicy(mode: EgressPolicy["mode"], allowEgress: string[]): EgressPolicy {
+  return { mode, allow: allowEgress.map(parseEgressRule) };
 }
 
 function devicesOf(endpoints: Endpoint[]): NetDevice[] {
@@ -232,7 +233,7 @@ export async function setUpNetwork(
       });
     }
     const attached = await attachNamespace(record.nsPath, {
-      egress: egressPolicy(spec),
+      egress: egressPolicy(spec.egress, spec.allowEgress),
       nameservers,
       onEndpoint: async (e) => {
         record.endpoints.push(e);
@@ -402,7 +403,7 @@ export async function addInterface(
     firstIndex: index,
     ...(policy
       ? {
-          egress: { mode: policy.mode, allow: policy.allowEgress.map(parseEgressRule) },
+          egress: egressPolicy(policy.mode, policy.allowEgress),
           nameservers: policy.nameservers,
         }
       : {}),
