@@ -20,10 +20,15 @@ const greetingSchema = z.object({
     capabilities: z.array(z.string()),
   }),
 });
+const eventSchema = z.object({
+  event: z.string(),
+  data: z.unknown().optional(),
+  timestamp: z.unknown().optional(),
+});
 const messageSchema = z.union([
   z.object({ return: z.unknown(), id: z.unknown().optional() }),
   z.object({ error: z.object({ class: z.string(), desc: z.string() }), id: z.unknown().optional() }),
-  z.object({ event: z.string(), data: z.unknown().optional(), timestamp: z.unknown().optional() }),
+  eventSchema,
 ]);
 
 export interface QmpEvent {
@@ -138,7 +143,7 @@ export class QmpClient extends EventEmitter {
             const parsed = safeJson(line);
             // QEMU keeps monitor output that a previous client's connection did not take (an
             // event emitted as it closed) and flushes it to the next client before the greeting.
-            if (isEventLine(parsed)) continue;
+            if (eventSchema.safeParse(parsed).success) continue;
             greeted = true;
             const g = greetingSchema.safeParse(parsed);
             if (!g.success) {
@@ -279,9 +284,4 @@ function safeJson(line: string): unknown {
   } catch {
     return undefined;
   }
-}
-
-/** A QMP event (`{"event": …, "timestamp": …}`), as opposed to a greeting or a reply. */
-function isEventLine(value: unknown): boolean {
-  return typeof value === "object" && value !== null && "event" in value && !("QMP" in value);
 }
