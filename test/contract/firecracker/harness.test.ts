@@ -23,7 +23,7 @@ import {
   guestRootfs,
   leaks,
   removeTmp,
-  kvmDeviceFor,
+  microVmOptions,
   shortTmp,
   skipUnlessBootable,
   target,
@@ -57,14 +57,7 @@ describe.each(VERSIONS)("MicroVM harness against %s", (label) => {
   async function newVm(o: Partial<MicroVMOptions> = {}): Promise<{ vm: MicroVM; dir: string }> {
     const dir = await shortTmp();
     dirs.push(dir);
-    const vm = await MicroVM.create({
-      firecrackerPath: t.firecracker,
-      ...(t.jailer ? { jailerPath: t.jailer } : {}),
-      resourceDir: path.join(dir, "res"),
-      chrootBaseDir: path.join(dir, "jails"),
-      ...(kvmDeviceFor(t) ? { kvmDevice: kvmDeviceFor(t)! } : {}),
-      ...o,
-    });
+    const vm = await MicroVM.create({ ...microVmOptions(t, dir), ...o });
     await mkdir(o.chrootBaseDir ?? path.join(dir, "jails"), { recursive: true });
     vm.kernelFile = await guestKernel(dir);
     vm.rootfsFile = await guestRootfs(dir);

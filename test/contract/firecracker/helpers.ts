@@ -14,6 +14,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
 import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
+import type { MicroVMOptions } from "../../../src/vmm/firecracker/microvm.js";
 import { formatVersion } from "../../../src/vmm/firecracker/version.js";
 import { fakeBinaries } from "../../fakes/firecracker/build.js";
 import type { TestContext } from "vitest";
@@ -75,6 +76,18 @@ export function bootBlocker(t: Target): string | undefined {
  */
 export function kvmDeviceFor(t: Target): string | undefined {
   return t.real ? undefined : "/dev/null";
+}
+
+/** The harness options a contract test starts from: the target's binaries, the VM's dirs under `dir`. */
+export function microVmOptions(t: Target, dir: string): MicroVMOptions {
+  const kvmDevice = kvmDeviceFor(t);
+  return {
+    firecrackerPath: t.firecracker,
+    ...(t.jailer ? { jailerPath: t.jailer } : {}),
+    resourceDir: path.join(dir, "res"),
+    chrootBaseDir: path.join(dir, "jails"),
+    ...(kvmDevice ? { kvmDevice } : {}),
+  };
 }
 
 /** Skips a boot-dependent test, with the one reason, where the target cannot boot. */

@@ -23,6 +23,7 @@ import {
   guestKernel,
   guestRootfs,
   kvmDeviceFor,
+  microVmOptions,
   leaks,
   removeTmp,
   shortTmp,
@@ -124,14 +125,7 @@ describe.each(VERSIONS)("Firecracker in a sandbox network namespace, against %s"
       const dir = await shortTmp();
       dirs.push(dir);
       // The launch helper the driver uses, through the harness: no guest boot needed.
-      const vm = await MicroVM.create({
-        firecrackerPath: t.firecracker,
-        ...(t.jailer ? { jailerPath: t.jailer } : {}),
-        resourceDir: path.join(dir, "res"),
-        chrootBaseDir: path.join(dir, "jails"),
-        netns: ns.name,
-        ...(kvmDeviceFor(t) ? { kvmDevice: kvmDeviceFor(t)! } : {}),
-      });
+      const vm = await MicroVM.create({ ...microVmOptions(t, dir), netns: ns.name });
       await mkdir(path.join(dir, "jails"), { recursive: true });
       vms.push(vm);
       await vm.spawn({ jailed });
