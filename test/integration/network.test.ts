@@ -30,6 +30,33 @@ function nicNames(ls: string): string {
     .join("");
 }
 
+/**
+ * A second interface for a running sandbox: a veth whose `eth1` end (address `sandboxAddr`) is in
+ * the sandbox's namespace, ready for `network connect`, and whose host end has `hostAddrs`.
+ */
+async function vethIntoSandbox(
+  sandboxNs: TestNetnsView,
+  hostEnd: string,
+  hostAddrs: string[],
+  sandboxAddr: string,
+): Promise<void> {
+  await host.run("ip", [
+    "link",
+    "add",
+    hostEnd,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    "eth1",
+    "netns",
+    sandboxNs.name,
+  ]);
+  for (const addr of hostAddrs) await host.run("ip", ["addr", "add", addr, "dev", hostEnd]);
+  await host.run("ip", ["link", "set", hostEnd, "up"]);
+  await sandboxNs.run("ip", ["addr", "add", sandboxAddr, "dev", "eth1"]);
+}
+
 async function leases(): Promise<string[]> {
   const files = await readdir(path.join(root, "run", "cni", "ipam", "cocoon")).catch(() => []);
   return files.filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f));
@@ -300,21 +327,7 @@ describe("networking on real VMs", () => {
     const sandboxNs = new TestNetnsView(`${prefix}hp`);
     const nics = async () =>
       nicNames((await host.cocoon(["exec", "hp", "--", "ls", "/sys/class/net"], env)).stdout);
-    await host.run("ip", [
-      "link",
-      "add",
-      "hph1",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth1",
-      "netns",
-      sandboxNs.name,
-    ]);
-    await host.run("ip", ["addr", "add", "10.97.0.1/24", "dev", "hph1"]);
-    await host.run("ip", ["link", "set", "hph1", "up"]);
-    await sandboxNs.run("ip", ["addr", "add", "10.97.0.2/24", "dev", "eth1"]);
+    await vethIntoSandbox(sandboxNs, "hph1", ["10.97.0.1/24"], "10.97.0.2/24");
 
     const c = await host.cocoon(["network", "connect", "hp", "eth1"], env);
     expect(c.stderr).toBe("");
@@ -364,23 +377,8 @@ describe("networking on real VMs", () => {
     );
     expect(d.stderr).toBe("");
     const sandboxNs = new TestNetnsView(`${prefix}hpe`);
-    await host.run("ip", [
-      "link",
-      "add",
-      "hpe1",
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth1",
-      "netns",
-      sandboxNs.name,
-    ]);
     // Two addresses on the same host-side interface: only the policy tells them apart.
-    await host.run("ip", ["addr", "add", "10.98.0.1/24", "dev", "hpe1"]);
-    await host.run("ip", ["addr", "add", "10.98.0.3/24", "dev", "hpe1"]);
-    await host.run("ip", ["link", "set", "hpe1", "up"]);
-    await sandboxNs.run("ip", ["addr", "add", "10.98.0.2/24", "dev", "eth1"]);
+    await vethIntoSandbox(sandboxNs, "hpe1", ["10.98.0.1/24", "10.98.0.3/24"], "10.98.0.2/24");
     expect((await host.cocoon(["network", "connect", "hpe", "eth1"], env)).stderr).toBe("");
     expect(await sandboxNs.run("nft", ["list", "tables"])).toContain("cocoon_egress_tap1_cocoon");
     // busybox ping can wait past -W for a destination that never answers: timeout bounds it.
