@@ -9,6 +9,7 @@ import { bool, list, str, type FlagValues } from "./flags.js";
 import { launchRelay } from "./launch.js";
 import { BUNDLE_CONTAINER_ID, createBundleSandbox, destroySandbox, findSandbox } from "./sandbox.js";
 import { parseSignal, signalName } from "./signals.js";
+import { guestMounts } from "./mounts.js";
 import { parseProcessJson, readBundleSpec } from "./spec.js";
 import {
   adoptEnv,
@@ -75,9 +76,8 @@ export async function create(ctx: CommandContext, flags: FlagValues, id: string)
     throw new CocoonError("ERR_INVALID_ARGUMENT", "process.terminal is set: --console-socket is required");
   if (!spec.process.terminal && consoleSocket)
     throw new CocoonError("ERR_INVALID_ARGUMENT", "--console-socket needs process.terminal in config.json");
-  if (spec.netnsPath)
-    // Networking is built separately (issue: networking); the path is accepted and recorded.
-    ctx.logger.info({ netns: spec.netnsPath }, "network namespace given; the VM is not wired to it yet");
+  // Before anything is claimed: a mount a VM cannot honour fails the create without effect.
+  const mounts = await guestMounts(spec.mounts);
   const dir = new ContainerDir(ctx.root, id);
   await dir.claim();
   const sandboxId = sandboxIdOf(ctx.root, id);
@@ -91,6 +91,10 @@ export async function create(ctx: CommandContext, flags: FlagValues, id: string)
         ...(spec.hostname ? { hostname: spec.hostname } : {}),
         annotations: {},
         readonlyRootfs: spec.readonly,
+        ...(spec.rlimits ? { rlimits: spec.rlimits } : {}),
+        ...(spec.resources ? { resources: spec.resources } : {}),
+        mounts,
+        ...(spec.netnsPath ? { netnsPath: spec.netnsPath } : {}),
       },
       ctx.logger,
     );

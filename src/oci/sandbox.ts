@@ -1,4 +1,6 @@
 import type { Logger } from "pino";
+import type { ContainerMount, Rlimit } from "../agent/protocol/container-setup.js";
+import type { ContainerResources } from "../agent/protocol/resources.js";
 import { CocoonError } from "../errors.js";
 import type { ProcessConfig } from "../sandbox/config.js";
 import { Runtime } from "../sandbox/runtime.js";
@@ -15,6 +17,14 @@ export interface BundleSandboxRequest {
   hostname?: string;
   annotations: Record<string, string>;
   readonlyRootfs: boolean;
+  rlimits?: Rlimit[];
+  resources?: ContainerResources;
+  mounts?: ContainerMount[];
+  /**
+   * A network namespace the caller made (podman's, with its interfaces): the VMM runs in it and
+   * each interface there is mirrored into the guest (docs/network.md, mode "ns").
+   */
+  netnsPath?: string;
 }
 
 /**
@@ -27,6 +37,7 @@ export async function createBundleSandbox(req: BundleSandboxRequest, logger: Log
     id: req.id,
     ...(req.hostname ? { hostname: req.hostname } : {}),
     annotations: req.annotations,
+    ...(req.netnsPath ? { network: { mode: "ns" as const, nsPath: req.netnsPath } } : {}),
     containers: [
       {
         id: BUNDLE_CONTAINER_ID,
@@ -34,6 +45,9 @@ export async function createBundleSandbox(req: BundleSandboxRequest, logger: Log
         process: req.process,
         readonlyRootfs: req.readonlyRootfs,
         ...(req.hostname ? { hostname: req.hostname } : {}),
+        ...(req.rlimits ? { rlimits: req.rlimits } : {}),
+        ...(req.resources ? { resources: req.resources } : {}),
+        ...(req.mounts ? { mounts: req.mounts } : {}),
       },
     ],
   });

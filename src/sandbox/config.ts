@@ -2,6 +2,7 @@ import { z } from "zod";
 import { SandboxError } from "../errors.js";
 import type { HypervisorConfig } from "../hypervisor/config.js";
 import { HYPERVISOR_TYPES, type HypervisorType } from "../hypervisor/types.js";
+import { containerMountSchema, rlimitSchema } from "../agent/protocol/container-setup.js";
 import { containerResourcesSchema } from "../agent/protocol/resources.js";
 import { cgroupSettingsSchema } from "./resources/settings.js";
 import { networkSpecSchema } from "./network.js";
@@ -40,6 +41,10 @@ export const containerConfigSchema = z.object({
   annotations: z.record(z.string(), z.string()).default({}),
   /** Resource control: the container's limits in the guest (runc cgroups). */
   resources: containerResourcesSchema.optional(),
+  /** The process's rlimits in the guest; absent: the agent's default. */
+  rlimits: z.array(rlimitSchema).optional(),
+  /** Mounts beyond the guest's defaults: guest filesystems and copied host files (OCI runtime). */
+  mounts: z.array(containerMountSchema).max(64).default([]),
 });
 export type ContainerConfig = z.input<typeof containerConfigSchema>;
 export type ParsedContainerConfig = z.output<typeof containerConfigSchema>;

@@ -398,6 +398,8 @@ export class Sandbox extends EventEmitter {
       },
       readonlyRootfs: c.readonlyRootfs,
       ...(c.resources ? { resources: c.resources } : {}),
+      ...(c.rlimits ? { rlimits: c.rlimits } : {}),
+      mounts: c.mounts,
     });
   }
 

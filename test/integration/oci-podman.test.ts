@@ -1,5 +1,5 @@
 import { execFile, spawn } from "node:child_process";
-import { mkdir, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readdir, rmdir, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -10,8 +10,9 @@ import { busyboxTarball } from "../helpers/rootfs.js";
  * Debian's podman 4.3 (with conmon) running containers in cocoon VMs through
  * `--runtime cocoon-runtime`, with podman's storage, run directory and cocoon-runtime's root
  * under the test's directory (nothing of the machine's podman state is touched). No registry:
- * the image is a busybox rootfs tar given to `podman import`. Networking is not wired yet
- * (another issue), so every container runs with `--network none`.
+ * the image is a busybox rootfs tar given to `podman import`. Every container runs with
+ * `--network none`: podman's default bridge would add a bridge and firewall rules to the
+ * machine's own namespace (a network namespace path is covered by oci.test.ts).
  */
 
 const execFileP = promisify(execFile);
@@ -29,7 +30,25 @@ interface Result {
   stderr: string;
 }
 
-function podman(args: string[]): Promise<Result> {
+/**
+ * podman's cgroupfs manager puts conmon in `libpod_parent/conmon` of every cgroup hierarchy and
+ * leaves both behind: the test removes those it made (the ones absent before it ran).
+ */
+async function libpodCgroups(): Promise<string[]> {
+  const base = "/sys/fs/cgroup";
+  const found: string[] = [];
+  for (const top of [base, ...(await readdir(base).catch(() => [])).map((c) => path.join(base, c))]) {
+    const parent = path.join(top, "libpod_parent");
+    const inner = await readdir(parent, { withFileTypes: true }).catch(() => undefined);
+    if (!inner) continue;
+    for (const e of inner) if (e.isDirectory()) found.push(path.join(parent, e.name));
+    found.push(parent);
+  }
+  return found;
+}
+let cgroupsBefore: Set<string>;
+
+function podman(args: string[], runtime = runtimePath): Promise<Result> {
   return new Promise((resolve) => {
     const child = spawn(
       "podman",
@@ -47,7 +66,7 @@ function podman(args: string[]): Promise<Result> {
         "--events-backend",
         "file",
         "--runtime",
-        runtimePath,
+        runtime,
         ...args,
       ],
       { env, stdio: ["ignore", "pipe", "pipe"] },
@@ -61,6 +80,7 @@ function podman(args: string[]): Promise<Result> {
 }
 
 beforeAll(async () => {
+  cgroupsBefore = new Set(await libpodCgroups());
   await guestAssets();
   ({ root, cleanup: cleanupRoot } = await testRoot());
   // podman names the runtime by its file name. conmon gives the runtime a minimal environment,
@@ -109,6 +129,10 @@ afterEach(async () => {
 afterAll(async () => {
   if (root) await podman(["rm", "-af"]);
   await cleanupRoot?.();
+  // Deepest first: a parent goes once its conmon child has.
+  for (const dir of await libpodCgroups())
+    if (!cgroupsBefore.has(dir)) await rmdir(dir).catch(() => undefined);
+  expect((await libpodCgroups()).filter((d) => !cgroupsBefore.has(d))).toEqual([]);
 });
 
 describe("podman 4.3 --runtime cocoon-runtime", () => {
@@ -116,6 +140,47 @@ describe("podman 4.3 --runtime cocoon-runtime", () => {
     const r = await podman(["run", "--rm", "--network", "none", IMAGE, "sh", "-c", "echo hi; exit 3"]);
     expect(r.stdout).toBe("hi\n");
     expect(r.code, r.stderr).toBe(3);
+  });
+
+  it("podman's rlimits and files reach the guest: runc needs --ulimit on this host, cocoon-runtime does not", async () => {
+    const script = [
+      "grep 'open files' /proc/self/limits",
+      "cat /etc/hostname",
+      "grep -c localhost /etc/hosts",
+      "test -f /run/.containerenv && echo containerenv",
+      "cat /sys/fs/cgroup/pids.max",
+    ].join("; ");
+    const args = ["run", "--rm", "--network", "none", IMAGE, "sh", "-c", script];
+    // podman's default rlimits (nofile 1048576, nproc 32768) are above this host's hard limits:
+    // runc itself cannot set them on the host...
+    const withRunc = await podman(args, "runc");
+    expect(withRunc.code).not.toBe(0);
+    expect(withRunc.stderr).toMatch(/rlimit/i);
+    const limited = [
+      "run",
+      "--rm",
+      "--network",
+      "none",
+      "--ulimit",
+      "nofile=4096:4096",
+      "--ulimit",
+      "nproc=4096:4096",
+    ];
+    const runcLimited = await podman(
+      [...limited, IMAGE, "sh", "-c", "grep 'open files' /proc/self/limits"],
+      "runc",
+    );
+    expect(runcLimited.code, runcLimited.stderr).toBe(0);
+    expect(runcLimited.stdout).toMatch(/^Max open files\s+4096\s+4096/);
+    // ...while in a VM the guest sets them: the same defaults, unchanged, and no flag needed.
+    const r = await podman(args);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.split("\n");
+    expect(lines[0]).toMatch(/^Max open files\s+1048576\s+1048576/);
+    expect(lines[1]).toMatch(/^[0-9a-f]{12}$/); // podman's hostname: the container id's start
+    expect(Number(lines[2])).toBeGreaterThan(0);
+    expect(lines[3]).toBe("containerenv");
+    expect(lines[4]).toBe("2048"); // podman's default pids limit, applied in the guest
   });
 
   it("run -d, exec, stop, rm", async () => {

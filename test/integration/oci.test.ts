@@ -50,7 +50,10 @@ async function stateOf(id: string): Promise<{ status: string; pid: number; bundl
 }
 
 /** A bundle with the shared busybox rootfs and a config.json running `args`. */
-async function bundle(args: string[], opts: { terminal?: boolean } = {}): Promise<string> {
+async function bundle(
+  args: string[],
+  opts: { terminal?: boolean; extra?: (spec: Record<string, unknown>) => void } = {},
+): Promise<string> {
   const dir = path.join(root, `b${++n}`);
   await mkdir(dir);
   const spec = {
@@ -64,8 +67,9 @@ async function bundle(args: string[], opts: { terminal?: boolean } = {}): Promis
     },
     root: { path: rootfs, readonly: false },
     hostname: "oci-test",
-    linux: { namespaces: [{ type: "pid" }, { type: "mount" }] },
+    linux: { namespaces: [{ type: "pid" }, { type: "mount" }] } as Record<string, unknown>,
   };
+  opts.extra?.(spec);
   await writeFile(path.join(dir, "config.json"), JSON.stringify(spec));
   return dir;
 }
@@ -300,6 +304,119 @@ describe("cocoon-runtime: the OCI lifecycle on real VMs", () => {
     expect(shown, JSON.stringify(shown)).toMatch(/\/dev\/pts\/\d+\r\n33 99\r\n42\r\n/);
     expect(c.stdout).toBe("");
     expect((await runtime(["delete", "c4"])).code).toBe(0);
+  });
+
+  it("config.json's rlimits, resources, mounts and network namespace reach the container in the VM", async () => {
+    // The caller's network (podman's, after CNI): a namespace with an addressed veth whose peer
+    // sits in a second namespace; both are this test's own.
+    const podNet = `cco-pod-${process.pid}`;
+    const peerNet = `cco-peer-${process.pid}`;
+    const ip = (args: string[]) => execFileP("ip", args);
+    try {
+      await ip(["netns", "add", podNet]);
+      await ip(["netns", "add", peerNet]);
+      await ip([
+        "-n",
+        podNet,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "vpeer",
+        "netns",
+        peerNet,
+      ]);
+      await ip(["-n", podNet, "addr", "add", "10.251.0.2/24", "dev", "eth0"]);
+      await ip(["-n", podNet, "link", "set", "eth0", "up"]);
+      await ip(["-n", peerNet, "addr", "add", "10.251.0.1/24", "dev", "vpeer"]);
+      await ip(["-n", peerNet, "link", "set", "vpeer", "up"]);
+      // Host files as podman binds them (/etc/hosts read-write, another read-only), and the
+      // host directory podman binds at /dev/shm.
+      const hostsFile = path.join(root, "hosts-for-c6");
+      await writeFile(hostsFile, "127.0.0.1 localhost\n10.251.0.1 peer-by-file\n");
+      const roFile = path.join(root, "ro-for-c6");
+      await writeFile(roFile, "read-only data\n");
+      const shmDir = path.join(root, "shm-for-c6");
+      await mkdir(shmDir);
+      const b = await bundle(
+        [
+          "sh",
+          "-c",
+          [
+            "grep 'open files' /proc/self/limits",
+            "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max",
+            "grep peer-by-file /etc/hosts",
+            "cat /etc/cocoon-ro; (echo x > /etc/cocoon-ro) 2>/dev/null || echo ro-refused",
+            'awk \'$2 == "/scratch" || $2 == "/dev/shm" { print $2, $3 }\' /proc/mounts',
+            "ip -o -4 addr show | awk '{ print $2, $4 }'",
+            "ping -c 1 -W 10 10.251.0.1 >/dev/null && echo ping-ok",
+          ].join("; "),
+        ],
+        {
+          extra: (spec) => {
+            (spec["process"] as Record<string, unknown>)["rlimits"] = [
+              { type: "RLIMIT_NOFILE", soft: 1234, hard: 2345 },
+            ];
+            spec["mounts"] = [
+              { destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] },
+              { destination: "/etc/hosts", type: "bind", source: hostsFile, options: ["bind", "rprivate"] },
+              { destination: "/etc/cocoon-ro", type: "bind", source: roFile, options: ["rbind", "ro"] },
+              { destination: "/dev/shm", type: "bind", source: shmDir, options: ["bind", "nosuid"] },
+            ];
+            spec["linux"] = {
+              namespaces: [
+                { type: "pid" },
+                { type: "mount" },
+                { type: "network", path: `/run/netns/${podNet}` },
+              ],
+              resources: { memory: { limit: 64 * 1024 * 1024 }, pids: { limit: 99 } },
+            };
+          },
+        },
+      );
+      const c = await Created.create("c6", b);
+      expect((await runtime(["start", "c6"])).code).toBe(0);
+      expect(await c.exitLine(), c.stderr).toBe("exit 0");
+      const lines = c.stdout.split("\n");
+      expect(lines[0]).toMatch(/^Max open files\s+1234\s+2345\s+files/);
+      expect(lines.slice(1, 3)).toEqual([String(64 * 1024 * 1024), "99"]);
+      expect(lines).toContain("10.251.0.1 peer-by-file");
+      expect(lines).toContain("read-only data");
+      expect(lines).toContain("ro-refused");
+      expect(lines).toContain("/scratch tmpfs");
+      expect(lines).toContain("/dev/shm tmpfs");
+      expect(lines).toContain("eth0 10.251.0.2/24");
+      expect(lines).toContain("ping-ok");
+      expect((await runtime(["delete", "c6"])).code).toBe(0);
+      // The namespace is the caller's: left as it was found, with only its own links.
+      const { stdout: links } = await ip(["-n", podNet, "-o", "link", "show"]);
+      expect(
+        links
+          .split("\n")
+          .filter(Boolean)
+          .map((l) => l.split(":")[1]?.trim().split("@")[0]),
+      ).toEqual(["lo", "eth0"]);
+
+      // A host directory bound elsewhere than /dev/shm cannot reach a VM: refused, nothing made.
+      const refused = await runtime([
+        "create",
+        "--bundle",
+        await bundle(["true"], {
+          extra: (spec) => {
+            spec["mounts"] = [{ destination: "/data", type: "bind", source: shmDir, options: ["rbind"] }];
+          },
+        }),
+        "c7",
+      ]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("bind mounts of host directories are not supported in a VM");
+      expect((await runtime(["state", "c7"])).stderr).toContain("does not exist");
+    } finally {
+      for (const ns of [podNet, peerNet]) await ip(["netns", "del", ns]).catch(() => undefined);
+    }
   });
 
   it("--log-format json: a failure is one JSON object in the log file", async () => {

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { containerMountSchema, rlimitSchema } from "./container-setup.js";
 import { containerResourcesSchema } from "./resources.js";
 
 /**
@@ -206,6 +207,10 @@ export const METHODS = {
         readonlyRootfs: z.boolean().default(false),
         /** Resource control: the container's cgroup limits in the guest. */
         resources: containerResourcesSchema.optional(),
+        /** The process's rlimits; absent: the agent's default (a high RLIMIT_NOFILE). */
+        rlimits: z.array(rlimitSchema).optional(),
+        /** Mounts beyond the defaults (an OCI runtime's config.json, container-setup.ts). */
+        mounts: z.array(containerMountSchema).max(64).default([]),
       })
       .strict(),
     result: containerInfoSchema,

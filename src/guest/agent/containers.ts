@@ -6,6 +6,7 @@ import type { z } from "zod";
 import type { Connection } from "../../agent/protocol/connection.js";
 import type { GuestContainerInfo, METHODS } from "../../agent/protocol/methods.js";
 import { AgentOpError } from "./errors.js";
+import { containerMounts } from "./container-mounts.js";
 import { checkExecutable } from "./exec-path.js";
 import { ociSpec, withDefaultEnv } from "./oci.js";
 import type { ProcessTable, Stdio } from "./processes.js";
@@ -110,6 +111,8 @@ export class ContainerTable {
           resolvConf: this.resolvConf(),
         },
         ...(p.resources ? { resources: p.resources } : {}),
+        ...(p.rlimits ? { rlimits: p.rlimits } : {}),
+        extraMounts: await containerMounts(bundle, p.mounts),
       });
       await writeFile(path.join(bundle, "config.json"), JSON.stringify(spec, null, 2));
       const c: Container = {

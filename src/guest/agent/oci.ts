@@ -4,6 +4,7 @@
  * usual /proc, /dev, /sys mounts, Docker's default capabilities, masked /proc paths.
  */
 
+import type { Rlimit } from "../../agent/protocol/container-setup.js";
 import { ociResources, type ContainerResources } from "../../agent/protocol/resources.js";
 
 export interface ContainerSpecInput {
@@ -22,6 +23,20 @@ export interface ContainerSpecInput {
   resources?: ContainerResources;
   /** runc gives the container its own pty (a foreground `runc run` without one hands it pipes). */
   terminal?: boolean;
+  /** The process's rlimits instead of the default high RLIMIT_NOFILE. */
+  rlimits?: Rlimit[];
+  /**
+   * OCI mounts asked for by the host: one with the destination of a default mount takes its
+   * place (podman's own /etc/hosts, /dev/shm size...), the others follow the defaults.
+   */
+  extraMounts?: OciMount[];
+}
+
+export interface OciMount {
+  destination: string;
+  type: string;
+  source: string;
+  options?: string[];
 }
 
 const DEFAULT_CAPS = [
@@ -51,14 +66,13 @@ export function withDefaultEnv(env: string[], hostname: string): string[] {
   return out;
 }
 
+/** A bind mount of a guest file or directory into the container. */
+export function bind(source: string, destination: string, ro = false): OciMount {
+  return { destination, type: "bind", source, options: ["rbind", ro ? "ro" : "rw", "nosuid", "nodev"] };
+}
+
 export function ociSpec(input: ContainerSpecInput): Record<string, unknown> {
-  const bind = (source: string, destination: string, ro = false): Record<string, unknown> => ({
-    destination,
-    type: "bind",
-    source,
-    options: ["rbind", ro ? "ro" : "rw", "nosuid", "nodev"],
-  });
-  const mounts: Record<string, unknown>[] = [
+  const mounts: OciMount[] = [
     { destination: "/proc", type: "proc", source: "proc" },
     {
       destination: "/dev",
@@ -91,6 +105,11 @@ export function ociSpec(input: ContainerSpecInput): Record<string, unknown> {
     bind(input.etcFiles.hostname, "/etc/hostname"),
   ];
   if (input.etcFiles.resolvConf) mounts.push(bind(input.etcFiles.resolvConf, "/etc/resolv.conf"));
+  for (const extra of input.extraMounts ?? []) {
+    const same = mounts.findIndex((m) => m.destination === extra.destination);
+    if (same >= 0) mounts[same] = extra;
+    else mounts.push(extra);
+  }
   return {
     ociVersion: "1.0.2",
     process: {
@@ -101,7 +120,7 @@ export function ociSpec(input: ContainerSpecInput): Record<string, unknown> {
       env: withDefaultEnv(input.env, input.hostname),
       cwd: input.cwd,
       capabilities: { bounding: DEFAULT_CAPS, effective: DEFAULT_CAPS, permitted: DEFAULT_CAPS },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1048576, soft: 1048576 }],
+      rlimits: input.rlimits ?? [{ type: "RLIMIT_NOFILE", hard: 1048576, soft: 1048576 }],
       noNewPrivileges: true,
     },
     root: { path: input.rootfs, readonly: input.readonlyRootfs },
