@@ -300,6 +300,11 @@ export class FirecrackerHypervisor implements Hypervisor {
     if (this.netnsPath !== undefined) await requireNetns(this.netnsPath, "Firecracker");
     // A snapshot this Firecracker cannot load is refused before anything is launched.
     const restore = this.restoreFrom;
+    if (restore && this.pending.length > 0)
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `cannot add ${this.pending.map((d) => d.type).join(", ")} devices to a Firecracker VM restored from a snapshot: it has the devices it was snapshotted with`,
+      );
     const manifest = restore
       ? await checkFcSnapshot(st, config, restore.dir, () =>
           binaryVersion(assetPath(config, "hypervisor"), "Firecracker"),

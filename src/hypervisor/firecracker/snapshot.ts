@@ -30,9 +30,18 @@ export const FC_SNAPSHOT_FILES = {
   manifest: "firecracker.json",
 } as const;
 
-/** Where the files sit in the jail while Firecracker writes or reads them. */
-const JAIL_VMSTATE = "/snapshot/vmstate";
-const JAIL_MEMORY = "/snapshot/mem";
+/**
+ * Where the files sit in the jail while Firecracker writes them (create) and reads them
+ * (restore: links to the snapshot's own files). Apart from each other and from saveVM's
+ * `/snapshot/` (templates): Firecracker truncates an existing target, and a target that is a
+ * link to a snapshot's memory would wipe that snapshot and the RAM of the VM it backs.
+ */
+const OUT_DIR = "/snapshot-out";
+const OUT_VMSTATE = `${OUT_DIR}/vmstate`;
+const OUT_MEMORY = `${OUT_DIR}/mem`;
+const IN_DIR = "/restore";
+const IN_VMSTATE = `${IN_DIR}/vmstate`;
+const IN_MEMORY = `${IN_DIR}/mem`;
 
 export const fcSnapshotManifestSchema = z.object({
   schema: z.literal(1),
@@ -133,18 +142,20 @@ export async function takeFcSnapshot(
     await client.pause();
     st.paused = true;
   }
-  const files = [jail.hostPath(JAIL_VMSTATE), jail.hostPath(JAIL_MEMORY)];
+  const files = [jail.hostPath(OUT_VMSTATE), jail.hostPath(OUT_MEMORY)];
   const out = {
     vmstate: path.join(dir, FC_SNAPSHOT_FILES.vmstate),
     memory: path.join(dir, FC_SNAPSHOT_FILES.memory),
   };
   try {
-    await mkdir(jail.hostPath("/snapshot"), { recursive: true, mode: 0o700 });
+    await mkdir(jail.hostPath(OUT_DIR), { recursive: true, mode: 0o700 });
+    // Fresh files: whatever was there (a previous attempt) is not written through.
+    for (const f of files) await rm(f, { force: true });
     await client.createSnapshot(
       snapshotCreateBody(client.version, {
         type: "Full",
-        snapshotPath: jail.fcPath(JAIL_VMSTATE),
-        memFilePath: jail.fcPath(JAIL_MEMORY),
+        snapshotPath: jail.fcPath(OUT_VMSTATE),
+        memFilePath: jail.fcPath(OUT_MEMORY),
       }),
     );
     await moveFile(files[0]!, out.vmstate);
@@ -246,9 +257,9 @@ export async function loadFcSnapshot(
       placed.push(p);
       await jail.create(p);
     }
-    placed.push(JAIL_VMSTATE, JAIL_MEMORY);
-    const snapshotPath = await h.place(path.join(dir, FC_SNAPSHOT_FILES.vmstate), JAIL_VMSTATE, true);
-    const memPath = await h.place(path.join(dir, FC_SNAPSHOT_FILES.memory), JAIL_MEMORY, true);
+    placed.push(IN_VMSTATE, IN_MEMORY);
+    const snapshotPath = await h.place(path.join(dir, FC_SNAPSHOT_FILES.vmstate), IN_VMSTATE, true);
+    const memPath = await h.place(path.join(dir, FC_SNAPSHOT_FILES.memory), IN_MEMORY, true);
     // resume_vm exists from 1.0 (firecracker-v1.0-observed.md): the guest runs on at once.
     const body = snapshotLoadBody(client.version, {
       snapshotPath,
@@ -269,7 +280,7 @@ export async function loadFcSnapshot(
     }
   } catch (err) {
     for (const p of placed) await jail.remove(p).catch(() => undefined);
-    await rm(jail.hostPath("/snapshot"), { recursive: true, force: true }).catch(() => undefined);
+    await rm(jail.hostPath(IN_DIR), { recursive: true, force: true }).catch(() => undefined);
     st.resources = jail.resources();
     if (isCocoonError(err)) throw err;
     throw new HypervisorError(

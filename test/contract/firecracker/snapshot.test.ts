@@ -5,7 +5,7 @@
  * or real binaries (COCOON_FC_BIN / COCOON_JAILER_BIN). A snapshot needs a booted VM: against a
  * real Firecracker that cannot boot here, those tests skip; the refusals run.
  */
-import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
+import { mkdir, open, readFile, readdir, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../../../src/hypervisor/config.js";
@@ -140,7 +140,7 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     const { d, snap, createBodies } = await bootAndSnapshot(s, "src1");
     // No `version` field (gone in 1.6, a 400 there), jail paths (a chrooted Firecracker).
     expect(createBodies).toEqual([
-      { snapshot_type: "Full", snapshot_path: "/snapshot/vmstate", mem_file_path: "/snapshot/mem" },
+      { snapshot_type: "Full", snapshot_path: "/snapshot-out/vmstate", mem_file_path: "/snapshot-out/mem" },
     ]);
     expect((await readdir(snap)).sort()).toEqual(["firecracker.json", "memory", "state"]);
     const manifest = fcSnapshotManifestSchema.parse(
@@ -156,8 +156,7 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     });
     // Firecracker writes the whole guest memory; the files were moved, not left in the jail.
     expect(manifest.memoryBytes).toBe(256 * 2 ** 20);
-    expect(await exists(path.join(d.paths.root, "snapshot", "vmstate"))).toBe(false);
-    expect(await exists(path.join(d.paths.root, "snapshot", "mem"))).toBe(false);
+    expect(await readdir(path.join(d.paths.root, "snapshot-out"))).toEqual([]);
     const client = await FirecrackerClient.connect({ socketPath: d.paths.socketPath });
     try {
       expect((await client.describeInstance()).body.state).toBe("Paused");
@@ -180,10 +179,10 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     await copy.createVM({ ...s.options("copy2"), restoreFrom: { dir: snap } });
     await copy.startVM(20_000);
     const memBackend = atLeast(parseVersion(t.version), "1.1.0")
-      ? { mem_backend: { backend_type: "File", backend_path: "/snapshot/mem" } }
-      : { mem_file_path: "/snapshot/mem" };
+      ? { mem_backend: { backend_type: "File", backend_path: "/restore/mem" } }
+      : { mem_file_path: "/restore/mem" };
     expect(load.mock.calls.map((c) => c[0])).toEqual([
-      { snapshot_path: "/snapshot/vmstate", ...memBackend, resume_vm: true },
+      { snapshot_path: "/restore/vmstate", ...memBackend, resume_vm: true },
     ]);
     const client = await FirecrackerClient.connect({ socketPath: copy.paths.socketPath });
     try {
@@ -210,6 +209,15 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     const s = await setup();
     const { d: source, snap } = await bootAndSnapshot(s, "src3");
     await source.cleanup();
+    // A mark in the snapshot's memory: nothing may write through the copy's link to it.
+    const memory = path.join(snap, "memory");
+    const mark = Buffer.from("cocoon snapshot memory mark");
+    const fd = await open(memory, "r+");
+    try {
+      await fd.write(mark, 0, mark.length, 0);
+    } finally {
+      await fd.close();
+    }
     const copy = driver();
     await copy.createVM({ ...s.options("copy3"), restoreFrom: { dir: snap } });
     await copy.startVM(20_000);
@@ -218,6 +226,9 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     await copy.snapshotVM(again);
     await copy.resumeVM();
     expect((await readdir(again)).sort()).toEqual(["firecracker.json", "memory", "state"]);
+    // The new snapshot is new files; the first one's memory (still the copy's RAM) is untouched.
+    expect((await stat(path.join(again, "memory"))).ino).not.toBe((await stat(memory)).ino);
+    expect((await readFile(memory)).subarray(0, mark.length)).toEqual(mark);
   });
 
   it("a load Firecracker refuses fails with its fault message and leaves no process, socket or snapshot file", async (ctx) => {
@@ -240,7 +251,7 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
     expect(await processesMentioning(s.dir)).toEqual([]);
     expect(await leaks(s.dir)).toEqual({ processes: [], mounts: [], sockets: [] });
     // Nothing of the snapshot (nor the drives rebuilt for it) stays in the jail.
-    expect(await exists(path.join(d.paths.root, "snapshot"))).toBe(false);
+    expect(await exists(path.join(d.paths.root, "restore"))).toBe(false);
     expect(await exists(path.join(d.paths.root, "rootfs"))).toBe(false);
     expect(await exists(path.join(d.paths.root, "drive_0"))).toBe(false);
     // The snapshot's own files are untouched.
@@ -266,6 +277,14 @@ describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, agai
       expect(d.getPids()).toEqual([]);
       expect(await exists(d.paths.jailDir)).toBe(false);
     }
+    // Devices cannot be added to a restored VM (it has the snapshot's).
+    const d = driver();
+    await d.createVM({ ...s.options("inc2"), restoreFrom: { dir: await fakeSnapshotDir(s.dir) } });
+    await d.addDevice({ type: "vsock", guestCid: 7 });
+    await expect(d.startVM(20_000)).rejects.toMatchObject({
+      code: "ERR_NOT_SUPPORTED",
+      message: /cannot add vsock devices to a Firecracker VM restored from a snapshot/,
+    });
     expect(await processesMentioning(s.dir)).toEqual([]);
   });
 
