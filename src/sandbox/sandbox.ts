@@ -112,7 +112,7 @@ export const MAIN_EXEC_ID = "main";
 
 /** Starting from a snapshot (src/sandbox/snapshot/): the saved VM and what ran in it. */
 export interface SandboxRestore {
-  /** The snapshot's directory (its `state` file holds device state and RAM). */
+  /** The snapshot's directory (the driver's files: QEMU's `state`; Firecracker's `state`, `memory`, `firecracker.json`). */
   dir: string;
   /** The source VM's RAM was a named memory backend (it was a template clone). */
   namedRam: boolean;

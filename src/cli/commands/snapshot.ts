@@ -53,7 +53,10 @@ export function registerSnapshot(program: Command, run: Runner): void {
   snapshot
     .command("create")
     .description("pause a sandbox, save its device state and memory as a snapshot, and let it run on")
-    .argument("<sandbox>", "the sandbox to snapshot (QEMU; without containers)")
+    .argument(
+      "<sandbox>",
+      "the sandbox to snapshot (QEMU, or Firecracker with the jailer; without containers)",
+    )
     .argument("[name]", "the snapshot's name (default: the sandbox id and a random suffix)")
     .action((id: string, name: string | undefined) =>
       run(async (ctx) => {

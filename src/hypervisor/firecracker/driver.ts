@@ -36,6 +36,7 @@ import { firecrackerSettingsFromParams, type FirecrackerSettings } from "./setti
 import { parseDriverState, type DriverState, type HotplugSlot } from "./state.js";
 import { balloonAmountFor, configureBalloon, setBalloon } from "./balloon.js";
 import { waitForGuest, waitRunning } from "./boot-wait.js";
+import { checkFcSnapshot, loadFcSnapshot, takeFcSnapshot, type FcSnapshotHost } from "./snapshot.js";
 
 /** Placeholder drives attached before boot; block "hotplug" swaps their backing files. */
 export const DRIVE_POOL_SIZE = 8;
@@ -48,6 +49,7 @@ export const UNIX_PATH_MAX = 107;
 
 const API_SOCKET = "/api.socket";
 const VSOCK_SOCKET = "/v.sock";
+const ROOTFS_DRIVE = "/rootfs";
 const LOG_FILE = "/firecracker.log";
 /** How long the VMM gets to bring its API up (the seed's fcTimeout). */
 const VMM_API_TIMEOUT_MS = 10_000;
@@ -96,6 +98,7 @@ export class FirecrackerHypervisor implements Hypervisor {
   private jail: Jail | undefined;
   private logger: Logger;
   private guestReady: CreateVmOptions["guestReady"];
+  private restoreFrom: CreateVmOptions["restoreFrom"];
   private netnsPath: string | undefined;
   private pending: Device[] = [];
   private proc: ManagedProcess | undefined;
@@ -161,6 +164,7 @@ export class FirecrackerHypervisor implements Hypervisor {
     this.settings = settings;
     this.logger = (options.logger ?? this.logger).child({ hypervisor: "firecracker", sandbox: options.id });
     this.guestReady = options.guestReady;
+    this.restoreFrom = options.restoreFrom;
     this.netnsPath = options.netnsPath;
     const rootFromImage = assetPath(config, "image") !== "";
     // Pool drives come after the rootfs drive (when there is one): /dev/vdb... or /dev/vda...
@@ -294,11 +298,29 @@ export class FirecrackerHypervisor implements Hypervisor {
     const deadline = Date.now() + timeoutMs;
     // Before the jail is built or anything runs: a missing namespace fails here, with its path.
     if (this.netnsPath !== undefined) await requireNetns(this.netnsPath, "Firecracker");
+    // A snapshot this Firecracker cannot load is refused before anything is launched.
+    const restore = this.restoreFrom;
+    if (restore && this.pending.length > 0)
+      throw new HypervisorError(
+        "ERR_NOT_SUPPORTED",
+        `cannot add ${this.pending.map((d) => d.type).join(", ")} devices to a Firecracker VM restored from a snapshot: it has the devices it was snapshotted with`,
+      );
+    const manifest = restore
+      ? await checkFcSnapshot(st, config, restore.dir, () =>
+          binaryVersion(assetPath(config, "hypervisor"), "Firecracker"),
+        )
+      : undefined;
     await requireKvm(this.kvmDevice);
     this.launchedByThisStart = false;
     try {
       await this.fcInit(Math.min(VMM_API_TIMEOUT_MS, timeoutMs));
-      await this.configureAndBoot(config, deadline);
+      if (restore && manifest) {
+        await loadFcSnapshot(this.snapshotHost(), await this.api(), restore.dir, manifest);
+        st.phase = "vm-ready";
+        st.paused = false;
+        this.logger.info({ version: st.firecrackerVersion, from: restore.dir }, "Firecracker VM restored");
+        await this.awaitGuest(deadline);
+      } else await this.configureAndBoot(config, deadline);
     } catch (err) {
       this.logger.warn({ err: messageOf(err) }, "Firecracker start failed, stopping it");
       await this.stopVM().catch(() => undefined);
@@ -416,7 +438,7 @@ export class FirecrackerHypervisor implements Hypervisor {
       // Read-only and not flagged as root: the root= parameters pick the partition.
       await client.putDrive({
         drive_id: "rootfs",
-        path_on_host: await this.place(image, "/rootfs", true),
+        path_on_host: await this.place(image, ROOTFS_DRIVE, true),
         is_root_device: false,
         is_read_only: true,
       });
@@ -447,6 +469,12 @@ export class FirecrackerHypervisor implements Hypervisor {
     st.phase = "vm-ready";
     st.paused = false;
     this.logger.info({ version: st.firecrackerVersion }, "Firecracker VM started");
+    await this.awaitGuest(deadline);
+  }
+
+  /** Waits for the booted or restored guest: the sandbox's check, or Firecracker's "Running". */
+  private async awaitGuest(deadline: number): Promise<void> {
+    const st = this.st!;
     await waitForGuest({
       deadline,
       ready: this.guestReady
@@ -522,6 +550,26 @@ export class FirecrackerHypervisor implements Hypervisor {
       await link(from, to).catch(() => copyFile(from, to));
     }
     st.snapshot = snapshot;
+  }
+
+  /** Snapshots of running sandboxes (snapshot.ts): pauses the VM and writes it into `dir`; it stays paused. */
+  async snapshotVM(dir: string): Promise<void> {
+    this.requireRunning();
+    await takeFcSnapshot(this.snapshotHost(), await this.api(), dir);
+  }
+
+  private snapshotHost(): FcSnapshotHost {
+    return {
+      st: this.requireState(),
+      jail: this.jail!,
+      config: this.requireConfig(),
+      place: (source, jailPath, readOnly) => this.place(source, jailPath, readOnly),
+      layout: {
+        rootfs: ROOTFS_DRIVE,
+        pool: Array.from({ length: DRIVE_POOL_SIZE }, (_, i) => `/${driveId(i)}`),
+        vsock: VSOCK_SOCKET,
+      },
+    };
   }
 
   async hotplugAddDevice(device: Device): Promise<Device> {

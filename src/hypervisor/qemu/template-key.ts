@@ -1,22 +1,13 @@
 import { createHash } from "node:crypto";
-import { stat } from "node:fs/promises";
-import { HypervisorError } from "../../errors.js";
 import { chooseAccelerator } from "../../host/accel.js";
 import { hostTscKhz } from "../../host/proc.js";
 import { buildQemuArgs } from "../../vmm/qemu/cmdline.js";
 import { assetPath, type HypervisorConfig } from "../config.js";
+import { fileIdentity } from "../file-identity.js";
 import { QemuHypervisor } from "./driver.js";
 
 /** A placeholder VM directory: per-VM socket paths must not change the key. */
 const KEY_VM_DIR = "/cocoon-template-key";
-
-/** Identity of a file without reading it: a changed or replaced file changes the key. */
-async function fileIdentity(file: string): Promise<string> {
-  const st = await stat(file).catch(() => undefined);
-  if (!st)
-    throw new HypervisorError("ERR_ASSET_INVALID", `${file} does not exist`, { details: { path: file } });
-  return `${file}:${st.size}:${st.mtimeMs}:${st.ino}`;
-}
 
 /**
  * Everything that shapes a template VM, hashed: the QEMU command line it would get (machine,

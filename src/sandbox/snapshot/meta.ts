@@ -3,8 +3,10 @@ import type { DocumentKind } from "../../store/atomic.js";
 import { sandboxDocSchema } from "../state.js";
 
 /**
- * What `snapshot.json` records next to a snapshot's `state` file (device state and RAM in
- * QEMU's migration format). Written last: a directory without it is no snapshot.
+ * What `snapshot.json` records next to a snapshot's VM files. QEMU: `state` (device state and
+ * RAM in QEMU's migration format). Firecracker: `state` (its vmstate), `memory` (the guest's
+ * RAM) and `firecracker.json` (the driver's manifest). Written last: a directory without it is
+ * no snapshot.
  */
 export const snapshotMetaSchema = z.object({
   name: z.string(),
@@ -13,14 +15,24 @@ export const snapshotMetaSchema = z.object({
   cocoonVersion: z.string(),
   /** Host architecture: QEMU's CPU state does not move between architectures. */
   hostArch: z.string(),
-  hypervisorType: z.literal("qemu"),
+  /** The hypervisor that made it: only the same type restores it. */
+  hypervisorType: z.enum(["qemu", "firecracker"]),
+  /** QEMU's machine type; "firecracker" for a Firecracker snapshot. */
   machine: z.string(),
+  /** Firecracker: the version that took it (the vmstate format is version-specific). */
+  firecrackerVersion: z.string().optional(),
   memoryMiB: z.number().int().positive(),
   vcpus: z.number().int().positive(),
-  /** Hash of the QEMU command line and the identity of QEMU, kernel and rootfs (template-key.ts). */
+  /**
+   * QEMU: hash of the command line and the identity of QEMU, kernel and rootfs (template-key.ts).
+   * Firecracker: hash of the VM shape and the identity of Firecracker, jailer, kernel and rootfs
+   * (firecracker/snapshot-key.ts).
+   */
   key: z.string(),
-  /** Size of `state`: a cut-short or replaced file is refused before QEMU reads it. */
+  /** Size of `state`: a cut-short or replaced file is refused before the VMM reads it. */
   stateBytes: z.number().int().positive(),
+  /** Firecracker: size of `memory`, checked the same way. */
+  memoryBytes: z.number().int().positive().optional(),
   /** The source VM's RAM was a named memory backend (a template clone): the restore names it too. */
   namedRam: z.boolean(),
   source: z.string(),
@@ -46,7 +58,7 @@ export interface SnapshotInfo {
   createdAt: string;
   source: string;
   memoryMiB: number;
-  /** Bytes on disk (the state file: device state and the guest's non-zero RAM pages). */
+  /** Bytes on disk (QEMU's state file: device state and non-zero RAM pages; Firecracker's vmstate and memory). */
   sizeBytes: number;
   cocoonVersion: string;
   /** Whether this cocoon on this host can restore it; else why not. */

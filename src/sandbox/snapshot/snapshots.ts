@@ -3,6 +3,8 @@ import { mkdir, readdir, rename, rm, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import { errnoCode, messageOf, SandboxError } from "../../errors.js";
 import { validateHypervisorConfig, type HypervisorConfig } from "../../hypervisor/config.js";
+import { FC_SNAPSHOT_FILES, readFcSnapshotManifest } from "../../hypervisor/firecracker/snapshot.js";
+import { firecrackerSnapshotKey } from "../../hypervisor/firecracker/snapshot-key.js";
 import { qemuTemplateKey } from "../../hypervisor/qemu/template-key.js";
 import { readDocument, writeDocument } from "../../store/atomic.js";
 import { withLock } from "../../store/lock.js";
@@ -18,14 +20,23 @@ const SPARE_BYTES = 32 * 2 ** 20;
 /** Loading or writing 512 MiB under TCG takes seconds; a stuck lock holder is given this long. */
 const LOCK_TIMEOUT_MS = 600_000;
 
+/** The hypervisors whose drivers snapshot running sandboxes. */
+export type SnapshotHypervisor = SnapshotMeta["hypervisorType"];
+const SNAPSHOT_HYPERVISORS: readonly string[] = ["qemu", "firecracker"] satisfies SnapshotHypervisor[];
+
+function snapshotHypervisor(type: string): type is SnapshotHypervisor {
+  return SNAPSHOT_HYPERVISORS.includes(type);
+}
+
 export interface SnapshotProgress {
   (step: string): void;
 }
 
 /**
  * Snapshots of running sandboxes (E2B-style pause/resume that survives the host process):
- * `<libRoot>/snapshots/<name>/` holds `state` (QEMU's device state and the guest's RAM, one
- * migration stream) and `snapshot.json`. It is built in `<name>.partial` and renamed into
+ * `<libRoot>/snapshots/<name>/` holds the VM's files (QEMU: `state`, device state and the
+ * guest's RAM in one migration stream; Firecracker: `state`, `memory` and `firecracker.json`)
+ * and `snapshot.json`. It is built in `<name>.partial` and renamed into
  * place, all under `<name>.lock`: a crash or a full disk leaves no half snapshot, and a
  * snapshot being restored cannot be removed underneath. A snapshot needs nothing of its
  * source sandbox: that can be removed.
@@ -48,6 +59,9 @@ export class SnapshotStore {
   private statePath(name: string): string {
     return path.join(this.dir(name), "state");
   }
+  private memoryPath(name: string): string {
+    return path.join(this.dir(name), FC_SNAPSHOT_FILES.memory);
+  }
 
   /** The hypervisor config a snapshot restores with: the source's, owing nothing to a template. */
   static restoreConfig(source: HypervisorConfig): HypervisorConfig {
@@ -60,9 +74,14 @@ export class SnapshotStore {
     });
   }
 
-  /** The key a snapshot records and a restore recomputes (the templates' key, see template-key.ts). */
-  static key(config: HypervisorConfig): Promise<string> {
-    return qemuTemplateKey(config, { cocoon: COCOON_VERSION, purpose: "snapshot" });
+  /**
+   * The key a snapshot records and a restore recomputes: QEMU's is the templates' key
+   * (template-key.ts), Firecracker's its own (firecracker/snapshot-key.ts). Keys of different
+   * hypervisors never match.
+   */
+  static key(config: HypervisorConfig, type: SnapshotHypervisor = "qemu"): Promise<string> {
+    const extra = { cocoon: COCOON_VERSION, purpose: "snapshot" };
+    return type === "firecracker" ? firecrackerSnapshotKey(config, extra) : qemuTemplateKey(config, extra);
   }
 
   /** Pauses `sandbox`, saves its state as snapshot `name`, and lets it run on. */
@@ -71,13 +90,14 @@ export class SnapshotStore {
       "snapshot",
       name ?? `${sandbox.id.slice(0, 40)}-${randomBytes(4).toString("hex")}`,
     );
-    if (sandbox.config.hypervisorType !== "qemu")
+    const type = sandbox.config.hypervisorType;
+    if (!snapshotHypervisor(type))
       throw new SandboxError(
         "ERR_NOT_SUPPORTED",
-        sandbox.config.hypervisorType === "acrn"
+        type === "acrn"
           ? "ACRN cannot snapshot a running VM: snapshots are not supported on ACRN"
-          : `snapshots of running sandboxes are implemented for QEMU only, not ${sandbox.config.hypervisorType}`,
-        { details: { sandbox: sandbox.id, hypervisor: sandbox.config.hypervisorType } },
+          : `snapshots of running sandboxes are implemented for QEMU and Firecracker only, not ${type}`,
+        { details: { sandbox: sandbox.id, hypervisor: type } },
       );
     const hv = sandbox.config.hypervisorConfig as unknown as HypervisorConfig;
     await mkdir(this.root, { recursive: true, mode: 0o700 });
@@ -95,11 +115,17 @@ export class SnapshotStore {
         try {
           await this.checkRoom(work, hv.memorySize);
           const restoreConfig = SnapshotStore.restoreConfig(hv);
-          const key = await SnapshotStore.key(restoreConfig);
+          const key = await SnapshotStore.key(restoreConfig, type);
           progress?.(`pausing ${sandbox.id} and saving its device state and ${hv.memorySize} MiB of RAM`);
           const source = await sandbox.saveSnapshot(work);
           const stateBytes = (await stat(path.join(work, "state"))).size;
-          if (stateBytes === 0) throw new SandboxError("ERR_VMM_API", "QEMU wrote an empty snapshot");
+          if (stateBytes === 0)
+            throw new SandboxError(
+              "ERR_VMM_API",
+              `${type === "qemu" ? "QEMU" : "Firecracker"} wrote an empty snapshot`,
+            );
+          // Firecracker: its manifest says which version took it and how large the memory file is.
+          const fc = type === "firecracker" ? await readFcSnapshotManifest(work) : undefined;
           const state = source.doc.state;
           if (state !== "ready" && state !== "running")
             throw new SandboxError("ERR_INVALID_STATE", `sandbox ${sandbox.id} became ${state} meanwhile`);
@@ -108,12 +134,14 @@ export class SnapshotStore {
             createdAt: new Date().toISOString(),
             cocoonVersion: COCOON_VERSION,
             hostArch: process.arch,
-            hypervisorType: "qemu",
-            machine: restoreConfig.hypervisorMachineType || "microvm",
+            hypervisorType: type,
+            machine: fc ? "firecracker" : restoreConfig.hypervisorMachineType || "microvm",
+            ...(fc ? { firecrackerVersion: fc.firecrackerVersion } : {}),
             memoryMiB: restoreConfig.memorySize,
             vcpus: restoreConfig.numVCPUs,
             key,
             stateBytes,
+            ...(fc ? { memoryBytes: fc.memoryBytes } : {}),
             namedRam: source.namedRam,
             source: sandbox.id,
             sandbox: {
@@ -130,7 +158,9 @@ export class SnapshotStore {
           };
           await writeDocument(path.join(work, "snapshot.json"), SNAPSHOT_DOC, meta);
           await rename(work, dir);
-          progress?.(`snapshot ${snapName}: ${(stateBytes / 2 ** 20).toFixed(1)} MiB`);
+          progress?.(
+            `snapshot ${snapName}: ${((stateBytes + (meta.memoryBytes ?? 0)) / 2 ** 20).toFixed(1)} MiB`,
+          );
           return meta;
         } catch (err) {
           await rm(work, { recursive: true, force: true });
@@ -171,12 +201,18 @@ export class SnapshotStore {
         hint: "cocoon snapshot ls lists them",
       });
     const st = await stat(this.statePath(name)).catch(() => undefined);
-    if (st?.size !== doc.data.stateBytes)
-      throw new SandboxError(
+    const damaged = (what: string, size: number | undefined, expected: number) =>
+      new SandboxError(
         "ERR_STATE_CORRUPT",
-        `snapshot "${name}" is damaged: its state file is ${st ? `${st.size} bytes, expected ${doc.data.stateBytes}` : "missing"}`,
+        `snapshot "${name}" is damaged: its ${what} file is ${size !== undefined ? `${size} bytes, expected ${expected}` : "missing"}`,
         { details: { snapshot: name }, hint: `remove it with cocoon snapshot rm ${name}` },
       );
+    if (st?.size !== doc.data.stateBytes) throw damaged("state", st?.size, doc.data.stateBytes);
+    if (doc.data.hypervisorType === "firecracker") {
+      const expected = doc.data.memoryBytes ?? 0;
+      const mem = await stat(this.memoryPath(name)).catch(() => undefined);
+      if (mem?.size !== expected) throw damaged("memory", mem?.size, expected);
+    }
     return doc.data;
   }
 
@@ -186,17 +222,24 @@ export class SnapshotStore {
       return `it was made by cocoon ${meta.cocoonVersion}, this is cocoon ${COCOON_VERSION}`;
     if (meta.hostArch !== process.arch)
       return `it was made on ${meta.hostArch}, this host is ${process.arch}`;
+    const type = meta.sandbox.config.hypervisorType;
+    if (type !== meta.hypervisorType || !snapshotHypervisor(type))
+      return `it is a ${meta.hypervisorType} snapshot but records a ${type} sandbox`;
     const config = meta.sandbox.config.hypervisorConfig as unknown as HypervisorConfig;
-    const machine = config.hypervisorMachineType || "microvm";
-    if (machine !== meta.machine) return `it records machine type ${meta.machine} but a ${machine} VM`;
+    if (type === "qemu") {
+      const machine = config.hypervisorMachineType || "microvm";
+      if (machine !== meta.machine) return `it records machine type ${meta.machine} but a ${machine} VM`;
+    }
     let key: string;
     try {
-      key = await SnapshotStore.key(SnapshotStore.restoreConfig(config));
+      key = await SnapshotStore.key(SnapshotStore.restoreConfig(config), type);
     } catch (err) {
       return `its VM cannot be rebuilt here: ${messageOf(err)}`;
     }
     if (key !== meta.key)
-      return "the QEMU binary, kernel, rootfs or VM shape it was made with changed since (its devices would not match)";
+      return type === "qemu"
+        ? "the QEMU binary, kernel, rootfs or VM shape it was made with changed since (its devices would not match)"
+        : `the Firecracker or jailer binary${meta.firecrackerVersion ? ` (it was made by Firecracker ${meta.firecrackerVersion})` : ""}, kernel, rootfs or VM shape it was made with changed since (another Firecracker cannot load its state)`;
     return undefined;
   }
 
@@ -211,7 +254,13 @@ export class SnapshotStore {
         const why = await this.incompatibility(meta);
         if (why)
           throw new SandboxError("ERR_SNAPSHOT_INCOMPATIBLE", `cannot restore snapshot "${name}": ${why}`, {
-            details: { snapshot: name, cocoonVersion: meta.cocoonVersion, machine: meta.machine },
+            details: {
+              snapshot: name,
+              cocoonVersion: meta.cocoonVersion,
+              hypervisor: meta.hypervisorType,
+              machine: meta.machine,
+              ...(meta.firecrackerVersion ? { firecrackerVersion: meta.firecrackerVersion } : {}),
+            },
             hint: "take a new snapshot with this cocoon and these assets",
           });
         const { hypervisorConfig, ...rest } = meta.sandbox.config;
@@ -262,7 +311,7 @@ export class SnapshotStore {
         createdAt: meta.createdAt,
         source: meta.source,
         memoryMiB: meta.memoryMiB,
-        sizeBytes: meta.stateBytes,
+        sizeBytes: meta.stateBytes + (meta.memoryBytes ?? 0),
         cocoonVersion: meta.cocoonVersion,
         restorable: (await this.incompatibility(meta)) ?? true,
       });
