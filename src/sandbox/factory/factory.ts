@@ -73,19 +73,31 @@ export class VmFactory {
     const plan: ClonePlan = { config: { ...config, hypervisorConfig }, done: async () => undefined };
     if (!(options.pool ?? true) || this.settings.cache === 0) return plan;
     const entry = await this.pool.take(meta.key);
-    this.pool.spawnRefill({
-      poolDir: this.pool.dir,
-      key: meta.key,
-      target: this.settings.cache,
-      config: hypervisorConfig as unknown as Record<string, unknown>,
-      jailerBase: this.ctx.paths.jailerBase,
-      dialTimeoutMs: config.agentConfig.dialTimeoutMs,
-    });
-    if (!entry) return plan;
+    const refill = () =>
+      this.pool.spawnRefill({
+        poolDir: this.pool.dir,
+        key: meta.key,
+        target: this.settings.cache,
+        config: hypervisorConfig as unknown as Record<string, unknown>,
+        jailerBase: this.ctx.paths.jailerBase,
+        dialTimeoutMs: config.agentConfig.dialTimeoutMs,
+      });
+    if (!entry) {
+      refill();
+      return plan;
+    }
     return {
       ...plan,
       pooled: { vmDir: entry.vmDir, hypervisorState: entryState(entry) },
-      done: (ok) => this.letGo(entry, ok),
+      // The refill starts once the create is done: a new clone's start (Node, QEMU loading
+      // the template, its vCPU) would otherwise take the CPU from the clone being handed out.
+      done: async (ok) => {
+        try {
+          await this.letGo(entry, ok);
+        } finally {
+          refill();
+        }
+      },
     };
   }
 
