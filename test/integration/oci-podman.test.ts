@@ -145,7 +145,7 @@ describe("podman 4.3 --runtime cocoon-runtime", () => {
   it("podman's rlimits and files reach the guest: runc needs --ulimit on this host, cocoon-runtime does not", async () => {
     const script = [
       "grep 'open files' /proc/self/limits",
-      "cat /etc/hostname",
+      'echo "$(cat /etc/hostname)"', // podman writes it without a final newline
       "grep -c localhost /etc/hosts",
       "test -f /run/.containerenv && echo containerenv",
       "cat /sys/fs/cgroup/pids.max",
@@ -176,6 +176,7 @@ describe("podman 4.3 --runtime cocoon-runtime", () => {
     const r = await podman(args);
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.split("\n");
+    expect(lines, r.stdout).toHaveLength(6);
     expect(lines[0]).toMatch(/^Max open files\s+1048576\s+1048576/);
     expect(lines[1]).toMatch(/^[0-9a-f]{12}$/); // podman's hostname: the container id's start
     expect(Number(lines[2])).toBeGreaterThan(0);
