@@ -39,7 +39,7 @@ export const containerConfigSchema = z.object({
   readonlyRootfs: z.boolean().default(false),
   annotations: z.record(z.string(), z.string()).default({}),
   /** Resource control: the container's limits in the guest (runc cgroups). */
-  resources: containerResourcesSchema.optional(),
+  resources: containerResourcesSchema().optional(),
 });
 export type ContainerConfig = z.input<typeof containerConfigSchema>;
 export type ParsedContainerConfig = z.output<typeof containerConfigSchema>;
