@@ -21,10 +21,15 @@ try {
   const conn = new Connection(await connectUnix(sockets.get("cocoon.agent.0")!), { role: "client" });
   await conn.hello("probe", 180_000);
   const helloMs = performance.now() - t0;
-  const clock = await sh(conn, "cut -d' ' -f1 /proc/uptime; cut -d' ' -f22 /proc/$(pidof node)/stat");
-  const [up, start] = clock.split("\n").map(Number);
+  // The agent's start time and its CPU time (user, system) so far, in clock ticks (100 Hz).
+  const clock = await sh(conn, "cut -d' ' -f1 /proc/uptime; cut -d' ' -f22,14,15 /proc/$(pidof node)/stat");
+  const [up, stat] = clock.split("\n");
+  const [utime, stime, start] = stat!.split(" ").map(Number);
   console.log(`host: qemu spawn → HELLO_ACK ${(helloMs / 1000).toFixed(2)} s`);
   console.log(`guest clock: node exec'd ${(start! / 100).toFixed(2)} s, first answer ${up} s`);
+  console.log(
+    `agent CPU time by then: user ${(utime! / 100).toFixed(2)} s, system ${(stime! / 100).toFixed(2)} s`,
+  );
   // Seconds on the guest's clock for a shell command, median of n, caches warm (or dropped).
   const timeIt = async (label: string, cmd: string, n = 3, drop = false): Promise<void> => {
     const out: number[] = [];

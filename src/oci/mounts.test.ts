@@ -53,7 +53,7 @@ describe("config.json mounts for a VM", () => {
       expect.objectContaining({ kind: "file", destination: "/etc/ro", readOnly: true }),
     ]);
     // What goes to the agent passes the protocol's own schema.
-    for (const m of out) expect(containerMountSchema.safeParse(m).success).toBe(true);
+    for (const m of out) expect(containerMountSchema().safeParse(m).success).toBe(true);
   });
 
   it("a host directory at /dev/shm becomes the guest's own shm; elsewhere it is refused", async () => {

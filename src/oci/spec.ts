@@ -24,7 +24,7 @@ export const ociProcessSchema = z.object({
   env: z.array(z.string()).optional(),
   cwd: z.string().optional(),
   consoleSize: z.object({ height: z.number(), width: z.number() }).optional(),
-  rlimits: z.array(rlimitSchema).optional(),
+  rlimits: z.array(rlimitSchema()).optional(),
 });
 export type OciProcess = z.infer<typeof ociProcessSchema>;
 

@@ -40,11 +40,11 @@ export const containerConfigSchema = z.object({
   readonlyRootfs: z.boolean().default(false),
   annotations: z.record(z.string(), z.string()).default({}),
   /** Resource control: the container's limits in the guest (runc cgroups). */
-  resources: containerResourcesSchema.optional(),
+  resources: containerResourcesSchema().optional(),
   /** The process's rlimits in the guest; absent: the agent's default. */
-  rlimits: z.array(rlimitSchema).optional(),
+  rlimits: z.array(rlimitSchema()).optional(),
   /** Mounts beyond the guest's defaults: guest filesystems and copied host files (OCI runtime). */
-  mounts: z.array(containerMountSchema).max(64).default([]),
+  mounts: z.array(containerMountSchema()).max(64).default([]),
 });
 export type ContainerConfig = z.input<typeof containerConfigSchema>;
 export type ParsedContainerConfig = z.output<typeof containerConfigSchema>;

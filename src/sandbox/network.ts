@@ -46,7 +46,7 @@ export const networkSpecSchema = z.object({
   mode: z.enum(["none", "bridge", "ns"]).default("none"),
   nsPath: z.string().startsWith("/").optional(),
   ports: z.array(portMappingSchema).default([]),
-  hosts: z.array(hostEntrySchema).default([]),
+  hosts: z.array(hostEntrySchema()).default([]),
   egress: z.enum(["allow", "deny"]).default("allow"),
   /** --allow-egress CIDR[:PORT] entries, as given. */
   allowEgress: z.array(z.string()).default([]),

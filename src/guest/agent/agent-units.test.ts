@@ -47,6 +47,27 @@ describe("paths inside a container root", () => {
       code: "EXEC_NOT_EXECUTABLE",
     });
   });
+
+  it("looks programs up in the guest's own root as the kernel does", async () => {
+    await mkdir(path.join(dir, "bin"));
+    await writeFile(path.join(dir, "bin/tool"), "#!/bin/sh\n");
+    await chmod(path.join(dir, "bin/tool"), 0o755);
+    await writeFile(path.join(dir, "bin/data"), "");
+    await symlink(path.join(dir, "bin/tool"), path.join(dir, "bin/link"));
+    const bin = path.join(dir, "bin");
+    await expect(checkExecutable("/", "tool", [`PATH=/nonexistent:${bin}`], "/")).resolves.toBeUndefined();
+    await expect(checkExecutable("/", "link", [`PATH=${bin}`], "/")).resolves.toBeUndefined();
+    await expect(checkExecutable("/", "./bin/tool", [], dir)).resolves.toBeUndefined();
+    await expect(checkExecutable("/", "tool", ["PATH=/nonexistent"], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_FOUND",
+    });
+    await expect(checkExecutable("/", "bin", [`PATH=${dir}`], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_FOUND",
+    });
+    await expect(checkExecutable("/", "data", [`PATH=${bin}`], "/")).rejects.toMatchObject({
+      code: "EXEC_NOT_EXECUTABLE",
+    });
+  });
 });
 
 describe("exit statuses", () => {

@@ -35,7 +35,7 @@ describe("an OCI runtime's mounts and rlimits in the guest's container spec", ()
         mode: 0o600,
       },
       { kind: "file", destination: "/etc/ro", content: "", readOnly: true },
-    ].map((m) => containerMountSchema.parse(m));
+    ].map((m) => containerMountSchema().parse(m));
     const mounts = await containerMounts(dir, requested);
     expect(mounts).toEqual([
       { destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] },

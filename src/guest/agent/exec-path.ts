@@ -63,7 +63,11 @@ export async function checkExecutable(
     : searchPath(env).map((dir) => path.posix.join(dir, program));
   let found: string | undefined;
   for (const c of candidates) {
-    const resolved = await resolveInRoot(root, c);
+    // In the guest's own root the kernel's lookup is already confined to "/" (`..` stops there,
+    // absolute links start there), so walking the path in JavaScript, one lstat per component,
+    // would only repeat it: that walk was about a quarter of an exec's time under emulation
+    // (issue 14). Container roots still need it.
+    const resolved = root === "/" ? path.posix.resolve(c) : await resolveInRoot(root, c);
     try {
       if ((await stat(resolved)).isFile()) {
         found = resolved;

@@ -6,7 +6,7 @@ import type { z } from "zod";
 import { AgentOpError } from "./errors.js";
 import { run } from "./run.js";
 
-export type ParsedStorage = z.output<typeof storageSchema>;
+export type ParsedStorage = z.output<ReturnType<typeof storageSchema>>;
 
 /** How long a hot-plugged disk may take to show up in /sys. */
 const DEVICE_WAIT_MS = 15_000;
