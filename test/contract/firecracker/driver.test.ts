@@ -7,14 +7,13 @@ import path from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { emptyHypervisorConfig, type HypervisorConfig } from "../../../src/hypervisor/config.js";
 import { FirecrackerHypervisor, UNIX_PATH_MAX } from "../../../src/hypervisor/firecracker/driver.js";
-import type { AgentChannel, CreateVmOptions } from "../../../src/hypervisor/hypervisor.js";
+import type { CreateVmOptions } from "../../../src/hypervisor/hypervisor.js";
 import { newHypervisor } from "../../../src/hypervisor/registry.js";
 import "../../../src/hypervisor/drivers.js";
 import { isProcessAlive } from "../../../src/host/proc.js";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
 import { runChecked } from "../../../src/host/process.js";
 import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
-import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import { silentLogger } from "../../../src/log.js";
 import { Store } from "../../../src/store/store.js";
 import { RuntimePaths } from "../../../src/store/paths.js";
@@ -31,16 +30,8 @@ import {
   skipUnlessBootable,
   target,
   type Target,
+  echoReady,
 } from "./helpers.js";
-
-/** A guest check like the sandbox's: the agent port answers through hybrid vsock (the fake guest echoes). */
-async function echoReady(channel: AgentChannel, signal: AbortSignal): Promise<void> {
-  if (channel.kind !== "hvsock") throw new Error("expected hybrid vsock");
-  const { socket } = await connectHybridVsock(channel.path, channel.port, { signal, timeoutMs: 5_000 });
-  socket.write("ping\n");
-  await new Promise<void>((resolve) => socket.once("data", () => resolve()));
-  socket.destroy();
-}
 
 describe.each(VERSIONS)("Firecracker driver against %s", (label) => {
   let t: Target;

@@ -13,9 +13,11 @@ import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { mountsUnder, unmountAllUnder } from "../../../src/host/mount.js";
+import type { AgentChannel } from "../../../src/hypervisor/hypervisor.js";
 import { binaryVersion } from "../../../src/vmm/firecracker/jailer.js";
 import type { MicroVMOptions } from "../../../src/vmm/firecracker/microvm.js";
 import { formatVersion } from "../../../src/vmm/firecracker/version.js";
+import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import { fakeBinaries } from "../../fakes/firecracker/build.js";
 import type { TestContext } from "vitest";
 
@@ -175,4 +177,13 @@ export async function removeTmp(dir: string): Promise<void> {
   }
   await unmountAllUnder(dir, { lazy: true });
   await rm(dir, { recursive: true, force: true });
+}
+
+/** A guest check like the sandbox's: the agent port answers through hybrid vsock (the fake guest echoes). */
+export async function echoReady(channel: AgentChannel, signal: AbortSignal): Promise<void> {
+  if (channel.kind !== "hvsock") throw new Error("expected hybrid vsock");
+  const { socket } = await connectHybridVsock(channel.path, channel.port, { signal, timeoutMs: 5_000 });
+  socket.write("ping\n");
+  await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+  socket.destroy();
 }

@@ -15,11 +15,10 @@ import {
   fcSnapshotManifestSchema,
   type FcSnapshotManifest,
 } from "../../../src/hypervisor/firecracker/snapshot.js";
-import type { AgentChannel, CreateVmOptions } from "../../../src/hypervisor/hypervisor.js";
+import type { CreateVmOptions } from "../../../src/hypervisor/hypervisor.js";
 import { silentLogger } from "../../../src/log.js";
 import { FirecrackerClient } from "../../../src/vmm/firecracker/client.js";
 import { atLeast, parseVersion } from "../../../src/vmm/firecracker/version.js";
-import { connectHybridVsock } from "../../../src/vmm/firecracker/vsock.js";
 import {
   REAL,
   exists,
@@ -33,19 +32,11 @@ import {
   skipUnlessBootable,
   target,
   type Target,
+  echoReady,
 } from "./helpers.js";
 
 /** The versions whose snapshot bodies differ: mem_file_path (1.0), mem_backend (1.1+), the 1.5/1.7 texts. */
 const SNAPSHOT_VERSIONS = REAL ? ["real"] : ["1.0.0", "1.5.1", "1.7.0", "1.16.1"];
-
-/** The agent check the sandbox passes: the agent port answers through hybrid vsock (the fake guest echoes). */
-async function echoReady(channel: AgentChannel, signal: AbortSignal): Promise<void> {
-  if (channel.kind !== "hvsock") throw new Error("expected hybrid vsock");
-  const { socket } = await connectHybridVsock(channel.path, channel.port, { signal, timeoutMs: 5_000 });
-  socket.write("ping\n");
-  await new Promise<void>((resolve) => socket.once("data", () => resolve()));
-  socket.destroy();
-}
 
 describe.each(SNAPSHOT_VERSIONS)("Firecracker snapshots through the driver, against %s", (label) => {
   let t: Target;
