@@ -112,3 +112,59 @@ export class TestNetnsView {
     return stdout;
   }
 }
+
+/**
+ * The network a caller leaves for a container after running CNI (containerd's CRI plugin for a
+ * pod, podman): a namespace holding a veth `eth0` with `<subnet>.2/24`, whose peer (the "node",
+ * `<subnet>.1`) sits in a second namespace. Both are the test's own; `remove` deletes them.
+ */
+export class CallerNetwork {
+  private constructor(
+    readonly name: string,
+    readonly peerName: string,
+  ) {}
+
+  get path(): string {
+    return `/run/netns/${this.name}`;
+  }
+
+  static async create(prefix: string, subnet: string): Promise<CallerNetwork> {
+    const net = new CallerNetwork(`${prefix}-pod-${process.pid}`, `${prefix}-peer-${process.pid}`);
+    const ip = (args: string[]) => exec("ip", args);
+    await ip(["netns", "add", net.name]);
+    await ip(["netns", "add", net.peerName]);
+    await ip([
+      "-n",
+      net.name,
+      "link",
+      "add",
+      "eth0",
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "vpeer",
+      "netns",
+      net.peerName,
+    ]);
+    await ip(["-n", net.name, "addr", "add", `${subnet}.2/24`, "dev", "eth0"]);
+    await ip(["-n", net.name, "link", "set", "eth0", "up"]);
+    await ip(["-n", net.peerName, "addr", "add", `${subnet}.1/24`, "dev", "vpeer"]);
+    await ip(["-n", net.peerName, "link", "set", "vpeer", "up"]);
+    return net;
+  }
+
+  /** The namespace's link names: what cocoon found there must be all that is left. */
+  async links(): Promise<string[]> {
+    const { stdout } = await exec("ip", ["-n", this.name, "-o", "link", "show"]);
+    return stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => l.split(":")[1]?.trim().split("@")[0] ?? "");
+  }
+
+  async remove(): Promise<void> {
+    for (const ns of [this.name, this.peerName])
+      await exec("ip", ["netns", "del", ns]).catch(() => undefined);
+  }
+}

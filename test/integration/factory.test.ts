@@ -162,8 +162,7 @@ describe("VM templates (factory) on real QEMU VMs", () => {
     // Sandboxes from clones leave nothing after rm.
     expect(await runtime.listSandboxes()).toEqual([]);
     // Sandboxes live under <root>/run/vm (src/store/paths.ts): that is where a leak would show.
-    for (const name of ids)
-      expect(await entriesUnder(path.join(root, "run", "vm", name))).toEqual([]);
+    for (const name of ids) expect(await entriesUnder(path.join(root, "run", "vm", name))).toEqual([]);
     expect(await processesMentioning(path.join(root, "run", "vm"))).toEqual([]);
     expect(await mountsUnderRoot()).toEqual([]);
   });

@@ -4,6 +4,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ASSETS_DIR, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
+import { CallerNetwork } from "../helpers/netns.js";
 import { busyboxRootfs } from "../helpers/rootfs.js";
 
 /**
@@ -307,32 +308,9 @@ describe("cocoon-runtime: the OCI lifecycle on real VMs", () => {
   });
 
   it("config.json's rlimits, resources, mounts and network namespace reach the container in the VM", async () => {
-    // The caller's network (podman's, after CNI): a namespace with an addressed veth whose peer
-    // sits in a second namespace; both are this test's own.
-    const podNet = `cco-pod-${process.pid}`;
-    const peerNet = `cco-peer-${process.pid}`;
-    const ip = (args: string[]) => execFileP("ip", args);
+    // The caller's network (podman's, after CNI), the test's own namespaces.
+    const net = await CallerNetwork.create("cco", "10.251.0");
     try {
-      await ip(["netns", "add", podNet]);
-      await ip(["netns", "add", peerNet]);
-      await ip([
-        "-n",
-        podNet,
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "vpeer",
-        "netns",
-        peerNet,
-      ]);
-      await ip(["-n", podNet, "addr", "add", "10.251.0.2/24", "dev", "eth0"]);
-      await ip(["-n", podNet, "link", "set", "eth0", "up"]);
-      await ip(["-n", peerNet, "addr", "add", "10.251.0.1/24", "dev", "vpeer"]);
-      await ip(["-n", peerNet, "link", "set", "vpeer", "up"]);
       // Host files as podman binds them (/etc/hosts read-write, another read-only), and the
       // host directory podman binds at /dev/shm.
       const hostsFile = path.join(root, "hosts-for-c6");
@@ -367,11 +345,7 @@ describe("cocoon-runtime: the OCI lifecycle on real VMs", () => {
               { destination: "/dev/shm", type: "bind", source: shmDir, options: ["bind", "nosuid"] },
             ];
             spec["linux"] = {
-              namespaces: [
-                { type: "pid" },
-                { type: "mount" },
-                { type: "network", path: `/run/netns/${podNet}` },
-              ],
+              namespaces: [{ type: "pid" }, { type: "mount" }, { type: "network", path: net.path }],
               resources: { memory: { limit: 64 * 1024 * 1024 }, pids: { limit: 99 } },
             };
           },
@@ -392,13 +366,7 @@ describe("cocoon-runtime: the OCI lifecycle on real VMs", () => {
       expect(lines).toContain("ping-ok");
       expect((await runtime(["delete", "c6"])).code).toBe(0);
       // The namespace is the caller's: left as it was found, with only its own links.
-      const { stdout: links } = await ip(["-n", podNet, "-o", "link", "show"]);
-      expect(
-        links
-          .split("\n")
-          .filter(Boolean)
-          .map((l) => l.split(":")[1]?.trim().split("@")[0]),
-      ).toEqual(["lo", "eth0"]);
+      expect(await net.links()).toEqual(["lo", "eth0"]);
 
       // A host directory bound elsewhere than /dev/shm cannot reach a VM: refused, nothing made.
       const refused = await runtime([
@@ -415,7 +383,7 @@ describe("cocoon-runtime: the OCI lifecycle on real VMs", () => {
       expect(refused.stderr).toContain("bind mounts of host directories are not supported in a VM");
       expect((await runtime(["state", "c7"])).stderr).toContain("does not exist");
     } finally {
-      for (const ns of [podNet, peerNet]) await ip(["netns", "del", ns]).catch(() => undefined);
+      await net.remove();
     }
   });
 

@@ -15,6 +15,7 @@ import {
 import { TtrpcClient } from "../../src/shim/ttrpc/client.js";
 import { TtrpcServer } from "../../src/shim/ttrpc/server.js";
 import { Code, TtrpcError } from "../../src/shim/ttrpc/status.js";
+import { CallerNetwork } from "../helpers/netns.js";
 import { busyboxRootfs } from "../helpers/rootfs.js";
 import { ASSETS_DIR, filesUnder, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
 
@@ -131,26 +132,11 @@ function containerIdOf(req: ForwardRequest): string {
   return Buffer.from(value.subarray(2, 2 + (value[1] ?? 0))).toString();
 }
 
-/**
- * The pod's network as the CRI plugin leaves it after CNI: a namespace holding a veth with an
- * address, whose peer (the "node") sits in a second namespace. Both are the test's own.
- */
-const PODNET = `cct-pod-${process.pid}`;
-const PEERNET = `cct-peer-${process.pid}`;
-async function podNetwork(): Promise<string> {
-  const ip = (args: string[]) => run("ip", args);
-  await ip(["netns", "add", PODNET]);
-  await ip(["netns", "add", PEERNET]);
-  await ip(["-n", PODNET, "link", "add", "eth0", "type", "veth", "peer", "name", "vpeer", "netns", PEERNET]);
-  await ip(["-n", PODNET, "addr", "add", "10.250.0.2/24", "dev", "eth0"]);
-  await ip(["-n", PODNET, "link", "set", "eth0", "up"]);
-  await ip(["-n", PEERNET, "addr", "add", "10.250.0.1/24", "dev", "vpeer"]);
-  await ip(["-n", PEERNET, "link", "set", "vpeer", "up"]);
-  return `/run/netns/${PODNET}`;
-}
+/** The pod's network as the CRI plugin leaves it after CNI (test/helpers/netns.ts). */
+let podNet: CallerNetwork | undefined;
 
 afterAll(async () => {
-  for (const ns of [PODNET, PEERNET]) await run("ip", ["netns", "del", ns]).catch(() => undefined);
+  await podNet?.remove();
   client?.close();
   await events?.close();
   if (shimPid && (await isProcessAlive(shimPid))) process.kill(shimPid, "SIGKILL");
@@ -163,7 +149,7 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
     POD,
     ["sleep", "600"],
     cri("sandbox", { "io.kubernetes.cri.sandbox-memory": String(512 * 2 ** 20) }),
-    await podNetwork(),
+    (podNet = await CallerNetwork.create("cct", "10.250.0")).path,
   );
   const address = await shimStart(podBundle, POD);
   expect(address).toMatch(/^unix:\/\//);
@@ -264,14 +250,16 @@ it("two containers of one pod share one VM; exec ids of both are kept apart; not
   expect(await filesUnder(path.join(root, "s"))).toEqual([]);
   expect(await filesUnder(path.join(root, "run", "sbs"))).toEqual([]);
   // The namespace is the caller's: it stays, with its veth and without cocoon's tap or tc filters.
-  const { stdout: links } = await run("ip", ["-n", PODNET, "-o", "link", "show"]);
-  expect(
-    links
-      .split("\n")
-      .filter(Boolean)
-      .map((l) => l.split(":")[1]?.trim().split("@")[0]),
-  ).toEqual(["lo", "eth0"]);
-  const { stdout: filters } = await run("tc", ["-n", PODNET, "filter", "show", "dev", "eth0", "ingress"]);
+  expect(await podNet!.links()).toEqual(["lo", "eth0"]);
+  const { stdout: filters } = await run("tc", [
+    "-n",
+    podNet!.name,
+    "filter",
+    "show",
+    "dev",
+    "eth0",
+    "ingress",
+  ]);
   expect(filters.trim()).toBe("");
 
   // containerd saw each task's life in order, the pod's container inside the pod's.
