@@ -29,7 +29,7 @@ export type OciMount = z.infer<typeof ociMountSchema>;
 const isBind = (m: OciMount): boolean =>
   m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
 
-/** Bind options runc knows that say how to bind, not how the file behaves in the container. */
+/** An `ro` bind stays read-only in the guest; its other options only say how a host would bind. */
 const isReadOnly = (m: OciMount): boolean => (m.options ?? []).includes("ro");
 
 export async function guestMounts(mounts: OciMount[]): Promise<ContainerMount[]> {
