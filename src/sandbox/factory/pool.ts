@@ -4,7 +4,7 @@ import { mkdir, readdir, rename, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { waitForAgent } from "../../agent/client.js";
+import { waitForWarmAgent } from "./clone.js";
 import { errnoCode, isCocoonError } from "../../errors.js";
 import type { HypervisorConfig } from "../../hypervisor/config.js";
 import type { HypervisorState } from "../../hypervisor/hypervisor.js";
@@ -189,8 +189,8 @@ export class WarmPool {
         config: job.config as unknown as HypervisorConfig,
         paths: { vmDir, jailerBase: job.jailerBase },
         logger: this.ctx.logger,
-        guestReady: async (channel, signal) =>
-          void (await waitForAgent(channel, { timeoutMs: job.dialTimeoutMs, signal })),
+        guestReady: (channel, signal) =>
+          waitForWarmAgent(channel, id, { timeoutMs: job.dialTimeoutMs, signal }),
       });
       await hv.startVM(job.dialTimeoutMs);
       const entry: PoolEntry = {

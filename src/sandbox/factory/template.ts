@@ -2,7 +2,7 @@ import { mkdir, rename, rm, stat, statfs } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { waitForAgent } from "../../agent/client.js";
+import { waitForWarmAgent } from "./clone.js";
 import { errnoCode, HypervisorError, messageOf, SandboxError } from "../../errors.js";
 import { validateHypervisorConfig, type HypervisorConfig } from "../../hypervisor/config.js";
 import { qemuTemplateKey } from "../../hypervisor/qemu/template-key.js";
@@ -184,8 +184,9 @@ export class VmTemplate {
         config,
         paths: { vmDir, jailerBase: this.ctx.paths.jailerBase },
         logger: this.logger,
-        guestReady: async (channel, signal) =>
-          void (await waitForAgent(channel, { timeoutMs: dialTimeoutMs, signal })),
+        // Warmed before it is saved: every clone maps the agent's compiled code (clone.ts).
+        guestReady: (channel, signal) =>
+          waitForWarmAgent(channel, "template", { timeoutMs: dialTimeoutMs, signal }),
       });
       await hv.startVM(dialTimeoutMs);
       const bootMs = Date.now() - started;
