@@ -349,7 +349,7 @@ export class Sandbox extends EventEmitter {
   ): Promise<void> {
     const agent = await this.agent();
     // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
-    if (hvConfig.bootFromTemplate) await freshenGuest(agent);
+    if (hvConfig.bootFromTemplate) await freshenGuest(agent, this.logger);
     await agent.call("sandbox.create", {
       sandboxId: this.id,
       hostname: this.hostname(),
@@ -425,7 +425,7 @@ export class Sandbox extends EventEmitter {
     await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
     this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
     await this.persist();
-    await freshenGuest(await this.agent());
+    await freshenGuest(await this.agent(), this.logger);
     this.doc.state = restore.state;
     if (restore.guestProcessExit) this.doc.guestProcessExit = restore.guestProcessExit;
     if (restore.watchMain)

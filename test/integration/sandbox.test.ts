@@ -319,6 +319,13 @@ describe("sandboxes on real QEMU VMs", () => {
     expect(await agent.call("guest.reseedRandom", { data: randomBytes(64).toString("base64") })).toEqual({
       bytes: 64,
     });
+    // Both in one request (what a clone gets first), back to the host's clock.
+    const freshened = await agent.call("guest.freshen", {
+      data: randomBytes(64).toString("base64"),
+      unixMs: Date.now(),
+    });
+    expect(freshened.bytes).toBe(64);
+    expect(Math.abs((await agent.call("guest.clock", {})).realtimeMs - Date.now())).toBeLessThan(5_000);
     const details = await agent.call("guest.details", {});
     expect(details).toMatchObject({ cpus: 1, supportsSeccomp: true });
     await agent.call("container.pause", { containerId: "p" });

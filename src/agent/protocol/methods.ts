@@ -221,6 +221,14 @@ export const METHODS = {
     params: z.object({ data: z.string().base64() }).strict(),
     result: z.object({ bytes: z.number() }),
   })),
+  /**
+   * guest.reseedRandom and guest.setTime in one request and (with cocoon-guestctl) one helper
+   * process: what a clone or a restored snapshot gets before anything else runs in it.
+   */
+  "guest.freshen": lazyMethod(() => ({
+    params: z.object({ data: z.string().base64(), unixMs: z.number().int().positive() }).strict(),
+    result: z.object({ bytes: z.number(), realtimeMs: z.number() }),
+  })),
   /** Block devices the guest kernel sees (for hotplug checks). */
   "storage.listBlockDevices": lazyMethod(() => ({
     params: empty(),

@@ -4,6 +4,7 @@
  *   cocoon-guestctl reseed            mixes host randomness (stdin, at most 512 bytes) into the
  *                                     kernel's pool, credits it and re-keys the CRNG at once
  *   cocoon-guestctl shift-clock MS    moves CLOCK_REALTIME by MS milliseconds (may be negative)
+ *   cocoon-guestctl freshen MS        both, in one process (a clone's first step)
  *
  * Why: a VM cloned from a template (or restored from a snapshot) starts with the same CRNG
  * state as every other clone, and with the clock of the moment the template was saved.
@@ -86,6 +87,10 @@ static int shift_clock(const char *arg) {
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "reseed") == 0) return reseed();
   if (argc == 3 && strcmp(argv[1], "shift-clock") == 0) return shift_clock(argv[2]);
-  fprintf(stderr, "usage: cocoon-guestctl reseed | shift-clock MS\n");
+  if (argc == 3 && strcmp(argv[1], "freshen") == 0) {
+    int rc = reseed();
+    return rc ? rc : shift_clock(argv[2]);
+  }
+  fprintf(stderr, "usage: cocoon-guestctl reseed | shift-clock MS | freshen MS\n");
   return 2;
 }
