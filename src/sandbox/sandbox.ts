@@ -6,8 +6,8 @@ import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
-import { AgentClient, waitForAgent } from "../agent/client.js";
-import type { ProcessExit, Storage } from "../agent/protocol/methods.js";
+import { AgentClient } from "../agent/client.js";
+import type { ProcessExit } from "../agent/protocol/methods.js";
 import { SandboxError, isCocoonError, messageOf } from "../errors.js";
 import { validateHypervisorConfig, type HypervisorConfig } from "../hypervisor/config.js";
 import type { Hypervisor, HypervisorState } from "../hypervisor/hypervisor.js";
@@ -18,35 +18,27 @@ import {
   containerConfigSchema,
   processConfigSchema,
   type ContainerConfig,
-  type ParsedContainerConfig,
   type ParsedSandboxConfig,
   type ProcessConfig,
 } from "./config.js";
 import { ProcessHandle } from "./process.js";
-import { prepareHostCgroups } from "./resources/hooks.js";
+import { bootFromSnapshot, bootSandbox, createInGuest, type LaunchHost } from "./launch.js";
 import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { sampleStats, type SandboxStats } from "./resources/stats.js";
 import { resizeSandbox, type ResizeRequest, type ResizeResult } from "./resources/update.js";
-import { freshenGuest } from "./factory/clone.js";
 import {
   addInterface,
-  configureGuest,
   networkRecord,
   removeInterface,
-  setUpNetwork,
   tearDownNetwork,
   type AddInterfaceOptions,
-  type SandboxNetwork,
 } from "./network.js";
 import type { GuestInterface, GuestRoute } from "../agent/protocol/methods.js";
 import type { SnapshotMeta } from "./snapshot/meta.js";
-import { blockStorage, prepareRootfs, type PreparedRootfs } from "./rootfs.js";
 import {
   bindIntoPodShare,
-  createPodShare,
   podRootfsPath,
   podRootfsStorage,
-  podShareDevice,
   podShareDir,
   unbindFromPodShare,
   unmountWorkDir,
@@ -248,8 +240,8 @@ export class Sandbox extends EventEmitter {
         };
         const sandbox = new Sandbox(ctx, doc, hypervisor);
         try {
-          if (from && "restore" in from) await sandbox.bootFromSnapshot(hvConfig, from.restore);
-          else await sandbox.boot(hvConfig, from?.pooled);
+          if (from && "restore" in from) await bootFromSnapshot(sandbox.launchHost(), hvConfig, from.restore);
+          else await bootSandbox(sandbox.launchHost(), hvConfig, from?.pooled);
           delete sandbox.doc.creating;
           await sandbox.persist();
         } catch (err) {
@@ -262,174 +254,36 @@ export class Sandbox extends EventEmitter {
     );
   }
 
-  private async boot(hvConfig: HypervisorConfig, pooled?: PooledVm): Promise<void> {
-    // Prepare rootfs first: a missing directory is refused before a VM exists.
-    const sharing =
-      this.hypervisor.type === "firecracker" || this.hypervisor.type === "acrn" ? "none" : hvConfig.sharedFS;
-    if (this.doc.config.podShare && sharing !== "virtio-fs" && sharing !== "virtio-9p")
-      throw new SandboxError(
-        "ERR_NOT_SUPPORTED",
-        `a pod sandbox needs a shared filesystem (virtio-fs or 9p), and ${this.hypervisor.type} with shared_fs "${sharing || "none"}" has none`,
-      );
-    const prepared: { id: string; rootfs: PreparedRootfs }[] = [];
-    for (const c of this.doc.config.containers) {
-      const rootfs = await prepareRootfs(c.id, c.rootfs, { workDir: this.workDir, sharing });
-      prepared.push({ id: c.id, rootfs });
-      this.doc.containers.push({
-        config: c,
-        state: "created",
-        rootfs: {
-          kind: rootfs.kind,
-          hostPath: rootfs.hostPath,
-          owned: rootfs.owned,
-          ...(rootfs.kind === "block" ? { blockId: rootfs.device.id } : {}),
-        },
-      });
-    }
-    // The record exists before the VM does, so a crash mid-boot can still be cleaned up by `rm`.
-    if (pooled) this.doc.vmDir = pooled.vmDir;
-    await this.persist();
-    let net: SandboxNetwork | undefined;
-    if (pooled) await this.adoptVm(hvConfig, pooled);
-    else net = await this.startVm(hvConfig, prepared);
-    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
-    await this.persist();
-    await this.setUpGuest(hvConfig, prepared, net);
-  }
-
-  /** A cold boot (or a clone made now): the VM starts and its agent answers. */
-  private async startVm(
-    hvConfig: HypervisorConfig,
-    prepared: { id: string; rootfs: PreparedRootfs }[],
-  ): Promise<SandboxNetwork | undefined> {
-    const agentCfg = this.doc.config.agentConfig;
-    const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
-    // Networking (network.ts): the namespace and its taps exist before the VMM that opens them.
-    const net = this.doc.config.network
-      ? await setUpNetwork(this.ctx, this.id, this.doc.config.network, this.doc.config.dns)
-      : undefined;
-    await this.hypervisor.createVM({
-      ...(cgroups ? { placement: cgroups.placement() } : {}),
-      ...(net ? { netnsPath: net.nsPath } : {}),
-      id: this.id,
-      config: hvConfig,
-      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
-      logger: this.logger,
-      guestReady: async (channel, signal) =>
-        void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
-    });
-    for (const p of prepared) if (p.rootfs.kind === "share") await this.hypervisor.addDevice(p.rootfs.device);
-    const podFs = hvConfig.sharedFS; // boot() refused a pod share without file sharing
-    if (this.doc.config.podShare && (podFs === "virtio-fs" || podFs === "virtio-9p")) {
-      // Under the work directory, so every cleanup path (delete, a failed create, gc) unmounts it.
-      await createPodShare(podShareDir(this.workDir));
-      await this.hypervisor.addDevice(podShareDevice(podShareDir(this.workDir), podFs));
-    }
-    for (const d of net?.devices ?? []) await this.hypervisor.addDevice(d);
-    await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
-    return net;
-  }
-
-  /** A warm clone from the pool (src/sandbox/factory/pool.ts): its VM already runs. */
-  private async adoptVm(hvConfig: HypervisorConfig, pooled: PooledVm): Promise<void> {
-    await this.hypervisor.createVM({
-      id: this.id,
-      config: hvConfig,
-      paths: { vmDir: pooled.vmDir, jailerBase: this.ctx.paths.jailerBase },
-      logger: this.logger,
-    });
-    this.hypervisor.load(pooled.hypervisorState);
-  }
-
-  /** The agent's side of a create: identity, containers. */
-  private async setUpGuest(
-    hvConfig: HypervisorConfig,
-    prepared: { id: string; rootfs: PreparedRootfs }[],
-    net: SandboxNetwork | undefined,
-  ): Promise<void> {
-    const agent = await this.agent();
-    // VM templates and snapshots: a clone gets fresh randomness and the host's clock first.
-    if (hvConfig.bootFromTemplate) await freshenGuest(agent, this.logger);
-    await agent.call("sandbox.create", {
-      sandboxId: this.id,
-      hostname: this.hostname(),
-      dns: this.doc.config.dns,
-      storages: [],
-    });
-    if (net) await configureGuest(agent, net);
-    for (const p of prepared) {
-      let storage: Storage;
-      if (p.rootfs.kind === "block") {
-        const attached = await this.hypervisor.hotplugAddDevice(p.rootfs.device);
-        if (attached.type !== "block" || !attached.guestPath) {
-          throw new SandboxError(
-            "ERR_INTERNAL",
-            `the ${this.hypervisor.type} driver did not say where the rootfs disk is in the guest`,
-          );
-        }
-        storage = blockStorage(attached.guestPath, p.rootfs.storage);
-      } else {
-        storage = p.rootfs.storage;
-      }
-      const c = this.doc.config.containers.find((x) => x.id === p.id)!;
-      await this.createInGuest(agent, c, storage);
-    }
-    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
-    await this.persist();
-  }
-
-  /** Creates a container in the guest on storage the guest can mount. */
-  private async createInGuest(
-    agent: AgentClient,
-    c: ParsedContainerConfig,
-    storage: Storage,
-    rootfsSubpath = "",
-  ): Promise<void> {
-    const proc = processConfigSchema.parse(c.process);
-    await agent.call("container.create", {
-      containerId: c.id,
-      rootfs: storage,
-      rootfsSubpath,
-      hostname: c.hostname ?? this.hostname(),
-      process: {
-        ...proc,
-        ...(proc.rows ? { rows: proc.rows } : {}),
-        ...(proc.cols ? { cols: proc.cols } : {}),
+  /** What src/sandbox/launch.ts needs of this sandbox while it is made. */
+  private launchHost(): LaunchHost {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the getters read the live fields
+    const self = this;
+    return {
+      get id() {
+        return self.id;
       },
-      readonlyRootfs: c.readonlyRootfs,
-      ...(c.resources ? { resources: c.resources } : {}),
-      ...(c.rlimits ? { rlimits: c.rlimits } : {}),
-      mounts: c.mounts,
-    });
-  }
-
-  /**
-   * A restored snapshot: the guest resumes where the snapshot left it (processes, memory,
-   * guest files); only the host side is new (VM directory, sockets, agent session). The guest
-   * gets fresh randomness and the host's clock before anything else talks to it.
-   */
-  private async bootFromSnapshot(hvConfig: HypervisorConfig, restore: SandboxRestore): Promise<void> {
-    const agentCfg = this.doc.config.agentConfig;
-    await this.persist();
-    const cgroups = await prepareHostCgroups(this.ctx, this.doc.config, hvConfig, this.hypervisor.type);
-    await this.hypervisor.createVM({
-      ...(cgroups ? { placement: cgroups.placement() } : {}),
-      id: this.id,
-      config: hvConfig,
-      paths: { vmDir: this.vmDir, jailerBase: this.ctx.paths.jailerBase },
-      logger: this.logger,
-      restoreFrom: { dir: restore.dir, namedRam: restore.namedRam },
-      guestReady: async (channel, signal) =>
-        void (await waitForAgent(channel, { timeoutMs: agentCfg.dialTimeoutMs, signal })),
-    });
-    await this.hypervisor.startVM(agentCfg.dialTimeoutMs);
-    this.doc.hypervisorState = this.hypervisor.save() as unknown as Record<string, unknown>;
-    await this.persist();
-    await freshenGuest(await this.agent(), this.logger);
-    this.doc.state = restore.state;
-    if (restore.guestProcessExit) this.doc.guestProcessExit = restore.guestProcessExit;
-    if (restore.watchMain)
-      await watchMainProcess(this.vmDir, restore.watchMain.execId, restore.watchMain.graceMs);
+      get ctx() {
+        return self.ctx;
+      },
+      get doc() {
+        return self.doc;
+      },
+      get hypervisor() {
+        return self.hypervisor;
+      },
+      get vmDir() {
+        return self.vmDir;
+      },
+      get workDir() {
+        return self.workDir;
+      },
+      get logger() {
+        return self.logger;
+      },
+      hostname: () => this.hostname(),
+      persist: () => this.persist(),
+      agent: () => this.agent(),
+    };
   }
 
   /**
@@ -696,7 +550,13 @@ export class Sandbox extends EventEmitter {
         rootfs: { kind: "share", hostPath: target, owned: [], inPodShare: true },
       };
       try {
-        await this.createInGuest(await this.agent(), config, podRootfsStorage(config.id, fsType), config.id);
+        await createInGuest(
+          await this.agent(),
+          config,
+          podRootfsStorage(config.id, fsType),
+          this.hostname(),
+          config.id,
+        );
       } catch (err) {
         await unbindFromPodShare(target).catch(() => undefined);
         throw err;
