@@ -52,8 +52,9 @@ export const BUNDLE_DIR = "dist/bundle";
  * The script to run for one of cocoon's programs: its bundle (dist/bundle/<bundle>.js) when
  * there is one at least as new as tsc's output for it (dist/<distEntry>), else that output. A
  * bundle older than tsc's output was left by an earlier build (`tsc` alone does not bundle): its
- * code may be stale, so it is passed over. `npm ci --omit=dev` users, or anyone who built with
- * `tsc` alone, run dist/ as before, only slower to start.
+ * code may be stale, so it is passed over (equal times count as current: npm's tarballs give
+ * every file the same one). Without a bundle (built by `tsc` alone, or esbuild missing), the
+ * programs run from dist/ as before, only slower to start.
  */
 export function programScript(bundle: string, distEntry: string, root = PACKAGE_ROOT): string {
   const plain = path.join(root, "dist", distEntry);
