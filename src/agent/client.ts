@@ -1,12 +1,9 @@
-import { createRequire } from "node:module";
 import { AgentError, type ErrorCode } from "../errors.js";
 import type { AgentChannel } from "../hypervisor/hypervisor.js";
 import { Connection, RemoteError, type HelloAck, type Stream } from "./protocol/connection.js";
 import { METHODS, type MethodName, type ParamsOf, type ResultOf } from "./protocol/methods.js";
 import { dialAgent, type AgentLink } from "./dial.js";
-
-const require = createRequire(import.meta.url);
-const { version: COCOON_VERSION } = require("../../package.json") as { version: string };
+import { COCOON_VERSION } from "../package-root.js";
 
 /** Agent error codes → cocoon error codes. */
 const REMOTE_CODES: Record<string, ErrorCode> = {

@@ -1,6 +1,6 @@
 import { Command, CommanderError, Option } from "commander";
-import { createRequire } from "node:module";
 import { ExitCode } from "../errors.js";
+import { COCOON_VERSION } from "../package-root.js";
 import { registerCheck } from "./commands/check.js";
 import { registerConfig } from "./commands/config.js";
 import { registerFactory } from "./commands/factory.js";
@@ -13,9 +13,6 @@ import { registerNetworkCommands } from "./commands/network.js";
 import { createContext, type CliContext, type GlobalOptions } from "./context.js";
 import { processIo, reportError, type Io } from "./output.js";
 
-const require = createRequire(import.meta.url);
-const { version } = require("../../package.json") as { version: string };
-
 export type Runner = (fn: (ctx: CliContext) => Promise<number>) => Promise<void>;
 
 /** Builds the `cocoon` program. `io` and `exit` are injectable for tests. */
@@ -27,7 +24,7 @@ export function buildProgram(
   program
     .name("cocoon")
     .description("run workloads inside lightweight virtual machines (QEMU, Firecracker, ACRN)")
-    .version(version, "-v, --version", "print cocoon's version")
+    .version(COCOON_VERSION, "-v, --version", "print cocoon's version")
     .enablePositionalOptions()
     .showHelpAfterError("(run with --help for usage)")
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) })

@@ -10,10 +10,10 @@ import { mkdir, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import type { Socket } from "node:net";
-import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { HypervisorError, StoreError, messageOf } from "../errors.js";
 import { isProcessAlive } from "../host/proc.js";
+import { FROM_SOURCE, packagePath, programScript } from "../package-root.js";
 import {
   escalate,
   settleWithin,
@@ -25,13 +25,13 @@ import { readFileTail } from "./reason.js";
 import { monitorDir } from "./records.js";
 import { OWNER_ENV, monitorEventSchema, type MonitorEvent, type MonitorSpec } from "./spec.js";
 
-/** How the monitor program is run: the built JavaScript, or the TypeScript source under tsx (tests). */
+/**
+ * How the monitor program is run: the TypeScript source under tsx when we run from the sources
+ * (tests), else its bundle (dist/bundle/monitor.js, quicker to load) or tsc's dist/monitor/main.js.
+ */
 function monitorCommand(): string[] {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith(".ts")) {
-    return ["--import", import.meta.resolve("tsx"), path.join(path.dirname(here), "main.ts")];
-  }
-  return [path.join(path.dirname(here), "main.js")];
+  if (FROM_SOURCE) return ["--import", import.meta.resolve("tsx"), packagePath("src/monitor/main.ts")];
+  return [programScript("monitor", "monitor/main.js")];
 }
 
 const POLL_MS = 100;

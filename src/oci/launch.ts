@@ -2,8 +2,8 @@ import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import { fileURLToPath } from "node:url";
 import { CocoonError } from "../errors.js";
+import { packagePath } from "../package-root.js";
 import { RELAY_ENV, type RelayOptions } from "./relay.js";
 import { signalNumber } from "./signals.js";
 
@@ -14,8 +14,7 @@ import { signalNumber } from "./signals.js";
 export function consoleHelperPath(): string {
   const fromEnv = process.env.COCOON_CONSOLE_HELPER;
   if (fromEnv) return fromEnv;
-  const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-  return path.join(repo, ".cache/oci/cocoon-console");
+  return packagePath(".cache/oci/cocoon-console");
 }
 
 export interface LaunchedRelay {

@@ -1,12 +1,11 @@
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { access } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
 import { HostError } from "../../errors.js";
 import { which } from "../../host/which.js";
 
-/** The cocoon package root (works from src/ under tsx and from dist/). */
-export const PACKAGE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+/** The cocoon package root (see package-root.ts). */
+export { PACKAGE_ROOT } from "../../package-root.js";
 
 export function sha256(data: string | Buffer): string {
   return createHash("sha256").update(data).digest("hex");

@@ -1,4 +1,3 @@
-import { build } from "esbuild";
 import {
   chmod,
   copyFile,
@@ -14,6 +13,7 @@ import {
 } from "node:fs/promises";
 import path from "node:path";
 import { HostError, messageOf } from "../../errors.js";
+import { COCOON_VERSION } from "../../package-root.js";
 import { runChecked } from "../../host/process.js";
 import { which } from "../../host/which.js";
 import { AGENT_BUNDLE_FILE, AGENT_CODE_CACHE_FILE, WRITE_CODE_CACHE_FLAG } from "../agent/code-cache.js";
@@ -152,9 +152,8 @@ export async function bundleAgent(): Promise<AgentFiles> {
 
 async function bundleOne(source: string): Promise<string> {
   const entry = path.join(PACKAGE_ROOT, source);
-  const { version } = JSON.parse(await readFile(path.join(PACKAGE_ROOT, "package.json"), "utf8")) as {
-    version: string;
-  };
+  // Loaded here, not at the top: only an image build needs esbuild (and its service process).
+  const { build } = await import("esbuild");
   const result = await build({
     entryPoints: [entry],
     bundle: true,
@@ -164,7 +163,7 @@ async function bundleOne(source: string): Promise<string> {
     write: false,
     minify: false,
     legalComments: "none",
-    define: { __COCOON_VERSION__: JSON.stringify(version) },
+    define: { __COCOON_VERSION__: JSON.stringify(COCOON_VERSION) },
     logLevel: "silent",
   });
   const out = result.outputFiles[0];

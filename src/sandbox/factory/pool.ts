@@ -10,6 +10,7 @@ import type { HypervisorConfig } from "../../hypervisor/config.js";
 import type { HypervisorState } from "../../hypervisor/hypervisor.js";
 import { newHypervisor } from "../../hypervisor/registry.js";
 import { isProcessAlive, readProcStat } from "../../host/proc.js";
+import { programScript } from "../../package-root.js";
 import { reapVmProcesses } from "../../monitor/reap.js";
 import { readDocument, writeDocument, type DocumentKind } from "../../store/atomic.js";
 import { acquireLock } from "../../store/lock.js";
@@ -215,10 +216,12 @@ export class WarmPool {
 
   /**
    * Starts a filler in its own process, detached: a create returns at once and the refill
-   * outlives it. The filler is dist/sandbox/factory/refill-main.js (built by `npm run build`).
+   * outlives it. The filler is its bundle, dist/bundle/refill.js, or tsc's
+   * dist/sandbox/factory/refill-main.js (both built by `npm run build`; tests from the sources
+   * run it too: their setup builds dist/).
    */
   spawnRefill(job: RefillJob): void {
-    const main = path.resolve(import.meta.dirname, "../../../dist/sandbox/factory/refill-main.js");
+    const main = programScript("refill", "sandbox/factory/refill-main.js");
     const child = spawn(process.execPath, [main, JSON.stringify(job)], { detached: true, stdio: "ignore" });
     child.on("error", (err) => this.ctx.logger.warn({ err }, "could not start the warm pool refill"));
     child.unref();

@@ -1,4 +1,4 @@
-import path from "node:path";
+import { packagePath } from "../../package-root.js";
 import { HypervisorError, isCocoonError } from "../../errors.js";
 import { runCommand } from "../../host/process.js";
 
@@ -71,10 +71,7 @@ export function parsePlatformInfoHex(text: string): AcrnPlatformInfo {
 }
 
 /** Where scripts build the helper: <repo>/.cache/acrn/ (same from src/ and dist/). */
-export const DEFAULT_PLATFORM_HELPER = path.resolve(
-  import.meta.dirname,
-  "../../../.cache/acrn/cocoon-acrn-platform-info",
-);
+export const DEFAULT_PLATFORM_HELPER = packagePath(".cache/acrn/cocoon-acrn-platform-info");
 
 const SETTING_HINT = "or set max_vms in [hypervisor.acrn] to the platform's limit and skip the probe";
 
