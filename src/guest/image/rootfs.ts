@@ -273,9 +273,13 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_CTL_HELPER), GUESTCTL_SOURCE], {
     timeoutMs: 120_000,
   });
-  await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_SPAWNER_HELPER), SPAWNER_SOURCE], {
-    timeoutMs: 120_000,
-  });
+  await runChecked(
+    "gcc",
+    ["-O2", "-static", "-Wall", "-o", await place(GUEST_SPAWNER_HELPER), SPAWNER_SOURCE],
+    {
+      timeoutMs: 120_000,
+    },
+  );
   const loaderDest = await place(GUEST_AGENT_PATH);
   await writeFile(loaderDest, inputs.agent.loader, { mode: 0o644 });
   await writeFile(path.join(root, GUEST_AGENT_DIR, AGENT_BUNDLE_FILE), inputs.agent.bundle, { mode: 0o644 });
