@@ -55,8 +55,9 @@ describe("processes started through cocoon-spawner", () => {
   });
 
   it("still starts processes after the spawner was killed", async () => {
-    // The killer is the spawner's own child: its exit status goes with the spawner (255).
-    const killer = await sb.exec({ process: { args: ["sh", "-c", "kill -9 $PPID; sleep 0.2"] } });
+    // The killer is the spawner's own child: its exit status goes with the spawner (255). It
+    // waits until the agent has its pipes (a spawner gone before that fails the start).
+    const killer = await sb.exec({ process: { args: ["sh", "-c", "sleep 1; kill -9 $PPID; sleep 0.2"] } });
     expect((await killer.output()).exit).toEqual({ exitCode: 255 });
     const out = await (await sb.exec({ process: { args: ["sh", "-c", "echo again; exit 5"] } })).output();
     expect(out.stdout.toString()).toBe("again\n");
