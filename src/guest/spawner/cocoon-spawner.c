@@ -80,7 +80,9 @@ static void close_fds(int *fds, int n) {
 static const char *env_path(char **env) {
     for (char **e = env; *e; e++)
         if (strncmp(*e, "PATH=", 5) == 0) return *e + 5;
-    return "/usr/bin:/bin"; /* libuv's default, as node's spawn would use */
+    /* as libuv (node's spawn): else the spawner's own PATH (the agent's), else the default */
+    const char *own = getenv("PATH");
+    return own ? own : "/usr/bin:/bin";
 }
 
 /* execvpe, but searching the PATH of the program's environment (as node's spawn does). */
