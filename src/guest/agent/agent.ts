@@ -13,6 +13,7 @@ import { DEFAULT_PATH } from "./oci.js";
 import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
 import { ProcessTable } from "./processes.js";
 import { run } from "./run.js";
+import { SpawnerLauncher } from "./spawner.js";
 import { GUEST_CTL_HELPER, hasGuestCtl } from "./guestctl.js";
 import { mountStorage, unmount } from "./storage.js";
 import { extraHostsText, networkHandlers } from "./network.js";
@@ -24,7 +25,8 @@ const SANDBOX_DIR = "/run/cocoon/sandbox";
  * processes. Sessions come and go (each cocoon command is one); the work they start stays.
  */
 export class AgentState {
-  readonly procs = new ProcessTable();
+  /** Processes start through cocoon-spawner, started here once (issue 14: see spawner.ts). */
+  readonly procs = new ProcessTable(new SpawnerLauncher().launch);
   readonly containers: ContainerTable;
   private sandboxId: string | undefined;
   private mounted: string[] = [];

@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { constants as osConstants } from "node:os";
 import type { Writable } from "node:stream";
 import type { Connection } from "../../agent/protocol/connection.js";
 import type { GuestProcessInfo, ProcessExit } from "../../agent/protocol/methods.js";
+import { spawnWithNode, type Launch, type LaunchedChild } from "./child.js";
 import { AgentOpError } from "./errors.js";
 import { OutputPump } from "./output.js";
 
@@ -68,17 +68,15 @@ export class GuestProcess {
 
   constructor(
     readonly spec: LaunchSpec,
-    readonly child: ChildProcess,
+    readonly child: LaunchedChild,
   ) {
     this.stdin = child.stdin;
-    this.stdout = new OutputPump(child.stdout!);
+    this.stdout = new OutputPump(child.stdout);
     this.stderr = child.stderr ? new OutputPump(child.stderr) : undefined;
-    this.control = spec.terminal ? (child.stdio[3] as Writable | undefined) : undefined;
+    this.control = child.control;
     this.control?.on("error", () => undefined);
     this.stdin?.on("error", () => undefined);
-    const exited = new Promise<ProcessExit>((resolve) => {
-      child.once("exit", (code, signal) => resolve(decodeExit(code, signal, spec.wrapped)));
-    });
+    const exited = child.exited.then(({ code, signal }) => decodeExit(code, signal, spec.wrapped));
     this.done = Promise.all([exited, this.stdout.ended, this.stderr?.ended]).then(async ([exit]) => {
       // Resource control: a container's exit learns whether the OOM killer caused it.
       this.exit = { ...exit, ...(await spec.exitNote?.(exit).catch(() => undefined)) };
@@ -87,11 +85,11 @@ export class GuestProcess {
   }
 
   get pid(): number {
-    return this.child.pid ?? 0;
+    return this.child.pid;
   }
 
   get running(): boolean {
-    return this.exit === undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return this.exit === undefined && !this.child.hasExited;
   }
 
   /** Connects the process's stdio to streams of a session. */
@@ -216,6 +214,9 @@ export class ProcessTable {
   private readonly procs = new Map<string, GuestProcess>();
   private readonly exitListeners = new Set<(p: GuestProcess) => void>();
 
+  /** `launch` starts the processes: the agent's goes through cocoon-spawner (spawner.ts). */
+  constructor(private readonly start: Launch = spawnWithNode) {}
+
   get(execId: string): GuestProcess {
     const p = this.procs.get(execId);
     if (!p) throw new AgentOpError("NOT_FOUND", `no process with exec id ${execId}`);
@@ -246,26 +247,14 @@ export class ProcessTable {
     const argv = spec.terminal
       ? [PTY_HELPER, String(spec.rows), String(spec.cols), "--", ...spec.argv]
       : spec.argv;
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd: spec.cwd,
+    const child = await this.start({
+      argv,
       env: spec.env,
-      // a terminal's stderr is the terminal; fd 3 carries window-size changes to cocoon-pty
-      stdio: spec.terminal
-        ? ["pipe", "pipe", "inherit", "pipe"]
-        : [spec.openStdin ? "pipe" : "ignore", "pipe", "pipe"],
-      ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
-      ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
-      detached: true, // own session and process group: signals aimed at the agent miss it
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once("spawn", resolve);
-      child.once("error", (err: NodeJS.ErrnoException) => {
-        if (err.code === "ENOENT")
-          reject(new AgentOpError("EXEC_NOT_FOUND", `${argv[0]}: no such file or directory`));
-        else if (err.code === "EACCES")
-          reject(new AgentOpError("EXEC_NOT_EXECUTABLE", `${argv[0]}: permission denied`));
-        else reject(new AgentOpError("INTERNAL", `cannot start ${argv[0]}: ${err.message}`));
-      });
+      cwd: spec.cwd,
+      uid: spec.uid,
+      gid: spec.gid,
+      stdin: spec.openStdin,
+      terminal: spec.terminal,
     });
     const proc = new GuestProcess({ ...spec, argv }, child);
     this.procs.set(spec.execId, proc);
