@@ -12,7 +12,7 @@ import { checkExecutable, resolveInRoot } from "./exec-path.js";
 import { DEFAULT_PATH } from "./oci.js";
 import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
 import { ProcessTable } from "./processes.js";
-import { run } from "./run.js";
+import { run, runThrough } from "./run.js";
 import { SpawnerLauncher } from "./spawner.js";
 import { GUEST_CTL_HELPER, hasGuestCtl } from "./guestctl.js";
 import { mountStorage, unmount } from "./storage.js";
@@ -26,13 +26,16 @@ const SANDBOX_DIR = "/run/cocoon/sandbox";
  */
 export class AgentState {
   /** Processes start through cocoon-spawner, started here once (issue 14: see spawner.ts). */
-  readonly procs = new ProcessTable(new SpawnerLauncher().launch);
+  readonly procs: ProcessTable;
   readonly containers: ContainerTable;
   private sandboxId: string | undefined;
   private mounted: string[] = [];
   private readonly sessions = new Set<Connection>();
 
   constructor() {
+    const launcher = new SpawnerLauncher();
+    this.procs = new ProcessTable(launcher.launch);
+    runThrough(launcher.launch);
     this.containers = new ContainerTable(this.procs, () =>
       this.sandboxId ? path.join(SANDBOX_DIR, "resolv.conf") : undefined,
     );

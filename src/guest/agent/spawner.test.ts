@@ -7,6 +7,7 @@ import { tempDir } from "../../../test/helpers/tmp.js";
 import { SPAWNER_SOURCE } from "../image/rootfs.js";
 import type { LaunchOptions } from "./child.js";
 import { ProcessTable } from "./processes.js";
+import { run, runThrough } from "./run.js";
 import { encodeRelease, encodeSpawn, parseReply, SpawnerLauncher } from "./spawner.js";
 
 const base: LaunchOptions = {
@@ -200,6 +201,29 @@ describe("cocoon-spawner", () => {
     }
     expect(messages).toHaveLength(1);
     expect(messages[0]).toMatch(/cannot start .*missing.*node's spawn/);
+  });
+
+  it("runs the agent's short commands (run.ts): output, input, failures with their stderr", async () => {
+    runThrough(launcher.launch);
+    try {
+      expect(await run("sh", ["-c", "echo out; echo noise >&2"])).toBe("out\n");
+      expect(await run("sh", ["-c", "wc -c"], { input: Buffer.alloc(100_000) })).toMatch(/^\s*100000\s*$/);
+      await expect(
+        run("sh", ["-c", "echo bad thing >&2; exit 2"], { code: "INVALID_STATE" }),
+      ).rejects.toMatchObject({
+        code: "INVALID_STATE",
+        message: "sh -c echo bad thing >&2; exit 2: bad thing",
+      });
+      await expect(run(path.join(dir, "nope"), [])).rejects.toMatchObject({
+        code: "IO",
+        message: expect.stringMatching(/nope: .*no such file or directory/),
+      });
+      await expect(run("sleep", ["30"], { timeoutMs: 200 })).rejects.toMatchObject({
+        message: "sleep 30: timed out after 200 ms",
+      });
+    } finally {
+      runThrough(undefined);
+    }
   });
 
   it("restarts a helper that died; its processes' exits are still reported", async () => {
