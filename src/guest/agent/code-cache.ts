@@ -15,6 +15,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import vm from "node:vm";
+import { markStart } from "./start-timeline.js";
 
 /** The agent bundle (CommonJS), next to the loader in the guest. */
 export const AGENT_BUNDLE_FILE = "agent-bundle.cjs";
@@ -52,6 +53,7 @@ export interface LoadedAgentBundle {
 export function loadAgentBundle(dir: string, cachedData?: Buffer): LoadedAgentBundle {
   const filename = path.join(dir, AGENT_BUNDLE_FILE);
   const source = readFileSync(filename, "utf8");
+  markStart("bundle read");
   // The wrapper's own line is line 0, so line numbers in stack traces are the file's.
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname) {\n${source}\n})`,
@@ -64,9 +66,11 @@ export function loadAgentBundle(dir: string, cachedData?: Buffer): LoadedAgentBu
       ...(cachedData ? { cachedData } : {}),
     },
   );
+  markStart("bundle compiled");
   const wrapper = script.runInThisContext() as CommonJsWrapper;
   const module = { exports: {} as AgentBundleExports };
   wrapper(module.exports, createRequire(filename), module, filename, dir);
+  markStart("bundle evaluated");
   return {
     exports: module.exports,
     script,

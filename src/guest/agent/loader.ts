@@ -10,12 +10,16 @@ import {
   WRITE_CODE_CACHE_FLAG,
   writeAgentCodeCache,
 } from "./code-cache.js";
+import { markStart } from "./start-timeline.js";
+
+markStart("loader");
 
 const dir = path.dirname(process.argv[1] ?? ".");
 if (process.argv[2] === WRITE_CODE_CACHE_FLAG) {
   writeAgentCodeCache(dir);
 } else {
   const cache = readAgentCodeCache(dir);
+  markStart("code cache read");
   const { exports, cacheRejected } = loadAgentBundle(dir, cache);
   if (!cache) process.stderr.write("cocoon-agent: no code cache: compiled the bundle from source\n");
   else if (cacheRejected)
