@@ -17,6 +17,8 @@ import path from "node:path";
 import vm from "node:vm";
 import { markStart } from "./start-timeline.js";
 
+/** Where the loader, the bundle, its code cache and its startup snapshot are in the guest. */
+export const AGENT_GUEST_DIR = "/usr/lib/cocoon";
 /** The agent bundle (CommonJS), next to the loader in the guest. */
 export const AGENT_BUNDLE_FILE = "agent-bundle.cjs";
 /** The code cache for AGENT_BUNDLE_FILE, produced at image build. */
