@@ -12,8 +12,8 @@
  * startAgent().
  */
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { Connection } from "../../agent/protocol/connection.js";
@@ -101,16 +101,22 @@ export function serveSession(
   });
 }
 
-async function agentPorts(): Promise<string[]> {
+/** Synchronous: sysfs reads are cheap, a threadpool round trip is not (see watchPowerButton). */
+function agentPorts(): string[] {
   const out: string[] = [];
   let entries: string[] = [];
   try {
-    entries = await readdir("/sys/class/virtio-ports");
+    entries = readdirSync("/sys/class/virtio-ports");
   } catch {
     return out;
   }
   for (const port of entries) {
-    const name = (await readFile(`/sys/class/virtio-ports/${port}/name`, "utf8").catch(() => "")).trim();
+    let name = "";
+    try {
+      name = readFileSync(`/sys/class/virtio-ports/${port}/name`, "utf8").trim();
+    } catch {
+      // gone or unnamed: not an agent port
+    }
     if (name.startsWith(PORT_PREFIX)) out.push(`/dev/${port}`);
   }
   return out.sort();
@@ -156,13 +162,13 @@ export async function startAgent(): Promise<void> {
   process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
   // Before any session: once the host sees the agent it may ask for a graceful powerdown.
-  await watchPowerButton(log);
+  watchPowerButton(log);
   markStart("power button watched");
   const state = new AgentState();
   const handlers = state.handlers();
   const onSession = (stream: Duplex): Promise<void> => serveSession(stream, state, handlers);
 
-  const ports = await agentPorts();
+  const ports = agentPorts();
   markStart("ports listed");
   for (const port of ports)
     void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);

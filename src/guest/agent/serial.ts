@@ -1,4 +1,4 @@
-import { open, read, write, writev } from "node:fs";
+import { openSync, read, write, writev } from "node:fs";
 import { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
@@ -90,7 +90,8 @@ export async function servePort(
   onSession: (stream: Duplex) => Promise<void>,
   log: (m: string) => void,
 ): Promise<never> {
-  const fd = await promisify(open)(device, "r+");
+  // Synchronous: opening the port does not block, and the first answer waits for it (issue 14).
+  const fd = openSync(device, "r+");
   markStart(`${device} open`);
   const probe = Buffer.allocUnsafe(64 * 1024);
   let first = true;
