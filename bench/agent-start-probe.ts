@@ -10,6 +10,8 @@
  * assets). With PROBE_DETAIL=1 the first boot then times `node -e 0` in the guest (Node's own
  * start), every command in PROBE_CMDS (`;`-separated) the same way, and prints the output of
  * each command in PROBE_SHOW; files named as arguments are copied to the guest's /tmp first.
+ * PROBE_APPEND is added to the kernel command line (e.g. cocoon.cpuprof=1); PROBE_CONSOLE=file
+ * keeps the guest's console (the agent's stderr) in that file.
  * Usage: [COCOON_ASSETS=dir] node --import tsx bench/agent-start-probe.ts [file...]
  */
 import { spawn } from "node:child_process";
@@ -63,7 +65,11 @@ async function detail(conn: Connection): Promise<void> {
 
 async function boot(assets: GuestAssets | undefined, withDetail: boolean): Promise<Boot> {
   const root = await mkdtemp("/tmp/ccs-");
-  const { args, sockets } = await bareQemuArgs(root, "st", assets ? { assets } : {});
+  const { args, sockets } = await bareQemuArgs(root, "st", {
+    ...(assets ? { assets } : {}),
+    ...(process.env.PROBE_APPEND ? { append: process.env.PROBE_APPEND } : {}),
+    ...(process.env.PROBE_CONSOLE ? { console: process.env.PROBE_CONSOLE } : {}),
+  });
   const t0 = performance.now();
   const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
   try {

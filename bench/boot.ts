@@ -43,6 +43,8 @@ export interface BareQemuOptions {
   append?: string;
   /** The kernel and rootfs (default: the current assets of COCOON_ASSETS or the shared cache). */
   assets?: GuestAssets;
+  /** A file for the guest's console (its serial port: the kernel's and the agent's stderr). */
+  console?: string;
 }
 
 /**
@@ -100,7 +102,7 @@ export async function bareQemuArgs(
     "-device",
     "virtio-rng-device,rng=rng0",
     "-serial",
-    "null",
+    options.console ? `file:${options.console}` : "null",
   ];
   return { args, sockets };
 }
