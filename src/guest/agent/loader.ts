@@ -7,6 +7,7 @@
  */
 import path from "node:path";
 import {
+  AGENT_BUNDLE_FILE,
   AGENT_GUEST_DIR,
   type AgentBundleExports,
   loadAgentBundle,
@@ -28,7 +29,7 @@ const dir = path.dirname(path.resolve(process.argv[1] ?? "."));
 if (buildingSnapshot()) {
   prepareAgentSnapshot(dir, AGENT_GUEST_DIR, require, start);
 } else if (process.argv[2] === WRITE_CODE_CACHE_FLAG) {
-  writeAgentCodeCache(dir);
+  writeAgentCodeCache(dir, path.posix.join(AGENT_GUEST_DIR, AGENT_BUNDLE_FILE));
 } else {
   const cache = readAgentCodeCache(dir);
   markStart("code cache read");

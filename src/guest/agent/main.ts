@@ -13,7 +13,7 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { Connection } from "../../agent/protocol/connection.js";
@@ -136,8 +136,10 @@ async function hasVsockTransport(): Promise<boolean> {
  * so a normal start pays nothing for it.
  */
 async function startProfiler(): Promise<void> {
-  const { Session } = await import("node:inspector/promises");
-  const { writeFile } = await import("node:fs/promises");
+  // Not import(): a function that comes from the V8 code cache has lost the loader's dynamic
+  // import callback (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), and the agent died here at each
+  // start (issue 14: "cocoon.cpuprof=1 hung at the handshake").
+  const { Session } = process.getBuiltinModule("node:inspector/promises");
   const session = new Session();
   session.connect();
   await session.post("Profiler.enable");
