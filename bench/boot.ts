@@ -13,6 +13,7 @@ import { waitForAgent } from "../src/agent/client.js";
 import { encodeJsonFrame, FrameDecoder, FrameType } from "../src/agent/protocol/frame.js";
 import { chooseAccelerator } from "../src/host/accel.js";
 import { hostTscKhz } from "../src/host/proc.js";
+import type { GuestAssets } from "../src/guest/image/catalog.js";
 import { QemuHypervisor } from "../src/hypervisor/qemu/driver.js";
 import { guestAssets, qemuConfig } from "../test/helpers/env.js";
 import { compare, printComparison, writeResults, type Comparison } from "./lib.js";
@@ -40,6 +41,10 @@ export interface BareQemuOptions {
   ports?: string[];
   /** Appended to the kernel command line (e.g. another init). */
   append?: string;
+  /** The kernel and rootfs (default: the current assets of COCOON_ASSETS or the shared cache). */
+  assets?: GuestAssets;
+  /** A file for the guest's console (its serial port: the kernel's and the agent's stderr). */
+  console?: string;
 }
 
 /**
@@ -51,7 +56,7 @@ export async function bareQemuArgs(
   tag: string,
   options: BareQemuOptions = {},
 ): Promise<{ args: string[]; sockets: Map<string, string> }> {
-  const a = await guestAssets();
+  const a = options.assets ?? (await guestAssets());
   const accel = (await chooseAccelerator("auto")).accelerator;
   // tsc_early_khz as cocoon passes it: without it, one TCG boot in ~8 hangs calibrating the TSC.
   const tsc = accel === "tcg" ? ` tsc_early_khz=${await hostTscKhz()}` : "";
@@ -97,7 +102,7 @@ export async function bareQemuArgs(
     "-device",
     "virtio-rng-device,rng=rng0",
     "-serial",
-    "null",
+    options.console ? `file:${options.console}` : "null",
   ];
   return { args, sockets };
 }

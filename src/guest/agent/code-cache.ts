@@ -15,7 +15,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import vm from "node:vm";
+import { markStart } from "./start-timeline.js";
 
+/** Where the loader, the bundle, its code cache and its startup snapshot are in the guest. */
+export const AGENT_GUEST_DIR = "/usr/lib/cocoon";
 /** The agent bundle (CommonJS), next to the loader in the guest. */
 export const AGENT_BUNDLE_FILE = "agent-bundle.cjs";
 /** The code cache for AGENT_BUNDLE_FILE, produced at image build. */
@@ -49,24 +52,31 @@ export interface LoadedAgentBundle {
  * loader would: the same wrapper both when the cache is written and when it is used, since V8
  * checks the cache against the source it compiles.
  */
-export function loadAgentBundle(dir: string, cachedData?: Buffer): LoadedAgentBundle {
-  const filename = path.join(dir, AGENT_BUNDLE_FILE);
-  const source = readFileSync(filename, "utf8");
+export function loadAgentBundle(
+  dir: string,
+  cachedData?: Buffer,
+  filename = path.join(dir, AGENT_BUNDLE_FILE),
+): LoadedAgentBundle {
+  const source = readFileSync(path.join(dir, AGENT_BUNDLE_FILE), "utf8");
+  markStart("bundle read");
   // The wrapper's own line is line 0, so line numbers in stack traces are the file's.
   const script = new vm.Script(
     `(function (exports, require, module, __filename, __dirname) {\n${source}\n})`,
     {
       filename,
       lineOffset: -1,
-      // import() in the bundle (the profiling hook's node:inspector) resolves as in the main
-      // context; without it a vm.Script's import() throws ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING.
-      importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+      // No importModuleDynamically: the bundle must not use import(). A function from the code
+      // cache keeps the host-defined options of the script that wrote the cache, not this one's,
+      // so its import() would throw ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING in the guest; and the
+      // option costs an ExperimentalWarning at each start.
       ...(cachedData ? { cachedData } : {}),
     },
   );
+  markStart("bundle compiled");
   const wrapper = script.runInThisContext() as CommonJsWrapper;
   const module = { exports: {} as AgentBundleExports };
-  wrapper(module.exports, createRequire(filename), module, filename, dir);
+  wrapper(module.exports, createRequire(filename), module, filename, path.dirname(filename));
+  markStart("bundle evaluated");
   return {
     exports: module.exports,
     script,
@@ -74,9 +84,13 @@ export function loadAgentBundle(dir: string, cachedData?: Buffer): LoadedAgentBu
   };
 }
 
-/** Image build: evaluates the bundle in `dir` (the agent is not started) and writes its code cache. */
-export function writeAgentCodeCache(dir: string): void {
-  const { script } = loadAgentBundle(dir);
+/**
+ * Image build: evaluates the bundle in `dir` (the agent is not started) and writes its code
+ * cache. `filename` is the bundle's name in the guest: the functions from the cache keep the
+ * name they were compiled under, in stack traces too.
+ */
+export function writeAgentCodeCache(dir: string, filename?: string): void {
+  const { script } = loadAgentBundle(dir, undefined, filename);
   writeFileSync(path.join(dir, AGENT_CODE_CACHE_FILE), script.createCachedData());
 }
 

@@ -12,8 +12,8 @@
  * startAgent().
  */
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
-import { mkdir, readdir, readFile, rm } from "node:fs/promises";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { Connection } from "../../agent/protocol/connection.js";
@@ -22,6 +22,7 @@ import { AgentState } from "./agent.js";
 import { AGENT_VERSION } from "./ops/basic.js";
 import { watchPowerButton } from "./power.js";
 import { servePort } from "./serial.js";
+import { markStart, writeStartTimeline } from "./start-timeline.js";
 
 export const AGENT_SOCKET = "/run/cocoon/agent.sock";
 export const PORT_PREFIX = "cocoon.agent";
@@ -49,6 +50,24 @@ function debugLog(message: string): void {
 }
 
 /**
+ * The start timeline (start-timeline.ts) is written once the agent has both answered its first
+ * HELLO and finished startAgent(), whichever comes last: after the first answer, never before.
+ */
+let helloSeen = false;
+let started = false;
+function onFirstHello(): void {
+  if (helloSeen) return;
+  helloSeen = true;
+  markStart("hello answered");
+  if (started) setImmediate(() => void writeStartTimeline());
+}
+function onStarted(): void {
+  started = true;
+  markStart("ready");
+  if (helloSeen) setImmediate(() => void writeStartTimeline());
+}
+
+/**
  * Serves sessions on one stream until it ends. On a serial port a new host can arrive without
  * the old one's disconnect being seen: its HELLO restarts the session on the same stream.
  */
@@ -73,6 +92,7 @@ export function serveSession(
         start();
         stream.emit("data", pending);
       });
+      conn.once("hello", onFirstHello);
       conn.once("close", () => {
         if (!conn.restarted) resolve();
       });
@@ -81,16 +101,22 @@ export function serveSession(
   });
 }
 
-async function agentPorts(): Promise<string[]> {
+/** Synchronous: sysfs reads are cheap, a threadpool round trip is not (see watchPowerButton). */
+function agentPorts(): string[] {
   const out: string[] = [];
   let entries: string[] = [];
   try {
-    entries = await readdir("/sys/class/virtio-ports");
+    entries = readdirSync("/sys/class/virtio-ports");
   } catch {
     return out;
   }
   for (const port of entries) {
-    const name = (await readFile(`/sys/class/virtio-ports/${port}/name`, "utf8").catch(() => "")).trim();
+    let name = "";
+    try {
+      name = readFileSync(`/sys/class/virtio-ports/${port}/name`, "utf8").trim();
+    } catch {
+      // gone or unnamed: not an agent port
+    }
     if (name.startsWith(PORT_PREFIX)) out.push(`/dev/${port}`);
   }
   return out.sort();
@@ -110,8 +136,10 @@ async function hasVsockTransport(): Promise<boolean> {
  * so a normal start pays nothing for it.
  */
 async function startProfiler(): Promise<void> {
-  const { Session } = await import("node:inspector/promises");
-  const { writeFile } = await import("node:fs/promises");
+  // Not import(): a function that comes from the V8 code cache has lost the loader's dynamic
+  // import callback (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING), and the agent died here at each
+  // start (issue 14: "cocoon.cpuprof=1 hung at the handshake").
+  const { Session } = process.getBuiltinModule("node:inspector/promises");
   const session = new Session();
   session.connect();
   await session.post("Profiler.enable");
@@ -129,18 +157,21 @@ async function startProfiler(): Promise<void> {
 
 /** Starts the agent: serves every agent port and the unix socket until the guest stops. */
 export async function startAgent(): Promise<void> {
+  markStart("startAgent");
   const args = kernelArgs();
   debug = args.get("cocoon.debug") === "1";
   if (args.get("cocoon.cpuprof") === "1") await startProfiler();
   process.on("uncaughtException", (err) => log(`uncaught: ${err.stack ?? err.message}`));
   process.on("unhandledRejection", (err) => log(`unhandled rejection: ${String(err)}`));
   // Before any session: once the host sees the agent it may ask for a graceful powerdown.
-  await watchPowerButton(log);
+  watchPowerButton(log);
+  markStart("power button watched");
   const state = new AgentState();
   const handlers = state.handlers();
   const onSession = (stream: Duplex): Promise<void> => serveSession(stream, state, handlers);
 
-  const ports = await agentPorts();
+  const ports = agentPorts();
+  markStart("ports listed");
   for (const port of ports)
     void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);
 
@@ -148,6 +179,7 @@ export async function startAgent(): Promise<void> {
   await rm(AGENT_SOCKET, { force: true });
   const server = net.createServer((sock) => void onSession(sock));
   await new Promise<void>((resolve) => server.listen(AGENT_SOCKET, resolve));
+  markStart("socket listening");
 
   const vsockPort = args.get("cocoon.vsock_port") ?? "1024";
   const vsock = await hasVsockTransport();
@@ -167,4 +199,5 @@ export async function startAgent(): Promise<void> {
     `ready (version ${AGENT_VERSION}, ${ports.length} serial port(s)${vsock ? `, vsock ${vsockPort}` : ""})`,
   );
   debugLog(`kernel args: ${[...args.keys()].join(" ")}`);
+  onStarted();
 }

@@ -1,5 +1,4 @@
-import { createReadStream } from "node:fs";
-import { readdir, readFile } from "node:fs/promises";
+import { createReadStream, readdirSync, readFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 
 /** struct input_event on 64-bit Linux: timeval (16 bytes), type u16, code u16, value s32. */
@@ -11,16 +10,25 @@ const KEY_POWER = 116;
  * Turns the ACPI power button (QMP `system_powerdown`) into a clean `poweroff`: with no acpid
  * in the guest, the kernel's button event would otherwise go nowhere and the host would have
  * to wait for its timeout and kill the VM.
+ *
+ * On the way to the agent's first answer (it must watch before a host can ask for a powerdown):
+ * sysfs is read synchronously, each read a few microseconds of kernel work, where an fs/promises
+ * call costs a round trip through the libuv threadpool (issue 14, cold start).
  */
-export async function watchPowerButton(log: (m: string) => void): Promise<void> {
+export function watchPowerButton(log: (m: string) => void): void {
   let entries: string[] = [];
   try {
-    entries = await readdir("/sys/class/input");
+    entries = readdirSync("/sys/class/input");
   } catch {
     return;
   }
   for (const entry of entries.filter((e) => e.startsWith("event"))) {
-    const name = await readFile(`/sys/class/input/${entry}/device/name`, "utf8").catch(() => "");
+    let name = "";
+    try {
+      name = readFileSync(`/sys/class/input/${entry}/device/name`, "utf8");
+    } catch {
+      // no name: not the power button
+    }
     if (!/power button/i.test(name)) continue;
     let pending = Buffer.alloc(0);
     const stream = createReadStream(`/dev/input/${entry}`);

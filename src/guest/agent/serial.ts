@@ -1,7 +1,8 @@
-import { open, read, write, writev } from "node:fs";
+import { openSync, read, write, writev } from "node:fs";
 import { Duplex } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
+import { markStart } from "./start-timeline.js";
 
 const readAsync = promisify(read);
 const writeAsync = promisify(write);
@@ -89,8 +90,11 @@ export async function servePort(
   onSession: (stream: Duplex) => Promise<void>,
   log: (m: string) => void,
 ): Promise<never> {
-  const fd = await promisify(open)(device, "r+");
+  // Synchronous: opening the port does not block, and the first answer waits for it (issue 14).
+  const fd = openSync(device, "r+");
+  markStart(`${device} open`);
   const probe = Buffer.allocUnsafe(64 * 1024);
+  let first = true;
   for (;;) {
     let n: number;
     try {
@@ -104,6 +108,8 @@ export async function servePort(
       await sleep(IDLE_POLL_MS);
       continue;
     }
+    if (first) markStart(`${device} first read`);
+    first = false;
     const session = new PortSession(fd, Buffer.from(probe.subarray(0, n)));
     await onSession(session).catch((err: Error) => log(`session on ${device} failed: ${err.message}`));
     session.destroy();

@@ -16,7 +16,13 @@ import { HostError, messageOf } from "../../errors.js";
 import { COCOON_VERSION } from "../../package-root.js";
 import { runChecked } from "../../host/process.js";
 import { which } from "../../host/which.js";
-import { AGENT_BUNDLE_FILE, AGENT_CODE_CACHE_FILE, WRITE_CODE_CACHE_FLAG } from "../agent/code-cache.js";
+import {
+  AGENT_BUNDLE_FILE,
+  AGENT_CODE_CACHE_FILE,
+  AGENT_GUEST_DIR,
+  WRITE_CODE_CACHE_FLAG,
+} from "../agent/code-cache.js";
+import { AGENT_SNAPSHOT_FILE, SNAPSHOT_CHECK_ENV, SNAPSHOT_CHECK_OUTPUT } from "../agent/snapshot.js";
 import type { AssetCatalog } from "./catalog.js";
 import {
   assetKey,
@@ -32,9 +38,20 @@ import type { BuiltAsset } from "./kernel.js";
 const ROOTFS_BUILDER_VERSION = 3;
 /** Bumped whenever how the agent's code cache is produced changes (it is part of the key). */
 const AGENT_CODE_CACHE_VERSION = 1;
+/** Bumped whenever how the agent's startup snapshot is produced changes (it is part of the key). */
+const AGENT_SNAPSHOT_VERSION = 1;
+/**
+ * The agent's startup snapshot is made only when this is "1" at image build. Node takes a blob
+ * only on a CPU with the same features as the one that built it (V8's cached-data tag has the
+ * CPU's features in it, CET shadow stacks included): one built on the host is refused in a TCG
+ * guest (QEMU's "max" CPU has no CET), and then the agent pays for a failed node start before
+ * its start from the bundle. For hosts whose guests see the host's CPU features.
+ */
+export const AGENT_SNAPSHOT_ENV = "COCOON_AGENT_SNAPSHOT";
+const agentSnapshotWanted = (): boolean => process.env[AGENT_SNAPSHOT_ENV] === "1";
 
 /** Where things live inside the guest. */
-export const GUEST_AGENT_DIR = "/usr/lib/cocoon";
+export const GUEST_AGENT_DIR = AGENT_GUEST_DIR;
 /** The agent's entry: loads the bundle (AGENT_BUNDLE_FILE) with its code cache (code-cache.ts). */
 export const GUEST_AGENT_PATH = `${GUEST_AGENT_DIR}/agent-loader.cjs`;
 export const GUEST_AGENT_LAUNCHER = "/usr/bin/cocoon-agent";
@@ -83,13 +100,28 @@ hostname cocoon
 ip link set lo up 2>/dev/null
 `;
 
-const AGENT_LAUNCHER = `#!/bin/sh
+/**
+ * The agent's launcher (init respawns it). It starts the agent from its V8 startup snapshot
+ * (../agent/snapshot.ts) when the image has one; when node fails with it (it refuses a blob
+ * made by another node binary or for another CPU, dies on a damaged one), and when there is no
+ * snapshot, from the bundle with its code cache (../agent/loader.ts). `node` and `dir` are
+ * parameters for the tests, which run it on the host.
+ */
+export function agentLauncherScript(node = "/usr/bin/node", dir = GUEST_AGENT_DIR): string {
+  const blob = path.posix.join(dir, AGENT_SNAPSHOT_FILE);
+  return `#!/bin/sh
 # Blocking reads of virtio-serial ports hold libuv threadpool threads: give it room.
 export UV_THREADPOOL_SIZE=16
 export HOME=/root
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-exec /usr/bin/node ${GUEST_AGENT_PATH}
+if [ -s ${blob} ]; then
+  ${node} --snapshot-blob ${blob} && exit 0
+  echo "cocoon-agent: node did not start the agent from its startup snapshot (exit $?): starting it from its bundle" >&2
+fi
+exec ${node} ${path.posix.join(dir, path.posix.basename(GUEST_AGENT_PATH))}
 `;
+}
+const AGENT_LAUNCHER = agentLauncherScript();
 
 const STATIC_FILES: Record<string, { content: string; mode: number }> = {
   "/etc/inittab": { content: INITTAB, mode: 0o644 },
@@ -236,6 +268,7 @@ export async function rootfsInputs(
     // The code cache is not byte-for-byte reproducible: its key is what it is made from (the
     // bundle and loader above, the node binary hashed as /usr/bin/node, and this version).
     agentCodeCache: AGENT_CODE_CACHE_VERSION,
+    agentSnapshot: agentSnapshotWanted() ? AGENT_SNAPSHOT_VERSION : "none",
     pty: sha256(await readFile(PTY_SOURCE)),
     guestctl: sha256(await readFile(GUESTCTL_SOURCE)),
     spawner: sha256(await readFile(SPAWNER_SOURCE)),
@@ -245,7 +278,7 @@ export async function rootfsInputs(
   return { inputs, description };
 }
 
-async function stage(root: string, inputs: Inputs): Promise<number> {
+async function stage(root: string, inputs: Inputs, progress: ProgressSink): Promise<number> {
   let bytes = 0;
   const place = async (guestPath: string): Promise<string> => {
     const dest = path.join(root, guestPath);
@@ -284,6 +317,12 @@ async function stage(root: string, inputs: Inputs): Promise<number> {
   await writeFile(path.join(root, GUEST_AGENT_DIR, AGENT_BUNDLE_FILE), inputs.agent.bundle, { mode: 0o644 });
   bytes += inputs.agent.loader.length + inputs.agent.bundle.length;
   bytes += await writeAgentCodeCache(inputs.files.get("/usr/bin/node"), path.join(root, GUEST_AGENT_DIR));
+  if (agentSnapshotWanted())
+    bytes += await writeAgentSnapshot(
+      inputs.files.get("/usr/bin/node"),
+      path.join(root, GUEST_AGENT_DIR),
+      (m) => progress({ asset: "rootfs", step: "stage", message: `rootfs: ${m}` }),
+    );
   // busybox applets as symlinks at their usual paths (/bin/sh, /sbin/poweroff, ...)
   const busybox = path.join(root, "bin/busybox");
   const { stdout } = await runChecked(busybox, ["--list-full"]);
@@ -312,6 +351,40 @@ async function writeAgentCodeCache(guestNode: string | undefined, dir: string): 
   return (await stat(path.join(dir, AGENT_CODE_CACHE_FILE))).size;
 }
 
+/**
+ * Writes the agent's startup snapshot into `dir` (the staged /usr/lib/cocoon) with the guest's
+ * own node binary (node takes a blob only from the same binary), and checks that node starts
+ * from it. A node that cannot build it, or start from it, leaves it out: the agent then starts
+ * from its bundle (see agentLauncherScript). Returns its size (0 when left out).
+ */
+export async function writeAgentSnapshot(
+  guestNode: string | undefined,
+  dir: string,
+  warn: (message: string) => void,
+): Promise<number> {
+  if (!guestNode) throw new Error("unreachable: the guest's node is an input");
+  const blob = path.join(dir, AGENT_SNAPSHOT_FILE);
+  // As the guest runs it: no NODE_OPTIONS (V8 flags) from the host; see writeAgentCodeCache.
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin" };
+  try {
+    await runChecked(
+      guestNode,
+      ["--snapshot-blob", blob, "--build-snapshot", path.join(dir, path.basename(GUEST_AGENT_PATH))],
+      { timeoutMs: 120_000, env, cwd: dir },
+    );
+    const check = await runChecked(guestNode, ["--snapshot-blob", blob], {
+      timeoutMs: 60_000,
+      env: { ...env, [SNAPSHOT_CHECK_ENV]: "1" },
+    });
+    if (!check.stdout.includes(SNAPSHOT_CHECK_OUTPUT)) throw new Error(`unexpected output: ${check.stdout}`);
+    return (await stat(blob)).size;
+  } catch (err) {
+    warn(`no startup snapshot for the agent (${messageOf(err)}): it will start from its bundle, more slowly`);
+    await rm(blob, { force: true });
+    return 0;
+  }
+}
+
 export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAsset> {
   const progress = options.onProgress ?? (() => undefined);
   const { catalog } = options;
@@ -333,7 +406,7 @@ export async function buildRootfs(options: RootfsBuildOptions): Promise<BuiltAss
   const root = path.join(work, "root");
   try {
     progress({ asset: "rootfs", step: "stage", message: `rootfs ${key}: staging files` });
-    const bytes = await stage(root, inputs);
+    const bytes = await stage(root, inputs, progress);
     // Room for metadata and the small files; the image is read-only, so no slack is needed beyond that.
     const sizeMiB = Math.ceil((bytes * 1.1) / (1024 * 1024)) + 16;
     const image = path.join(work, "rootfs.ext4");
