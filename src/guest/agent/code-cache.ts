@@ -31,7 +31,8 @@ export interface AgentBundleExports {
   startAgent?: unknown;
 }
 
-type CommonJsWrapper = (
+/** The function node's CommonJS loader wraps a module's source in. */
+export type CommonJsWrapper = (
   exports: AgentBundleExports,
   require: NodeJS.Require,
   module: { exports: AgentBundleExports },

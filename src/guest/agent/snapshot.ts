@@ -19,7 +19,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import v8 from "node:v8";
-import { AGENT_BUNDLE_FILE, type AgentBundleExports } from "./code-cache.js";
+import { AGENT_BUNDLE_FILE, type AgentBundleExports, type CommonJsWrapper } from "./code-cache.js";
 import { markStart, resetStartMarks } from "./start-timeline.js";
 
 /** The startup snapshot, next to the bundle in the guest, produced at image build. */
@@ -30,14 +30,6 @@ export const AGENT_SNAPSHOT_FILE = "agent.blob";
  */
 export const SNAPSHOT_CHECK_ENV = "COCOON_AGENT_SNAPSHOT_CHECK";
 export const SNAPSHOT_CHECK_OUTPUT = "cocoon-agent: snapshot ok";
-
-type CommonJsWrapper = (
-  exports: AgentBundleExports,
-  require: NodeJS.Require,
-  module: { exports: AgentBundleExports },
-  filename: string,
-  dirname: string,
-) => void;
 
 /** Whether this node process is building a startup snapshot (`--build-snapshot`). */
 export function buildingSnapshot(): boolean {
