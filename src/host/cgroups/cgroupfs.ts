@@ -143,6 +143,23 @@ export async function cgroupThreads(dir: string, version: 1 | 2): Promise<number
 }
 
 /**
+ * Refuses cgroups another VMM already runs in. The names are `cocoon-<sandbox id>`: a sandbox
+ * of the same id under another state root (another COCOON_ROOT) would otherwise join that
+ * one's cgroups, share its limits, and fail its delete (EBUSY) for as long as the other runs.
+ * An existing empty directory (left by a crash) is taken over.
+ */
+export async function checkCgroupsFree(plan: CgroupPlan): Promise<void> {
+  for (const dir of plan.dirs) {
+    const tasks = await cgroupThreads(dir, plan.version);
+    if (tasks.length)
+      throw new HostError("ERR_CGROUP", `the host cgroup ${dir} is in use (tasks ${tasks.join(", ")})`, {
+        details: { dir, tasks },
+        hint: "another cocoon state root (COCOON_ROOT) has a running sandbox of the same name: pick another name",
+      });
+  }
+}
+
+/**
  * Removes the sandbox's directories, children first. A cgroup whose last task has just been
  * reaped can stay busy for a moment, so EBUSY is retried briefly; what still holds tasks then
  * is an error (the record stays, a later `rm` retries).

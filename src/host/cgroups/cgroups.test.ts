@@ -2,7 +2,14 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { applyLimits, createCgroups, joinVcpuThreads, readCgroupStats, removeCgroups } from "./cgroupfs.js";
+import {
+  applyLimits,
+  checkCgroupsFree,
+  createCgroups,
+  joinVcpuThreads,
+  readCgroupStats,
+  removeCgroups,
+} from "./cgroupfs.js";
 import { layoutFrom, parseProcCgroup } from "./layout.js";
 import { planCgroups } from "./plan.js";
 
@@ -127,5 +134,19 @@ describe("cgroupfs writes (against a directory standing in for cgroupfs)", () =>
     await mkdir(s);
     await removeCgroups(p);
     await removeCgroups(p); // idempotent
+  });
+
+  it("refuses cgroups a VMM already runs in (a same-named sandbox of another state root)", async () => {
+    tmp = await mkdtemp(path.join(os.tmpdir(), "cg-"));
+    const layout = { version: 2 as const, mountPoint: tmp, ownDir: tmp, controllers: ["cpu", "pids"] };
+    const p = planCgroups(layout, "twin", false);
+    await checkCgroupsFree(p); // none yet
+    await mkdir(path.join(tmp, "cocoon-twin", "overhead"), { recursive: true });
+    await checkCgroupsFree(p); // left empty by a crash: taken over
+    await writeFile(path.join(tmp, "cocoon-twin", "overhead", "cgroup.threads"), "4242\n");
+    await expect(checkCgroupsFree(p)).rejects.toMatchObject({
+      code: "ERR_CGROUP",
+      message: `the host cgroup ${path.join(tmp, "cocoon-twin", "overhead")} is in use (tasks 4242)`,
+    });
   });
 });

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { ConfigError, HostError } from "../../errors.js";
 import {
   applyLimits,
+  checkCgroupsFree,
   createCgroups,
   joinProcess,
   joinVcpuThreads,
@@ -116,6 +117,7 @@ export class SandboxCgroups {
       if (!layout || report.problem) return undefined;
     }
     const plan = planCgroups(layout, id, options.sandboxCgroupOnly);
+    await checkCgroupsFree(plan);
     const doc: CgroupDoc = {
       plan,
       limits: limitsFor(settings, options.size),
