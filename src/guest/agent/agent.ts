@@ -12,9 +12,9 @@ import { checkExecutable, resolveInRoot } from "./exec-path.js";
 import { DEFAULT_PATH } from "./oci.js";
 import { AGENT_VERSION, basicHandlers } from "./ops/basic.js";
 import { ProcessTable } from "./processes.js";
-import { run, runThrough } from "./run.js";
+import { runThrough } from "./run.js";
 import { SpawnerLauncher } from "./spawner.js";
-import { GUEST_CTL_HELPER, hasGuestCtl } from "./guestctl.js";
+import { freshenGuest, reseedGuest, setGuestClock } from "./guestctl.js";
 import { mountStorage, unmount } from "./storage.js";
 import { extraHostsText, networkHandlers } from "./network.js";
 
@@ -79,29 +79,17 @@ export class AgentState {
         hostname: os.hostname(),
       }),
       "guest.setTime": async ({ unixMs }) => {
-        // Shifting by the offset measured now keeps milliseconds (`date -s` sets whole seconds).
-        if (await hasGuestCtl())
-          await run(GUEST_CTL_HELPER, ["shift-clock", String(Math.round(unixMs - Date.now()))]);
-        else await run("date", ["-s", `@${Math.floor(unixMs / 1000)}`]);
+        await setGuestClock(unixMs);
         return { realtimeMs: Date.now() };
       },
       "guest.reseedRandom": async ({ data }) => {
         const bytes = Buffer.from(data, "base64");
-        // VM templates: the helper credits the bytes and re-keys the CRNG at once (a clone
-        // must not read its template's random stream). Without it, writing only mixes them in.
-        if (await hasGuestCtl()) await run(GUEST_CTL_HELPER, ["reseed"], { input: bytes });
-        else await writeFile("/dev/urandom", bytes);
+        await reseedGuest(bytes);
         return { bytes: bytes.length };
       },
       "guest.freshen": async ({ data, unixMs }) => {
         const bytes = Buffer.from(data, "base64");
-        // One helper process for both (each spawn costs ~0.1 s in a clone under TCG).
-        if (await hasGuestCtl())
-          await run(GUEST_CTL_HELPER, ["freshen", String(Math.round(unixMs - Date.now()))], { input: bytes });
-        else {
-          await writeFile("/dev/urandom", bytes);
-          await run("date", ["-s", `@${Math.floor(unixMs / 1000)}`]);
-        }
+        await freshenGuest(bytes, unixMs);
         return { bytes: bytes.length, realtimeMs: Date.now() };
       },
       "sandbox.create": async (p) => {
