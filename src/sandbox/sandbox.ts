@@ -102,6 +102,13 @@ export interface SandboxStatus {
 
 export const MAIN_EXEC_ID = "main";
 
+/**
+ * How long `status` (ps, inspect) waits for the agent's word on the processes. A TCG guest
+ * under load answers in well under a second; longer means it is hung or being stopped.
+ */
+const STATUS_CONNECT_TIMEOUT_MS = 3_000;
+const STATUS_CALL_TIMEOUT_MS = 3_000;
+
 /** Starting from a snapshot (src/sandbox/snapshot/): the saved VM and what ran in it. */
 export interface SandboxRestore {
   /** The snapshot's directory (the driver's files: QEMU's `state`; Firecracker's `state`, `memory`, `firecracker.json`). */
@@ -397,10 +404,10 @@ export class Sandbox extends EventEmitter {
   }
 
   /** This process's session with the agent, opened on first use. */
-  async agent(): Promise<AgentClient> {
+  async agent(connectTimeoutMs = 15_000): Promise<AgentClient> {
     if (this.client && !this.client.closed) return this.client;
     const client = await AgentClient.connect(this.hypervisor.agentChannel(), {
-      timeoutMs: 15_000,
+      timeoutMs: connectTimeoutMs,
       requestTimeoutMs: this.doc.config.agentConfig.requestTimeoutMs,
     });
     client.onClose(() => {
@@ -794,10 +801,13 @@ export class Sandbox extends EventEmitter {
     await this.refresh();
     let live: { execId: string; state: string; pid: number; exit?: ProcessExit }[] | undefined;
     if (this.doc.state === "running" || this.doc.state === "ready") {
-      live = await this.agent()
-        .then((a) => a.call("process.list", {}, { timeoutMs: 5_000 }))
+      // A guest that does not answer (hung, or its VM being stopped right now) must not make
+      // `ps` hang: the recorded states are shown instead, and the liveness folded again after.
+      live = await this.agent(STATUS_CONNECT_TIMEOUT_MS)
+        .then((a) => a.call("process.list", {}, { timeoutMs: STATUS_CALL_TIMEOUT_MS }))
         .then((r) => r.processes)
         .catch(() => undefined);
+      if (!live) await foldLiveness(this.doc, this.vmDir);
     }
     const containers = this.doc.containers.map((c): ContainerStatus => {
       const p = live?.find((x) => x.execId === c.config.id);
