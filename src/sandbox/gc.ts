@@ -16,11 +16,12 @@ import { checkId, type RuntimePaths } from "../store/paths.js";
 import type { Store } from "../store/store.js";
 import { vmDirsInUse, WarmPool } from "./factory/pool.js";
 import { foldLiveness } from "./liveness.js";
+import { SandboxCgroups } from "./resources/host-cgroups.js";
 import { collectPartialSnapshots } from "./snapshot/partial.js";
 import { SANDBOX_DOC } from "./state.js";
 import { orphanNamespaces, removeOrphanNamespace } from "./network.js";
 
-export type GarbageKind = "sandbox" | "process" | "directory" | "mount" | "lock" | "network";
+export type GarbageKind = "sandbox" | "process" | "directory" | "mount" | "lock" | "network" | "cgroup";
 
 export interface Garbage {
   kind: GarbageKind;
@@ -94,8 +95,11 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
     if (known.has(id)) continue;
     orphans.set(p.vmDir, [...(orphans.get(p.vmDir) ?? []), `${p.name} (pid ${p.pid})`]);
   }
+  /** Sandboxes of this root whose record is gone but something of theirs was found. */
+  const unrecorded = new Set<string>();
   for (const [vmDir, names] of orphans) {
     const id = path.basename(vmDir);
+    unrecorded.add(id);
     await ifUnheld(ctx, id, () =>
       act({ kind: "process", what: names.join(", "), sandbox: id }, async () => {
         await reapVmProcesses(vmDir);
@@ -120,6 +124,7 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
   ] as const) {
     for (const id of await listDir(base)) {
       if (known.has(id) || !isSandboxId(id)) continue;
+      unrecorded.add(id);
       const dir = path.join(base, id);
       await ifUnheld(ctx, id, async () => {
         if (await ctx.store.sandboxExists(id).catch(() => true)) return; // created meanwhile
@@ -138,6 +143,25 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
       await act({ kind: "network", what: `network namespace ${name}`, sandbox: id }, () =>
         removeOrphanNamespace(name),
       );
+    });
+  }
+
+  // 5b. Host cgroups (`cocoon-<id>`) of those sandboxes: their record, which names them, is gone.
+  for (const id of unrecorded) {
+    await ifUnheld(ctx, id, async () => {
+      if (await ctx.store.sandboxExists(id).catch(() => true)) return;
+      try {
+        for (const dir of await SandboxCgroups.removeUnrecorded(id, { dryRun }))
+          found.push({ kind: "cgroup", what: `host cgroup ${dir}`, sandbox: id, removed: !dryRun });
+      } catch (err) {
+        found.push({
+          kind: "cgroup",
+          what: `host cgroups of ${id}`,
+          sandbox: id,
+          removed: false,
+          error: messageOf(err),
+        });
+      }
     });
   }
 

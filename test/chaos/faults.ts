@@ -60,7 +60,7 @@ async function cleanUp(ctx: ChaosContext, how: "rm -f" | "gc", id: string): Prom
     if (!listed) {
       // ps's crash check already removed the half-created sandbox; rm -f says so, as docker's does
       check(/ERR_NOT_FOUND/.test(r.stderr.toString()), `rm -f ${id}: ${r.stderr.toString().trim()}`);
-      const left = await leaks(ctx.root);
+      const left = await leaks(ctx.root, [id]);
       check(left.length === 0, `left behind after ps's crash check: ${left.join("; ")}`);
       return "removed by the crash check of the next ps (rm -f: not found): nothing left";
     }
@@ -70,12 +70,12 @@ async function cleanUp(ctx: ChaosContext, how: "rm -f" | "gc", id: string): Prom
     // gc removes what no live owner holds; a sandbox still listed (stopped or running) is the user's to rm.
     if ((await psAll(ctx.env)).some((r) => r.id === id)) {
       await ctx.ok(["rm", "-f", id]);
-      const left = await leaks(ctx.root);
+      const left = await leaks(ctx.root, [id]);
       check(left.length === 0, `left behind after gc + rm -f: ${left.join("; ")}`);
       return "gc, then rm -f of the still-listed sandbox: nothing left (processes, mounts, sockets, state entries, locks)";
     }
   }
-  const left = await leaks(ctx.root);
+  const left = await leaks(ctx.root, [id]);
   check(left.length === 0, `left behind after ${how}: ${left.join("; ")}`);
   return `${how}: nothing left (processes, mounts, sockets, state entries, locks)`;
 }

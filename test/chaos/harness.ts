@@ -134,8 +134,8 @@ export function shown(row: SandboxRow | undefined): string {
 }
 
 /** Everything left under the root, and cocoon-tagged processes anywhere. */
-export async function leaks(root: string): Promise<string[]> {
-  const out = await leaksUnder(root);
+export async function leaks(root: string, sandboxIds: string[] = []): Promise<string[]> {
+  const out = await leaksUnder(root, sandboxIds);
   for (const p of await findTaggedProcesses(path.join(root, "run", "vm"))) {
     const line = `process ${p.pid}`;
     if (!out.some((l) => l.startsWith(line))) out.push(`${line}: ${p.name} (tagged ${p.vmDir})`);

@@ -1,7 +1,9 @@
 /** Helpers for crash tests and the chaos suite: find a sandbox's processes, inject faults, look for leaks. */
-import { readFile, readdir } from "node:fs/promises";
+import { readFile, readdir, stat } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { detectCgroupLayout } from "../../src/host/cgroups/layout.js";
+import { planCgroups } from "../../src/host/cgroups/plan.js";
 import { cocoon } from "./cli-process.js";
 import { processesMentioning } from "./env.js";
 
@@ -63,8 +65,9 @@ export async function within(timeoutMs: number, check: () => Promise<boolean>): 
 }
 
 /** Everything a root may hold that should be gone: processes, state entries, mounts, locks. */
-export async function leaksUnder(root: string): Promise<string[]> {
+export async function leaksUnder(root: string, sandboxIds: string[] = []): Promise<string[]> {
   const leaks: string[] = [];
+  for (const dir of await hostCgroupsOf(sandboxIds)) leaks.push(`cgroup ${dir}`);
   for (const p of await processesMentioning(root)) leaks.push(`process ${p.pid}: ${p.cmdline.slice(0, 100)}`);
   for (const sub of ["sbs", "vm", "shared"]) {
     for (const e of await readdir(path.join(root, "run", sub)).catch(() => [])) leaks.push(`${sub}/${e}`);
@@ -74,4 +77,16 @@ export async function leaksUnder(root: string): Promise<string[]> {
   for (const line of mounts.split("\n"))
     if (line.includes(root + "/")) leaks.push(`mount ${line.split(" ")[1]}`);
   return leaks;
+}
+
+/** The host cgroup directories (`cocoon-<id>`, either layout) that exist for these sandboxes. */
+export async function hostCgroupsOf(sandboxIds: string[]): Promise<string[]> {
+  const layout = await detectCgroupLayout();
+  if (!layout) return [];
+  const dirs = new Set(
+    sandboxIds.flatMap((id) => [true, false].flatMap((only) => planCgroups(layout, id, only).dirs)),
+  );
+  const present: string[] = [];
+  for (const dir of dirs) if ((await stat(dir).catch(() => undefined))?.isDirectory()) present.push(dir);
+  return present;
 }

@@ -2,11 +2,16 @@ import { existsSync } from "node:fs";
 import { readdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { cgroupPlanSchema, type CgroupPlan } from "../../src/host/cgroups/plan.js";
+import { spawn } from "node:child_process";
+import { createCgroups, joinProcess } from "../../src/host/cgroups/cgroupfs.js";
+import { detectCgroupLayout } from "../../src/host/cgroups/layout.js";
+import { cgroupPlanSchema, planCgroups, type CgroupPlan } from "../../src/host/cgroups/plan.js";
+import { SandboxCgroups } from "../../src/sandbox/resources/host-cgroups.js";
 import { Runtime } from "../../src/sandbox/runtime.js";
 import { statsRow } from "../../src/sandbox/resources/stats.js";
 import type { Sandbox } from "../../src/sandbox/sandbox.js";
 import { ASSETS_DIR, guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
+import { hostCgroupsOf } from "../helpers/crash.js";
 import { busyboxRootfs } from "../helpers/rootfs.js";
 
 // Host cgroups of real QEMU sandboxes, read back from cgroupfs (this host is v1/hybrid).
@@ -163,5 +168,34 @@ describe("host cgroups of a QEMU sandbox (real VM, TCG)", () => {
     expect(await sb.wait()).toEqual({ exitCode: 137, signal: "SIGKILL", oomKilled: true });
     const status = await sb.status();
     expect(status.containers[0]).toMatchObject({ id: "hog", exit: { exitCode: 137, oomKilled: true } });
+  });
+});
+
+describe("host cgroups whose record is gone (gc), on the real cgroupfs, no VM", () => {
+  it("removes them when empty, in either layout; leaves them while a task is in them", async () => {
+    const layout = await detectCgroupLayout();
+    expect(layout).toBeDefined();
+    const limits = { cpus: 1, periodUs: 100_000, memoryBytes: 256 * 1024 * 1024, pidsMax: 64 };
+    for (const only of [false, true]) {
+      const id = `gc-orphan-${only ? "one" : "split"}`;
+      const p = planCgroups(layout!, id, only);
+      await createCgroups(p, limits);
+      // A task inside: another state root's live sandbox of the same name. Not ours to remove.
+      const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
+      try {
+        await joinProcess(p, sleeper.pid!);
+        expect(await SandboxCgroups.removeUnrecorded(id)).toEqual([]);
+        expect(await hostCgroupsOf([id])).toEqual(expect.arrayContaining(p.dirs));
+      } finally {
+        sleeper.kill("SIGKILL");
+        await new Promise((r) => sleeper.once("exit", r));
+      }
+      expect(await SandboxCgroups.removeUnrecorded(id, { dryRun: true })).not.toEqual([]);
+      expect(await hostCgroupsOf([id])).not.toEqual([]);
+      const removed = await SandboxCgroups.removeUnrecorded(id);
+      expect(removed.every((d) => path.basename(d) === `cocoon-${id}`)).toBe(true);
+      expect(removed.length).toBeGreaterThan(0);
+      expect(await hostCgroupsOf([id])).toEqual([]);
+    }
   });
 });

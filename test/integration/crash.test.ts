@@ -38,7 +38,7 @@ describe("crash safety on real VMs", () => {
     const rm = await cocoon(["rm", "-f", "k2"], env).result;
     expect(rm.code).toBe(0);
     expect(await isProcessAlive(vmm)).toBe(false);
-    expect(await leaksUnder(root)).toEqual([]);
+    expect(await leaksUnder(root, ["k2"])).toEqual([]);
   });
 
   it("finding 2: a VMM killed mid-exec is seen as stopped at once, and exec fails at once", async () => {
@@ -62,7 +62,7 @@ describe("crash safety on real VMs", () => {
     // the console is still there to read
     expect((await cocoon(["logs", "k1"], env).result).stdout.toString()).toContain("PCI");
     expect((await cocoon(["rm", "k1"], env).result).code).toBe(0);
-    expect(await leaksUnder(root)).toEqual([]);
+    expect(await leaksUnder(root, ["k1"])).toEqual([]);
   });
 
   it("finding 3: a detached main process's exit is recorded, its VM stops, and wait returns the status", async () => {
@@ -81,7 +81,7 @@ describe("crash safety on real VMs", () => {
     expect(ps.stdout.toString()).not.toContain("x2");
     expect((await cocoon(["ps", "--all"], env).result).stdout.toString()).toMatch(/x2\s+qemu\s+exited \(5\)/);
     expect((await cocoon(["rm", "x2"], env).result).code).toBe(0);
-    expect(await leaksUnder(root)).toEqual([]);
+    expect(await leaksUnder(root, ["x2"])).toEqual([]);
   });
 
   it("a killed monitor: the sandbox still runs and says so; its VMM's later death is still seen; gc cleans", async () => {
@@ -95,7 +95,7 @@ describe("crash safety on real VMs", () => {
     expect((await rowOf(env, "m1"))?.stopCause?.reason).toBe("vanished");
     expect((await cocoon(["rm", "m1"], env).result).code).toBe(0);
     expect((await cocoon(["gc", "--dry-run"], env).result).stdout.toString()).toBe("nothing to clean up\n");
-    expect(await leaksUnder(root)).toEqual([]);
+    expect(await leaksUnder(root, ["m1"])).toEqual([]);
   });
 
   it("gc finds an orphaned VMM whose record was lost, and removes it", async () => {
@@ -114,6 +114,6 @@ describe("crash safety on real VMs", () => {
     expect(gc.stdout.toString()).toMatch(/process\s+.*removed/);
     expect(gc.stdout.toString()).toMatch(/directory\s+VM directory/);
     expect(await isProcessAlive(vmm)).toBe(false);
-    expect(await leaksUnder(root)).toEqual([]);
+    expect(await leaksUnder(root, ["o1"])).toEqual([]);
   });
 });

@@ -1,9 +1,11 @@
+import { stat } from "node:fs/promises";
 import os from "node:os";
 import type { Logger } from "pino";
 import { z } from "zod";
 import { ConfigError, HostError } from "../../errors.js";
 import {
   applyLimits,
+  cgroupThreads,
   checkCgroupsFree,
   createCgroups,
   joinProcess,
@@ -21,6 +23,10 @@ import type { Store } from "../../store/store.js";
 import { cpuListMembers, type CgroupSettings } from "./settings.js";
 
 const MiB = 1024 * 1024;
+
+async function isDirectory(p: string): Promise<boolean> {
+  return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
+}
 
 const cgroupDocSchema = z.object({
   plan: cgroupPlanSchema,
@@ -138,6 +144,28 @@ export class SandboxCgroups {
   static async remove(store: Store, id: string): Promise<void> {
     const stored = await store.readSandbox(id, DOC_NAME, CGROUP_DOC);
     if (stored) await removeCgroups(stored.data.plan);
+  }
+
+  /**
+   * Removes the `cocoon-<id>` cgroups of a sandbox whose record is gone (gc found its VM
+   * directory or processes without it), so nothing tells which layout they were made with:
+   * both layouts' directories are tried, children first. Cgroups holding any task are left
+   * alone: they belong to a live sandbox of the same name under another state root.
+   * Returns the top-level directories removed (with `dryRun`, found and left).
+   */
+  static async removeUnrecorded(id: string, options: { dryRun?: boolean } = {}): Promise<string[]> {
+    const layout = await detectCgroupLayout();
+    if (!layout) return [];
+    const plans = [planCgroups(layout, id, false), planCgroups(layout, id, true)];
+    const dirs = [...new Set(plans.flatMap((p) => p.dirs))];
+    const present: string[] = [];
+    for (const dir of dirs) if (await isDirectory(dir)) present.push(dir);
+    if (present.length === 0) return [];
+    for (const dir of present) if ((await cgroupThreads(dir, layout.version)).length) return [];
+    // removeCgroups goes through `dirs` backwards: parents first here, so children go first.
+    present.sort((a, b) => a.length - b.length);
+    if (!options.dryRun) await removeCgroups({ ...plans[0]!, dirs: present }, 1_000);
+    return present.filter((d) => !present.some((o) => d.startsWith(o + "/")));
   }
 
   /** The hook the driver calls as it starts processes and learns the vCPU threads. */
