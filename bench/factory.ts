@@ -42,20 +42,30 @@ async function poolSettled(rt: Runtime): Promise<void> {
   }
 }
 
+/** Fills an empty pool (untimed): a pooled create finds none ready and starts the refill. */
+async function fillPool(rt: Runtime): Promise<void> {
+  await timedCreate(rt, true);
+  await poolSettled(rt);
+}
+
 async function emptyPool(rt: Runtime): Promise<void> {
   await rt.factory.pool.destroy(async () => new Set());
 }
 
-/** Warm pool: create-to-agent-ready taking a ready clone, against a cold boot. */
+/**
+ * Warm pool: create-to-agent-ready taking a ready clone, against a cold boot. The cold boot
+ * runs with the pool empty: a warm clone is a running QEMU, and under TCG even an idle guest
+ * takes CPU from the boot being timed (it made the cold side ~2x slower here).
+ */
 async function poolRounds(rt: Runtime): Promise<{ pooled: number[]; cold: number[] }> {
   const pooled: number[] = [];
   const cold: number[] = [];
-  await timedCreate(rt, true); // starts the first refill
   for (let i = 1; i <= ROUNDS; i++) {
-    await poolSettled(rt);
+    cold.push(await timedCreate(rt, false));
+    await fillPool(rt);
     pooled.push(await timedCreate(rt, true));
     await poolSettled(rt);
-    cold.push(await timedCreate(rt, false));
+    await emptyPool(rt);
     process.stderr.write(
       `  pool round ${i}/${ROUNDS}: warm clone ${pooled.at(-1)!.toFixed(0)} ms, cold ${cold.at(-1)!.toFixed(0)} ms\n`,
     );
@@ -165,27 +175,25 @@ export async function runFactoryBench(): Promise<Comparison[]> {
     // warm-ups: the first factory run builds the template (not timed)
     await cocoonRun({ ...base, COCOON_CONFIG: factory });
     await cocoonRun({ ...base, COCOON_CONFIG: cold });
-    await cocoonRun({ ...base, COCOON_CONFIG: pooledConfig }); // starts the first refill
     for (let i = 1; i <= ROUNDS; i++) {
+      // The clone and cold runs find the pool empty: no warm clone's QEMU competes for the CPU.
       clone.push(await cocoonRun({ ...base, COCOON_CONFIG: factory }));
       boot.push(await cocoonRun({ ...base, COCOON_CONFIG: cold }));
-      // The refill a pooled run starts is not timed: each pooled run finds a ready clone.
-      await poolSettled(poolRt);
+      // The refills are not timed: the pooled run finds a ready clone.
+      await fillPool(poolRt);
       pooledRun.push(await cocoonRun({ ...base, COCOON_CONFIG: pooledConfig }));
       await poolSettled(poolRt);
+      await emptyPool(poolRt);
       process.stderr.write(
         `  factory round ${i}/${ROUNDS}: clone ${clone.at(-1)!.toFixed(0)} ms, warm pool ${pooledRun.at(-1)!.toFixed(0)} ms, cold ${boot.at(-1)!.toFixed(0)} ms\n`,
       );
     }
-    // Warm clones are running QEMUs: none may be counted in the PSS or compete for the CPU.
-    await emptyPool(poolRt);
     pss = {
       clones: await runningPss(rt, root, SANDBOXES, true),
       cold: await runningPss(rt, root, SANDBOXES, false),
     };
     templateKiB = ((await stat(rt.factory.template.memoryPath)).blocks * 512) / 1024;
     pool = await poolRounds(poolRt);
-    await emptyPool(poolRt);
     snap = await snapshotRounds(rt);
   } finally {
     await poolRt.factory.destroy().catch(() => undefined);
@@ -198,14 +206,14 @@ export async function runFactoryBench(): Promise<Comparison[]> {
       "ms",
       ["with [factory] enable_template (clone)", clone],
       ["cold boot", boot],
-      "whole CLI process, spawn to exit; the template is built by a warm-up run",
+      "whole CLI process, spawn to exit; the template is built by a warm-up run; no warm clone runs meanwhile",
     ),
     compare(
       "cocoon run --rm -- true, warm pool",
       "ms",
       ["with [factory] cache = 1 (a clone already running)", pooledRun],
       ["cold boot", boot],
-      "whole CLI process, spawn to exit; each run finds a ready clone (the pool refills between runs, untimed)",
+      "whole CLI process, spawn to exit; each run finds a ready clone (filled untimed before, emptied after: the cold runs have no warm clone beside them)",
     ),
     compare(
       `total PSS of ${SANDBOXES} running VMMs`,
@@ -219,7 +227,7 @@ export async function runFactoryBench(): Promise<Comparison[]> {
       "ms",
       ["a clone from the warm pool ([factory] cache = 1)", pool.pooled],
       ["cold boot", pool.cold],
-      "Runtime.createSandbox until it returns (agent answered, sandbox made); each round waits for the pool to refill first",
+      "Runtime.createSandbox until it returns (agent answered, sandbox made); the pool is filled (untimed) before a pooled create and empty during a cold one",
     ),
     compare(
       `restore of a running ${SNAPSHOT_MIB} MiB sandbox to the agent's first answer`,
