@@ -23,6 +23,8 @@ import { compare, printComparison, round, writeResults, type Comparison } from "
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const EXEC_ROUNDS = Number(process.env.BENCH_EXEC_ROUNDS ?? 30);
 const MB = Number(process.env.BENCH_THROUGHPUT_MB ?? 32);
+/** Extra kernel arguments for the guest, e.g. `cocoon.portrelay=1` (the agent's port relay). */
+const APPEND = process.env.BENCH_DATAPATH_APPEND ?? "";
 const BYTES = MB * 2 ** 20;
 const RAW_PORT = "cocoon.bench.0";
 const FORK_ITERATIONS = 200;
@@ -125,7 +127,10 @@ export async function runDatapathBench(): Promise<{ results: Comparison[]; facts
   let qemu: ChildProcess | undefined;
   try {
     const forkloop = await buildForkLoop(root);
-    const { args, sockets } = await bareQemuArgs(root, "dp", { ports: [RAW_PORT] });
+    const { args, sockets } = await bareQemuArgs(root, "dp", {
+      ports: [RAW_PORT],
+      ...(APPEND ? { append: APPEND } : {}),
+    });
     qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
     const conn = new Connection(await connectUnix(sockets.get("cocoon.agent.0")!), { role: "client" });
     await conn.hello("bench", 120_000);
