@@ -21,7 +21,6 @@ import { dispatcher, type Handlers } from "./dispatch.js";
 import { AgentState } from "./agent.js";
 import { AGENT_VERSION } from "./ops/basic.js";
 import { watchPowerButton } from "./power.js";
-import { serveRelayedPort } from "./port-relay.js";
 import { servePort } from "./serial.js";
 import { markStart, writeStartTimeline } from "./start-timeline.js";
 
@@ -173,9 +172,8 @@ export async function startAgent(): Promise<void> {
 
   const ports = agentPorts();
   markStart("ports listed");
-  // cocoon.portrelay=1: the port's bytes go through cocoon-portrelay (issue 14, opt-in).
-  const serve = args.get("cocoon.portrelay") === "1" ? serveRelayedPort : servePort;
-  for (const port of ports) void serve(port, (stream) => serveSession(stream, state, handlers, true), log);
+  for (const port of ports)
+    void servePort(port, (stream) => serveSession(stream, state, handlers, true), log);
 
   await mkdir("/run/cocoon", { recursive: true });
   await rm(AGENT_SOCKET, { force: true });

@@ -63,9 +63,6 @@ const GUESTCTL_SOURCE = path.join(PACKAGE_ROOT, "src/guest/guestctl/cocoon-guest
 /** Starts the agent's processes: cheaper than forking node for each (issue 14, see the source). */
 export const GUEST_SPAWNER_HELPER = "/usr/bin/cocoon-spawner";
 export const SPAWNER_SOURCE = path.join(PACKAGE_ROOT, "src/guest/spawner/cocoon-spawner.c");
-/** Carries a virtio-serial port's bytes natively (issue 14, opt-in: see the source). */
-export const GUEST_PORT_RELAY_HELPER = "/usr/bin/cocoon-portrelay";
-export const PORT_RELAY_SOURCE = path.join(PACKAGE_ROOT, "src/guest/portrelay/cocoon-portrelay.c");
 
 /** Guest programs and the Debian packages that provide them on the host. */
 const GUEST_PROGRAMS = [
@@ -275,7 +272,6 @@ export async function rootfsInputs(
     pty: sha256(await readFile(PTY_SOURCE)),
     guestctl: sha256(await readFile(GUESTCTL_SOURCE)),
     spawner: sha256(await readFile(SPAWNER_SOURCE)),
-    portRelay: sha256(await readFile(PORT_RELAY_SOURCE)),
     compiler: inputs.compiler,
     static: sha256(JSON.stringify([STATIC_FILES, SYMLINKS, DIRS])),
   };
@@ -309,13 +305,13 @@ async function stage(root: string, inputs: Inputs, progress: ProgressSink): Prom
   await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(GUEST_CTL_HELPER), GUESTCTL_SOURCE], {
     timeoutMs: 120_000,
   });
-  for (const [guest, source] of [
-    [GUEST_SPAWNER_HELPER, SPAWNER_SOURCE],
-    [GUEST_PORT_RELAY_HELPER, PORT_RELAY_SOURCE],
-  ] as const)
-    await runChecked("gcc", ["-O2", "-static", "-Wall", "-o", await place(guest), source], {
+  await runChecked(
+    "gcc",
+    ["-O2", "-static", "-Wall", "-o", await place(GUEST_SPAWNER_HELPER), SPAWNER_SOURCE],
+    {
       timeoutMs: 120_000,
-    });
+    },
+  );
   const loaderDest = await place(GUEST_AGENT_PATH);
   await writeFile(loaderDest, inputs.agent.loader, { mode: 0o644 });
   await writeFile(path.join(root, GUEST_AGENT_DIR, AGENT_BUNDLE_FILE), inputs.agent.bundle, { mode: 0o644 });
