@@ -1,30 +1,16 @@
 import { spawn } from "node:child_process";
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Connection } from "../../src/agent/protocol/connection.js";
 import type { StartTimeline } from "../../src/guest/agent/start-timeline.js";
 import { bareQemuArgs, connectUnix } from "../../bench/boot.js";
 import { sh } from "../../bench/datapath.js";
-import { guestAssets, processesMentioning, testRoot } from "../helpers/env.js";
+import { rootPerTest } from "../helpers/root-per-test.js";
 
-let root: string;
-let cleanupRoot: () => Promise<void>;
-
-beforeAll(async () => {
-  await guestAssets();
-}, 20 * 60_000);
-
-beforeEach(async () => {
-  ({ root, cleanup: cleanupRoot } = await testRoot());
-});
-
-afterEach(async () => {
-  expect(await processesMentioning(root)).toEqual([]);
-  await cleanupRoot();
-});
+const root = rootPerTest();
 
 describe("the agent's cold start on a real VM (TCG)", () => {
   it("answers the first HELLO and records its start timeline in the guest", async () => {
-    const { args, sockets } = await bareQemuArgs(root, "start");
+    const { args, sockets } = await bareQemuArgs(root(), "start");
     const qemu = spawn("qemu-system-x86_64", args, { stdio: "ignore" });
     const exited = new Promise((r) => qemu.once("exit", r));
     try {
