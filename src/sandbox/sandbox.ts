@@ -801,8 +801,9 @@ export class Sandbox extends EventEmitter {
     await this.refresh();
     let live: { execId: string; state: string; pid: number; exit?: ProcessExit }[] | undefined;
     if (this.doc.state === "running" || this.doc.state === "ready") {
-      // A guest that does not answer (hung, or its VM being stopped right now) must not make
-      // `ps` hang: the recorded states are shown instead, and the liveness folded again after.
+      // A guest that does not answer must not make `ps` hang: one that is hung, or a VM that
+      // ended after the state above was read (the connect retries a missing socket until its
+      // timeout). The recorded states are shown instead, and the liveness is folded again.
       live = await this.agent(STATUS_CONNECT_TIMEOUT_MS)
         .then((a) => a.call("process.list", {}, { timeoutMs: STATUS_CALL_TIMEOUT_MS }))
         .then((r) => r.processes)
