@@ -72,12 +72,12 @@ async function cleanUp(ctx: ChaosContext, how: "rm -f" | "gc", id: string): Prom
       await ctx.ok(["rm", "-f", id]);
       const left = await leaks(ctx.root, [id]);
       check(left.length === 0, `left behind after gc + rm -f: ${left.join("; ")}`);
-      return "gc, then rm -f of the still-listed sandbox: nothing left (processes, mounts, sockets, state entries, locks)";
+      return "gc, then rm -f of the still-listed sandbox: nothing left (processes, mounts, sockets, cgroups, state entries, locks)";
     }
   }
   const left = await leaks(ctx.root, [id]);
   check(left.length === 0, `left behind after ${how}: ${left.join("; ")}`);
-  return `${how}: nothing left (processes, mounts, sockets, state entries, locks)`;
+  return `${how}: nothing left (processes, mounts, sockets, cgroups, state entries, locks)`;
 }
 
 /** Waits until the command printed `text`; fails if it ended first. */

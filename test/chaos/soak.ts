@@ -1,12 +1,14 @@
 /**
  * The soak: create/exec/rm cycles through one long-lived library client (this process), with
  * an accounting of everything a cycle could leak, taken before and after: processes, mounts,
- * this client's open fds, network namespaces, taps, state entries and cocoon's temp files.
+ * this client's open fds, network namespaces, taps, host cgroups, state entries and cocoon's
+ * temp files.
  */
 import { readFile, readdir, readlink } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { Runtime } from "../../src/sandbox/runtime.js";
+import { detectCgroupLayout } from "../../src/host/cgroups/layout.js";
 import { findTaggedProcesses } from "../../src/monitor/reap.js";
 import { processesMentioning, entriesUnder } from "../helpers/env.js";
 import { check, type Fault } from "./harness.js";
@@ -36,6 +38,18 @@ async function netDevices(kind: "tun"): Promise<string[]> {
   return out.sort();
 }
 
+/** cocoon's host cgroups (`cocoon-*`) where this process would make a sandbox's. */
+async function hostCgroups(): Promise<string[]> {
+  const layout = await detectCgroupLayout();
+  if (!layout) return [];
+  const parents = layout.version === 2 ? [layout.ownDir] : layout.hierarchies.map((h) => h.ownDir);
+  const out: string[] = [];
+  for (const dir of parents)
+    for (const e of await readdir(dir).catch(() => []))
+      if (e.startsWith("cocoon-")) out.push(path.join(dir, e));
+  return out.sort();
+}
+
 /** What the accounting compares (equal before and after, or a leak). */
 export async function account(root: string, tmp: string): Promise<Accounting> {
   const procs = [
@@ -60,6 +74,7 @@ export async function account(root: string, tmp: string): Promise<Accounting> {
     fds: await openFds(),
     netns,
     taps: await netDevices("tun"),
+    cgroups: await hostCgroups(),
     "state entries": state.sort(),
     "temp files": temps.sort(),
   };
