@@ -4,6 +4,7 @@
  * monitor, the VMM's pid) say what happened since. Folding them gives the state every
  * command shows and acts on.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { isProcessAlive } from "../host/proc.js";
 import { readMonitorRecords } from "../monitor/records.js";
@@ -78,6 +79,21 @@ export async function foldLiveness(doc: SandboxDoc, vmDir: string): Promise<bool
     });
   }
   return false;
+}
+
+const VM_END_POLL_MS = 100;
+
+/**
+ * Resolves once the VM's monitor has recorded its end (the VMM's or the main process's), or
+ * never: for racing a question to the agent of a VM that may be ending (`signal` stops it).
+ */
+export async function whenVmEnded(vmDir: string, signal: AbortSignal): Promise<void> {
+  while (!signal.aborted) {
+    const records = await readMonitorRecords(vmDir).catch(() => undefined);
+    if (records?.vmmExit || records?.mainExit) return;
+    await sleep(VM_END_POLL_MS, undefined, { signal }).catch(() => undefined);
+  }
+  return new Promise<void>(() => undefined);
 }
 
 function stop(doc: SandboxDoc, cause: StopCause): true {

@@ -47,7 +47,7 @@ import { pidStartTime } from "../host/process.js";
 import { guestNetworkBytes } from "../network/counters.js";
 import { readWatchMain, watchMainProcess } from "../monitor/records.js";
 import { reapVmProcesses } from "../monitor/reap.js";
-import { describeState, foldLiveness, type StopCause } from "./liveness.js";
+import { describeState, foldLiveness, whenVmEnded, type StopCause } from "./liveness.js";
 import {
   checkTransition,
   SANDBOX_DOC,
@@ -404,10 +404,11 @@ export class Sandbox extends EventEmitter {
   }
 
   /** This process's session with the agent, opened on first use. */
-  async agent(connectTimeoutMs = 15_000): Promise<AgentClient> {
+  async agent(connectTimeoutMs = 15_000, signal?: AbortSignal): Promise<AgentClient> {
     if (this.client && !this.client.closed) return this.client;
     const client = await AgentClient.connect(this.hypervisor.agentChannel(), {
       timeoutMs: connectTimeoutMs,
+      ...(signal ? { signal } : {}),
       requestTimeoutMs: this.doc.config.agentConfig.requestTimeoutMs,
     });
     client.onClose(() => {
@@ -803,11 +804,15 @@ export class Sandbox extends EventEmitter {
     if (this.doc.state === "running" || this.doc.state === "ready") {
       // A guest that does not answer must not make `ps` hang: one that is hung, or a VM that
       // ended after the state above was read (the connect retries a missing socket until its
-      // timeout). The recorded states are shown instead, and the liveness is folded again.
-      live = await this.agent(STATUS_CONNECT_TIMEOUT_MS)
-        .then((a) => a.call("process.list", {}, { timeoutMs: STATUS_CALL_TIMEOUT_MS }))
+      // timeout; the monitor's record of the end stops the wait). The recorded states are
+      // shown instead, and the liveness is folded again.
+      const done = new AbortController();
+      const query = this.agent(STATUS_CONNECT_TIMEOUT_MS, done.signal)
+        .then((a) => a.call("process.list", {}, { timeoutMs: STATUS_CALL_TIMEOUT_MS, signal: done.signal }))
         .then((r) => r.processes)
         .catch(() => undefined);
+      live = await Promise.race([query, whenVmEnded(this.vmDir, done.signal).then(() => undefined)]);
+      done.abort();
       if (!live) await foldLiveness(this.doc, this.vmDir);
     }
     const containers = this.doc.containers.map((c): ContainerStatus => {
