@@ -150,18 +150,12 @@ export async function collectGarbage(ctx: GcContext, options: { dryRun?: boolean
   for (const id of unrecorded) {
     await ifUnheld(ctx, id, async () => {
       if (await ctx.store.sandboxExists(id).catch(() => true)) return;
-      try {
-        for (const dir of await SandboxCgroups.removeUnrecorded(id, { dryRun }))
-          found.push({ kind: "cgroup", what: `host cgroup ${dir}`, sandbox: id, removed: !dryRun });
-      } catch (err) {
-        found.push({
-          kind: "cgroup",
-          what: `host cgroups of ${id}`,
-          sandbox: id,
-          removed: false,
-          error: messageOf(err),
-        });
-      }
+      const cgroups = await SandboxCgroups.unrecorded(id);
+      if (cgroups)
+        await act(
+          { kind: "cgroup", what: `host cgroups ${cgroups.tops.join(", ")}`, sandbox: id },
+          cgroups.remove,
+        );
     });
   }
 

@@ -1,9 +1,8 @@
 /** Helpers for crash tests and the chaos suite: find a sandbox's processes, inject faults, look for leaks. */
-import { readFile, readdir, stat } from "node:fs/promises";
+import { readFile, readdir } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { detectCgroupLayout } from "../../src/host/cgroups/layout.js";
-import { planCgroups } from "../../src/host/cgroups/plan.js";
+import { existingSandboxCgroups } from "../../src/sandbox/resources/host-cgroups.js";
 import { cocoon } from "./cli-process.js";
 import { processesMentioning } from "./env.js";
 
@@ -81,12 +80,7 @@ export async function leaksUnder(root: string, sandboxIds: string[] = []): Promi
 
 /** The host cgroup directories (`cocoon-<id>`, either layout) that exist for these sandboxes. */
 export async function hostCgroupsOf(sandboxIds: string[]): Promise<string[]> {
-  const layout = await detectCgroupLayout();
-  if (!layout) return [];
-  const dirs = new Set(
-    sandboxIds.flatMap((id) => [true, false].flatMap((only) => planCgroups(layout, id, only).dirs)),
-  );
-  const present: string[] = [];
-  for (const dir of dirs) if ((await stat(dir).catch(() => undefined))?.isDirectory()) present.push(dir);
-  return present;
+  const out: string[] = [];
+  for (const id of sandboxIds) out.push(...((await existingSandboxCgroups(id))?.plan.dirs ?? []));
+  return out;
 }

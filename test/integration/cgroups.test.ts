@@ -184,17 +184,17 @@ describe("host cgroups whose record is gone (gc), on the real cgroupfs, no VM", 
       const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
       try {
         await joinProcess(p, sleeper.pid!);
-        expect(await SandboxCgroups.removeUnrecorded(id)).toEqual([]);
+        expect(await SandboxCgroups.unrecorded(id)).toBeUndefined();
         expect(await hostCgroupsOf([id])).toEqual(expect.arrayContaining(p.dirs));
       } finally {
         sleeper.kill("SIGKILL");
         await new Promise((r) => sleeper.once("exit", r));
       }
-      expect(await SandboxCgroups.removeUnrecorded(id, { dryRun: true })).not.toEqual([]);
+      const found = await SandboxCgroups.unrecorded(id);
       expect(await hostCgroupsOf([id])).not.toEqual([]);
-      const removed = await SandboxCgroups.removeUnrecorded(id);
-      expect(removed.every((d) => path.basename(d) === `cocoon-${id}`)).toBe(true);
-      expect(removed.length).toBeGreaterThan(0);
+      expect(found!.tops.every((d) => path.basename(d) === `cocoon-${id}`)).toBe(true);
+      expect(found!.tops.length).toBeGreaterThan(0);
+      await found!.remove();
       expect(await hostCgroupsOf([id])).toEqual([]);
     }
   });

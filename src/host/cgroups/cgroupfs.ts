@@ -142,6 +142,18 @@ export async function cgroupThreads(dir: string, version: 1 | 2): Promise<number
   return text.split("\n").filter(Boolean).map(Number);
 }
 
+/** The first of `dirs` that holds a task, with its tasks (missing directories hold none). */
+export async function firstBusyCgroup(
+  dirs: string[],
+  version: 1 | 2,
+): Promise<{ dir: string; tasks: number[] } | undefined> {
+  for (const dir of dirs) {
+    const tasks = await cgroupThreads(dir, version);
+    if (tasks.length) return { dir, tasks };
+  }
+  return undefined;
+}
+
 /**
  * Refuses cgroups another VMM already runs in. The names are `cocoon-<sandbox id>`: a sandbox
  * of the same id under another state root (another COCOON_ROOT) would otherwise join that
@@ -149,13 +161,13 @@ export async function cgroupThreads(dir: string, version: 1 | 2): Promise<number
  * An existing empty directory (left by a crash) is taken over.
  */
 export async function checkCgroupsFree(plan: CgroupPlan): Promise<void> {
-  for (const dir of plan.dirs) {
-    const tasks = await cgroupThreads(dir, plan.version);
-    if (tasks.length)
-      throw new HostError("ERR_CGROUP", `the host cgroup ${dir} is in use (tasks ${tasks.join(", ")})`, {
-        details: { dir, tasks },
-        hint: "another cocoon state root (COCOON_ROOT) has a running sandbox of the same name: pick another name",
-      });
+  const busy = await firstBusyCgroup(plan.dirs, plan.version);
+  if (busy) {
+    const { dir, tasks } = busy;
+    throw new HostError("ERR_CGROUP", `the host cgroup ${dir} is in use (tasks ${tasks.join(", ")})`, {
+      details: { dir, tasks },
+      hint: "another cocoon state root (COCOON_ROOT) has a running sandbox of the same name: pick another name",
+    });
   }
 }
 

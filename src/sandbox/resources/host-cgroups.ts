@@ -5,8 +5,8 @@ import { z } from "zod";
 import { ConfigError, HostError } from "../../errors.js";
 import {
   applyLimits,
-  cgroupThreads,
   checkCgroupsFree,
+  firstBusyCgroup,
   createCgroups,
   joinProcess,
   joinVcpuThreads,
@@ -24,8 +24,20 @@ import { cpuListMembers, type CgroupSettings } from "./settings.js";
 
 const MiB = 1024 * 1024;
 
-async function isDirectory(p: string): Promise<boolean> {
-  return (await stat(p).catch(() => undefined))?.isDirectory() ?? false;
+/**
+ * The `cocoon-<id>` cgroup directories that exist now, as a plan to remove them: a sandbox
+ * without its record does not say which layout (sandbox_cgroup_only or not) it was made with,
+ * so both are looked for. Parents come first (removeCgroups goes backwards: children first).
+ * Undefined when the host has no usable cgroups.
+ */
+export async function existingSandboxCgroups(id: string): Promise<{ plan: CgroupPlan } | undefined> {
+  const layout = await detectCgroupLayout();
+  if (!layout) return undefined;
+  const plan = planCgroups(layout, id, false);
+  const dirs: string[] = [];
+  for (const dir of new Set([...plan.dirs, ...planCgroups(layout, id, true).dirs]))
+    if ((await stat(dir).catch(() => undefined))?.isDirectory()) dirs.push(dir);
+  return { plan: { ...plan, dirs: dirs.sort((a, b) => a.length - b.length) } };
 }
 
 const cgroupDocSchema = z.object({
@@ -147,25 +159,19 @@ export class SandboxCgroups {
   }
 
   /**
-   * Removes the `cocoon-<id>` cgroups of a sandbox whose record is gone (gc found its VM
-   * directory or processes without it), so nothing tells which layout they were made with:
-   * both layouts' directories are tried, children first. Cgroups holding any task are left
-   * alone: they belong to a live sandbox of the same name under another state root.
-   * Returns the top-level directories removed (with `dryRun`, found and left).
+   * The `cocoon-<id>` cgroups of a sandbox whose record is gone (gc found its VM directory or
+   * processes without it), for removal; undefined when there are none, or when a task is in
+   * one (then they belong to a live sandbox of the same name under another state root).
    */
-  static async removeUnrecorded(id: string, options: { dryRun?: boolean } = {}): Promise<string[]> {
-    const layout = await detectCgroupLayout();
-    if (!layout) return [];
-    const plans = [planCgroups(layout, id, false), planCgroups(layout, id, true)];
-    const dirs = [...new Set(plans.flatMap((p) => p.dirs))];
-    const present: string[] = [];
-    for (const dir of dirs) if (await isDirectory(dir)) present.push(dir);
-    if (present.length === 0) return [];
-    for (const dir of present) if ((await cgroupThreads(dir, layout.version)).length) return [];
-    // removeCgroups goes through `dirs` backwards: parents first here, so children go first.
-    present.sort((a, b) => a.length - b.length);
-    if (!options.dryRun) await removeCgroups({ ...plans[0]!, dirs: present }, 1_000);
-    return present.filter((d) => !present.some((o) => d.startsWith(o + "/")));
+  static async unrecorded(id: string): Promise<{ tops: string[]; remove: () => Promise<void> } | undefined> {
+    const found = await existingSandboxCgroups(id);
+    if (!found?.plan.dirs.length || (await firstBusyCgroup(found.plan.dirs, found.plan.version)))
+      return undefined;
+    const dirs = found.plan.dirs;
+    return {
+      tops: dirs.filter((d) => !dirs.some((o) => d.startsWith(o + "/"))),
+      remove: () => removeCgroups(found.plan, 1_000),
+    };
   }
 
   /** The hook the driver calls as it starts processes and learns the vCPU threads. */
